@@ -1,0 +1,70 @@
+# lending_pipeline — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+export LENDING_DATA_DIR ?= $(CURDIR)/data
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+PII_KEY_FILE := $(CURDIR)/.secrets/pii_key
+DEMO_DAYS ?= 100
+DEMO_PER_DAY ?= 600
+
+.PHONY: help venv demo generate materialize dev test test-slow bench lint format clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP) ## create .venv and install the project (done on demand by every target)
+
+$(PII_KEY_FILE):
+	@mkdir -p $(dir $@) && umask 077 && $(PYTHON) -c "import secrets; print(secrets.token_hex(32))" > $@
+	@echo "created a local pseudonymisation key in $@ (set LENDING_PII_KEY to use your own)"
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	@mkdir -p $(DAGSTER_HOME)/.nux && cp dagster.yaml $@ && echo "seen: 1" > $(DAGSTER_HOME)/.nux/nux.yaml
+
+WITH_KEY = LENDING_PII_KEY="$${LENDING_PII_KEY:-$$(cat $(PII_KEY_FILE))}"
+
+generate: $(STAMP) ## write synthetic landing files (DEMO_DAYS x DEMO_PER_DAY applications)
+	$(BIN)/lending-pipeline generate --days $(DEMO_DAYS) --per-day $(DEMO_PER_DAY)
+
+materialize: $(STAMP) $(PII_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## run the daily job for every landed partition
+	$(WITH_KEY) $(BIN)/lending-pipeline materialize
+
+demo: $(STAMP) $(PII_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## the main job: generate data if missing, materialize the whole graph, print a summary
+	@test -d $(LENDING_DATA_DIR)/landing || $(BIN)/lending-pipeline generate --days $(DEMO_DAYS) --per-day $(DEMO_PER_DAY)
+	$(WITH_KEY) $(BIN)/lending-pipeline materialize
+
+dev: $(STAMP) $(PII_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## Dagster UI + daemon on 127.0.0.1:3000
+	$(WITH_KEY) $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+test: $(STAMP) ## run the test suite (slow, large-data tests excluded)
+	$(BIN)/pytest -q
+
+test-slow: $(STAMP) ## run only the slow, large-data tests
+	$(BIN)/pytest -q -m slow
+
+bench: $(STAMP) ## ingestion -> validation -> features at 100k and 1M applications
+	$(BIN)/python benchmarks/bench_ingestion.py
+
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check lending_pipeline lending_pipeline_tests benchmarks
+	$(BIN)/ruff format --check lending_pipeline lending_pipeline_tests benchmarks
+
+format: $(STAMP) ## format the code
+	$(BIN)/ruff format lending_pipeline lending_pipeline_tests benchmarks
+	$(BIN)/ruff check --fix lending_pipeline lending_pipeline_tests benchmarks
+
+clean: ## remove generated data, the Dagster home and caches (keeps .venv and the key)
+	rm -rf $(LENDING_DATA_DIR)/landing $(LENDING_DATA_DIR)/warehouse $(DAGSTER_HOME) .pytest_cache

@@ -1,0 +1,177 @@
+"""`lending-pipeline`: generate data, run the pipeline headless, check a spec."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import time
+from pathlib import Path
+
+from lending_pipeline.spec import SpecError, load_spec
+
+CONSUMER_SOURCES = {"applications", "bureau", "income", "outcomes"}
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text}") from None
+
+
+def _data_dir(args) -> Path:
+    from lending_pipeline.defs.resources import resolve_data_dir
+
+    return resolve_data_dir(args.data_dir)
+
+
+def cmd_generate(args) -> int:
+    from lending_pipeline.ml.corrupt import corrupt
+    from lending_pipeline.ml.synth import generate_consumer_loans, partition_path
+    from lending_pipeline.ml.synth_generic import generate_from_spec
+
+    spec = load_spec(args.spec)
+    data_dir = _data_dir(args)
+    end = args.end or dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    start = args.start or end - dt.timedelta(days=args.days - 1)
+    days = (end - start).days + 1
+    as_of = args.as_of or end + dt.timedelta(days=1)
+    began = time.perf_counter()
+    use_consumer = {s.name for s in spec.sources} == CONSUMER_SOURCES and not args.generic
+    if use_consumer:
+        result = generate_consumer_loans(
+            spec,
+            data_dir,
+            start,
+            days,
+            args.per_day,
+            seed=args.seed,
+            scenario=args.scenario,
+            scenario_start=args.scenario_start,
+            as_of=as_of,
+            progress=sys.stderr.isatty() or days * args.per_day >= 200_000,
+        )
+        files, applications = result.files, result.applications
+        extra = f", default rate {result.default_rate:.1%}"
+    else:
+        if args.scenario:
+            print("scenarios need the consumer-loan generator", file=sys.stderr)
+            return 2
+        files = generate_from_spec(spec, data_dir, start, days, args.per_day, args.seed, as_of)
+        applications, extra = days * args.per_day, " (spec-driven random data)"
+    print(
+        f"generated {applications:,} applications over {days} days ({start} to {end}) "
+        f"in {time.perf_counter() - began:.1f}s: {files} files under {data_dir}{extra}"
+    )
+    if args.corrupt:
+        source = spec.source_by_name[args.corrupt_source or spec.entity.source]
+        day = (args.corrupt_day or end).isoformat()
+        path = partition_path(data_dir, source, day)
+        corrupt(path, args.corrupt, args.corrupt_column)
+        print(f"corrupted {path} ({args.corrupt})")
+    return 0
+
+
+def _instance():
+    import dagster as dg
+
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve())))
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text("telemetry:\n  enabled: false\n")
+    return dg.DagsterInstance.get()
+
+
+def cmd_materialize(args) -> int:
+    from lending_pipeline.runs import landed_partitions, run_partitions
+
+    spec = load_spec(args.spec)
+    data_dir = _data_dir(args)
+    os.environ["LENDING_DATA_DIR"] = str(data_dir)
+    partitions = args.partition or landed_partitions(spec, data_dir)
+    if not partitions:
+        print(f"no landing files under {data_dir}: run `lending-pipeline generate` first")
+        return 1
+    _instance()
+    began = time.perf_counter()
+    runs = []
+    for run in run_partitions(args.spec, partitions, args.workers):
+        runs.append(run)
+        if not run.success or run.failed_checks:
+            print(f"  {run.partition}: FAILED checks={run.failed_checks} steps={run.failed_steps}")
+            for message in run.messages[:5]:
+                print(f"      {message}")
+    elapsed = time.perf_counter() - began
+    failed = [r for r in runs if not r.success or r.failed_checks]
+    print(
+        f"materialized {len(runs)} partitions of '{spec.name}' in {elapsed:.1f}s "
+        f"({len(runs) - len(failed)} passed every check, {len(failed)} failed)"
+    )
+    print(f"  warehouse: {data_dir / 'warehouse'}")
+    print(f"  Dagster instance: {os.environ['DAGSTER_HOME']}")
+    return 1 if failed and not args.allow_failures else 0
+
+
+def cmd_spec_check(args) -> int:
+    spec = load_spec(args.path)
+    print(
+        f"spec '{spec.name}' is valid: {len(spec.sources)} sources, "
+        f"{len(spec.features.model_inputs)} model inputs, digest {spec.digest[:12]}"
+    )
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="lending-pipeline", description=__doc__)
+    sub = main.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="write synthetic landing files")
+    gen.add_argument("--spec", help="spec file (default: LENDING_PIPELINE_SPEC or shipped)")
+    gen.add_argument("--data-dir", help="default: LENDING_DATA_DIR or data/")
+    gen.add_argument("--days", type=int, default=150, help="number of days (default 150)")
+    gen.add_argument("--per-day", type=int, default=400, help="applications a day (default 400)")
+    gen.add_argument("--start", type=_date, help="first day (default: end - days + 1)")
+    gen.add_argument("--end", type=_date, help="last day (default: yesterday, UTC)")
+    gen.add_argument("--as-of", type=_date, help="what exists by then (default: end + 1 day)")
+    gen.add_argument("--seed", type=int, default=7)
+    gen.add_argument(
+        "--scenario", choices=["income_shock", "utilization_spike", "missing_bureau_fields"]
+    )
+    gen.add_argument("--scenario-start", type=_date, help="first day of the scenario")
+    gen.add_argument("--generic", action="store_true", help="spec-driven random data")
+    gen.add_argument("--corrupt", help="corrupt one landing file afterwards (kind)")
+    gen.add_argument("--corrupt-source", help="source to corrupt (default: the entity source)")
+    gen.add_argument("--corrupt-day", type=_date, help="day to corrupt (default: the last)")
+    gen.add_argument("--corrupt-column", help="column the corruption targets")
+    gen.set_defaults(func=cmd_generate)
+
+    mat = sub.add_parser("materialize", help="run the daily job for landed partitions")
+    mat.add_argument("--spec")
+    mat.add_argument("--data-dir")
+    mat.add_argument("--partition", action="append", help="only this day (repeatable)")
+    mat.add_argument("--allow-failures", action="store_true", help="exit 0 on failed checks")
+    mat.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="parallel runs (default: cores)"
+    )
+    mat.set_defaults(func=cmd_materialize)
+
+    spec = sub.add_parser("spec", help="validate a spec file")
+    spec.add_argument("path", nargs="?", help="default: LENDING_PIPELINE_SPEC or shipped")
+    spec.set_defaults(func=cmd_spec_check)
+    return main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SpecError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

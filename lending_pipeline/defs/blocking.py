@@ -1,0 +1,51 @@
+"""Blocking across runs.
+
+Dagster's `blocking=True` stops downstream steps in the same run only. A later run that selects
+just a downstream asset would build on data whose validation failed. Every downstream asset
+calls `require_passed_checks` first: it refuses a partition whose latest execution of any
+blocking upstream check failed, naming the check.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+from dagster._core.event_api import PartitionKeyFilter  # no public equivalent in 1.13
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+
+def failed_checks(
+    instance: dg.DagsterInstance, check_keys: list[dg.AssetCheckKey], partition: str | None
+) -> list[str]:
+    """Names of the checks whose latest execution for `partition` failed."""
+    failed = []
+    for check_key in check_keys:
+        history = instance.event_log_storage.get_asset_check_execution_history(
+            check_key,
+            limit=1,
+            status={
+                AssetCheckExecutionRecordStatus.SUCCEEDED,
+                AssetCheckExecutionRecordStatus.FAILED,
+            },
+            partition_filter=PartitionKeyFilter(key=partition) if partition else None,
+        )
+        if history and history[0].status == AssetCheckExecutionRecordStatus.FAILED:
+            failed.append(check_key.name)
+    return failed
+
+
+def require_passed_checks(
+    context: dg.AssetExecutionContext, check_keys: list[dg.AssetCheckKey]
+) -> None:
+    """Raise a Failure if any blocking upstream check failed on this partition."""
+    partition = context.partition_key if context.has_partition_key else None
+    failed = failed_checks(context.instance, check_keys, partition)
+    if failed:
+        where = f"partition {partition}" if partition else "the upstream data"
+        raise dg.Failure(
+            description=(
+                f"refusing to build {context.asset_key.to_user_string()} on {where}: the latest "
+                f"run of blocking check(s) {', '.join(failed)} failed. Fix the data and "
+                "re-materialize the upstream asset with its checks first."
+            ),
+            metadata={"failed_checks": ", ".join(failed), "partition": partition or ""},
+        )

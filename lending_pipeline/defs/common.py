@@ -1,0 +1,47 @@
+"""Names and settings shared by the Dagster definitions of every stage."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from lending_pipeline.spec import PipelineSpec
+
+OWNERS = ["team:credit-risk-data"]
+
+
+def daily_partitions(spec: PipelineSpec) -> dg.DailyPartitionsDefinition:
+    """Daily partitions by application date, from the spec's start date to yesterday (UTC)."""
+    return dg.DailyPartitionsDefinition(start_date=spec.partitions.start_date.isoformat())
+
+
+def raw_key(source: str) -> dg.AssetKey:
+    return dg.AssetKey(f"raw_{source}")
+
+
+def validated_key(source: str) -> dg.AssetKey:
+    return dg.AssetKey(f"validated_{source}")
+
+
+def quarantine_key(source: str) -> dg.AssetKey:
+    return dg.AssetKey(f"quarantine_{source}")
+
+
+def schema_check(source: str) -> dg.AssetCheckKey:
+    return dg.AssetCheckKey(validated_key(source), f"validated_{source}_schema")
+
+
+def expectations_check(source: str) -> dg.AssetCheckKey:
+    return dg.AssetCheckKey(validated_key(source), f"validated_{source}_expectations")
+
+
+def validation_checks(spec: PipelineSpec, source: str) -> list[dg.AssetCheckKey]:
+    """The blocking checks of one validated source."""
+    keys = [schema_check(source)]
+    if spec.source_by_name[source].expectations:
+        keys.append(expectations_check(source))
+    return keys
+
+
+FEATURES = dg.AssetKey("applicant_features")
+FRESHNESS_CHECK = dg.AssetCheckKey(FEATURES, "applicant_features_freshness")
+POINT_IN_TIME_CHECK = dg.AssetCheckKey(FEATURES, "applicant_features_point_in_time")

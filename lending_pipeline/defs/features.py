@@ -1,0 +1,118 @@
+"""Features: `applicant_features` per day, with freshness and point-in-time checks."""
+
+import dagster as dg
+import pandas as pd
+
+from lending_pipeline.defs.blocking import require_passed_checks
+from lending_pipeline.defs.common import (
+    FEATURES,
+    FRESHNESS_CHECK,
+    OWNERS,
+    POINT_IN_TIME_CHECK,
+    daily_partitions,
+    validated_key,
+    validation_checks,
+)
+from lending_pipeline.defs.metadata import runbook_url
+from lending_pipeline.ml.features import build_features, freshness, point_in_time_violations
+from lending_pipeline.spec import PipelineSpec
+
+
+def build_features_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
+    sources = [s.name for s in spec.feature_sources]
+    upstream_checks = [k for s in sources for k in validation_checks(spec, s)]
+    check_specs = [
+        dg.AssetCheckSpec(
+            POINT_IN_TIME_CHECK.name,
+            asset=FEATURES,
+            blocking=True,
+            description="No joined source row is dated after the application date.",
+        )
+    ]
+    if spec.features.freshness:
+        rule = spec.features.freshness
+        check_specs.append(
+            dg.AssetCheckSpec(
+                FRESHNESS_CHECK.name,
+                asset=FEATURES,
+                blocking=True,
+                description=(
+                    f"At most {rule.max_stale_share:.0%} of applications with "
+                    f"{rule.column} above {rule.max_days:g} days."
+                ),
+            )
+        )
+
+    @dg.asset(
+        key=FEATURES,
+        ins={f"validated_{s}": dg.AssetIn(validated_key(s)) for s in sources},
+        partitions_def=daily_partitions(spec),
+        group_name="features",
+        kinds={"pandas"},
+        owners=OWNERS,
+        check_specs=check_specs,
+        description=(
+            "One row per application: the sources joined point-in-time (latest row dated on or "
+            "before the application date), the spec's derived features, the model inputs and the "
+            "protected attributes (kept for fairness measurement, never used as inputs). "
+            "No PII columns."
+        ),
+    )
+    def applicant_features(context: dg.AssetExecutionContext, **validated: pd.DataFrame):
+        require_passed_checks(context, upstream_checks)
+        tables = {name.removeprefix("validated_"): frame for name, frame in validated.items()}
+        result = build_features(spec, tables)
+        features = result.features
+        yield dg.Output(
+            features,
+            metadata={
+                "rows": len(features),
+                "columns": len(features.columns),
+                "rows_ignored_dated_after_application": dg.MetadataValue.json(
+                    result.excluded_after_application
+                ),
+                "applications_without_match": dg.MetadataValue.json(result.unmatched),
+            },
+        )
+        violations = point_in_time_violations(spec, features)
+        yield dg.AssetCheckResult(
+            check_name=POINT_IN_TIME_CHECK.name,
+            passed=not any(violations.values()),
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=(
+                "no feature uses data dated after the application"
+                if not any(violations.values())
+                else f"rows with source dates after the application date: {violations}"
+            ),
+            metadata={
+                "violations_by_date_column": dg.MetadataValue.json(violations),
+                "runbook": runbook_url("applicant_features_point_in_time"),
+            },
+        )
+        fresh = freshness(spec, features)
+        if fresh is not None:
+            summary = (
+                f"{fresh.stale} of {fresh.rows} applications ({fresh.stale_share:.2%}) have "
+                f"{spec.features.freshness.column} above {fresh.max_days:g} days "
+                f"(limit {fresh.max_share:.2%}); {fresh.missing} have none"
+            )
+            if not fresh.passed:
+                context.log.error(summary)
+            yield dg.AssetCheckResult(
+                check_name=FRESHNESS_CHECK.name,
+                passed=fresh.passed,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=summary,
+                metadata={
+                    "rows": fresh.rows,
+                    "stale_rows": fresh.stale,
+                    "stale_share": round(fresh.stale_share, 6),
+                    "max_stale_share": fresh.max_share,
+                    "max_days": fresh.max_days,
+                    "rows_without_value": fresh.missing,
+                    "sample_stale_keys": ", ".join(fresh.stale_keys) or "none",
+                    "runbook": runbook_url("applicant_features_freshness"),
+                },
+            )
+
+    return applicant_features

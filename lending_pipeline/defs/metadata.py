@@ -1,0 +1,69 @@
+"""Check metadata a person can act on: runbook links, rule tables, masked samples."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from lending_pipeline.ml.ingest import SOURCE_FILE, SOURCE_ROW
+from lending_pipeline.ml.validation import COLUMN, DETAIL, RULE
+from lending_pipeline.spec import SourceSpec
+
+RUNBOOK_ENV = "LENDING_RUNBOOK_URL"
+MASK = "•••"
+
+
+def runbook_url(anchor: str) -> dg.MetadataValue:
+    """Link to the check's entry in docs/runbook.md (or `LENDING_RUNBOOK_URL`)."""
+    base = os.environ.get(RUNBOOK_ENV)
+    if not base:
+        base = (Path(__file__).resolve().parents[2] / "docs" / "runbook.md").as_uri()
+    return dg.MetadataValue.url(f"{base}#{anchor}")
+
+
+def markdown_table(frame: pd.DataFrame) -> dg.MetadataValue:
+    if frame.empty:
+        return dg.MetadataValue.md("_none_")
+    header = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    rows = [
+        "| " + " | ".join(str(v).replace("|", "/") for v in row) + " |"
+        for row in frame.itertuples(index=False)
+    ]
+    return dg.MetadataValue.md("\n".join([header, rule, *rows]))
+
+
+def masked_quarantine_sample(quarantine: pd.DataFrame, source: SourceSpec, n: int = 5):
+    """A few quarantined rows: key, origin, rule and the offending value (PII masked)."""
+    rows = []
+    visible_key = [k for k in source.key if not source.columns[k].pii]
+    for record in quarantine.head(n).to_dict("records"):
+        column = str(record.get(COLUMN) or "").split(";")[0]
+        if column in source.columns and not source.columns[column].pii:
+            value = record.get(column)
+        else:
+            value = MASK
+        rows.append(
+            {
+                **{k: record.get(k) for k in visible_key},
+                "file": record.get(SOURCE_FILE),
+                "row": record.get(SOURCE_ROW),
+                "rule": record.get(RULE),
+                "column": column,
+                "value": "(empty)" if _is_empty(value) else value,
+                "detail": record.get(DETAIL),
+            }
+        )
+    return markdown_table(pd.DataFrame(rows))
+
+
+def counts_table(counts: dict[str, int], label: str = "rule") -> dg.MetadataValue:
+    frame = pd.DataFrame(sorted(counts.items()), columns=[label, "rows"])
+    return markdown_table(frame)
+
+
+def _is_empty(value) -> bool:
+    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))

@@ -1,0 +1,97 @@
+"""Resources: where data lives, the pseudonymisation key, and the partitioned Parquet store.
+
+Values come from the environment (`LENDING_DATA_DIR`, `LENDING_PII_KEY`); nothing is created or
+read when this module is imported.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lending_pipeline.ml.pii import key_bytes
+
+DATA_DIR_ENV = "LENDING_DATA_DIR"
+PII_KEY_ENV = "LENDING_PII_KEY"
+
+
+def resolve_data_dir(value: str | None = None) -> Path:
+    """The data dir: an explicit value, else `LENDING_DATA_DIR`, else `data/`."""
+    return Path(value or os.environ.get(DATA_DIR_ENV) or "data").resolve()
+
+
+def arrow_to_pandas(table: pa.Table) -> pd.DataFrame:
+    """Arrow to pandas with Arrow-backed text columns (no per-value Python objects)."""
+    text = pd.StringDtype("pyarrow")
+    mapping = {pa.string(): text, pa.large_string(): text}
+    return table.to_pandas(types_mapper=mapping.get)
+
+
+class LakeStorage(dg.ConfigurableResource):
+    """The data dir: landing files (as received) and the warehouse (one file per partition)."""
+
+    data_dir: str = ""
+
+    @property
+    def path(self) -> Path:
+        return resolve_data_dir(self.data_dir)
+
+
+class PiiKey(dg.ConfigurableResource):
+    """The secret key of the keyed HMAC that pseudonymises PII (from `LENDING_PII_KEY`)."""
+
+    key: str
+
+    def key_bytes(self) -> bytes:
+        return key_bytes(self.key)
+
+
+class PartitionedParquetIOManager(dg.ConfigurableIOManager):
+    """Stores each asset partition as `<data dir>/warehouse/<asset>/<partition>.parquet`.
+
+    A write replaces exactly one partition file, atomically; no other file is touched. Loading
+    several partitions (an unpartitioned asset reading a partitioned one) concatenates them.
+    """
+
+    data_dir: str = ""
+
+    def _path(self, asset_key: dg.AssetKey, partition: str | None) -> Path:
+        folder = resolve_data_dir(self.data_dir) / "warehouse" / "/".join(asset_key.path)
+        return folder / f"{partition or 'all'}.parquet"
+
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | pa.Table) -> None:
+        partition = context.asset_partition_key if context.has_asset_partitions else None
+        path = self._path(context.asset_key, partition)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table = (
+            obj if isinstance(obj, pa.Table) else pa.Table.from_pandas(obj, preserve_index=False)
+        )
+        tmp = path.with_name(path.name + ".tmp")
+        pq.write_table(table, tmp)
+        tmp.replace(path)
+        context.add_output_metadata(
+            {"rows": table.num_rows, "path": dg.MetadataValue.path(str(path))}
+        )
+
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        key = context.asset_key
+        partitions = context.asset_partition_keys if context.has_asset_partitions else [None]
+        paths = [self._path(key, p) for p in partitions]
+        missing = [p for p, path in zip(partitions, paths, strict=True) if not path.exists()]
+        if missing and len(paths) == 1:
+            raise dg.Failure(
+                description=(
+                    f"asset {key.to_user_string()} has no stored partition {missing[0]}: "
+                    "materialize it first"
+                )
+            )
+        tables = [pq.read_table(path) for path in paths if path.exists()]
+        return arrow_to_pandas(pa.concat_tables(tables, promote_options="default"))
+
+    def path_for(self, asset_key: dg.AssetKey, partition: str | None) -> Path:
+        return self._path(asset_key, partition)

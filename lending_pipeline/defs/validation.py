@@ -1,0 +1,173 @@
+"""Validation: Pandera schema (blocking) and Great Expectations (blocking) per source and day.
+
+`validate_<source>` writes two partitions, `validated_<source>` and `quarantine_<source>`, and
+reports two blocking checks: `validated_<source>_schema` (Pandera, row rules and structure) and
+`validated_<source>_expectations` (the spec's Great Expectations on the validated rows). Both run
+in the validation step, so the data is read once.
+"""
+
+import dagster as dg
+import pandas as pd
+
+from lending_pipeline.defs.common import (
+    OWNERS,
+    daily_partitions,
+    expectations_check,
+    quarantine_key,
+    raw_key,
+    schema_check,
+    validated_key,
+)
+from lending_pipeline.defs.metadata import (
+    counts_table,
+    markdown_table,
+    masked_quarantine_sample,
+    runbook_url,
+)
+from lending_pipeline.ml.expectations import run_expectations
+from lending_pipeline.ml.validation import validate_source
+from lending_pipeline.spec import PipelineSpec, SourceSpec
+
+
+def build_validation_asset(spec: PipelineSpec, source: SourceSpec) -> dg.AssetsDefinition:
+    check = schema_check(source.name)
+    check_specs = [
+        dg.AssetCheckSpec(
+            check.name,
+            asset=check.asset_key,
+            blocking=True,
+            description=(
+                f"Pandera schema of `{source.name}` from the spec: dtypes, nulls, ranges, "
+                "allowed values, unique key, dates; structural problems fail it."
+            ),
+        )
+    ]
+    if source.expectations:
+        check_specs.append(
+            dg.AssetCheckSpec(
+                expectations_check(source.name).name,
+                asset=check.asset_key,
+                blocking=True,
+                description=(
+                    f"Great Expectations on `{source.name}`: "
+                    + "; ".join(e.expectation.removeprefix("expect_") for e in source.expectations)
+                ),
+            )
+        )
+
+    @dg.multi_asset(
+        name=f"validate_{source.name}",
+        outs={
+            "validated": dg.AssetOut(
+                key=validated_key(source.name),
+                group_name="validation",
+                kinds={"pandera", "pandas"},
+                owners=OWNERS,
+                description=(
+                    f"Rows of `{source.name}` that pass every rule of the spec, typed. "
+                    "Structural problems and a quarantine share above "
+                    f"{source.max_quarantine_share:.1%} fail the blocking schema check."
+                ),
+            ),
+            "quarantine": dg.AssetOut(
+                key=quarantine_key(source.name),
+                group_name="validation",
+                kinds={"pandas"},
+                owners=OWNERS,
+                description=(
+                    f"Rows of `{source.name}` that broke a rule, as ingested (PII pseudonymised), "
+                    "with the rule, column and detail; validated + quarantined = ingested."
+                ),
+            ),
+        },
+        ins={"raw": dg.AssetIn(raw_key(source.name))},
+        partitions_def=daily_partitions(spec),
+        check_specs=check_specs,
+    )
+    def validate(context: dg.AssetExecutionContext, raw: pd.DataFrame):
+        day = context.partition_key
+        outcome = validate_source(
+            raw, source, day, partition_dated=source.name == spec.entity.source
+        )
+        yield dg.Output(
+            outcome.valid,
+            output_name="validated",
+            metadata={"rows": len(outcome.valid), "input_rows": outcome.input_rows},
+        )
+        yield dg.Output(
+            outcome.quarantine,
+            output_name="quarantine",
+            metadata={
+                "rows": outcome.quarantined_rows,
+                "by_rule": counts_table(outcome.rule_counts),
+            },
+        )
+        if not outcome.passed:
+            context.log.error(outcome.failure_summary())
+        yield dg.AssetCheckResult(
+            asset_key=check.asset_key,
+            check_name=check.name,
+            passed=outcome.passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=outcome.failure_summary(),
+            metadata={
+                "input_rows": outcome.input_rows,
+                "valid_rows": len(outcome.valid),
+                "quarantined_rows": outcome.quarantined_rows,
+                "reconciled": outcome.reconciled,
+                "quarantine_share": round(outcome.quarantine_share, 6),
+                "max_quarantine_share": outcome.max_share,
+                "structural_problems": "\n".join(outcome.structural) or "none",
+                "by_rule": counts_table(outcome.rule_counts),
+                "sample_failing_rows": masked_quarantine_sample(outcome.quarantine, source),
+                "runbook": runbook_url("validated_source_schema"),
+            },
+        )
+        if source.expectations:
+            result = expectations_result(source, day, outcome.valid)
+            if not result.passed:
+                context.log.error(result.description)
+            yield result
+
+    return validate
+
+
+def expectations_result(source: SourceSpec, day: str, valid: pd.DataFrame) -> dg.AssetCheckResult:
+    """Run the source's Great Expectations suite on the validated rows of one day."""
+    check = expectations_check(source.name)
+    outcomes = run_expectations(valid, source.expectations, check.name)
+    failed = [o for o in outcomes if not o.success]
+    table = pd.DataFrame(
+        [
+            {
+                "expectation": o.expectation,
+                "column": o.column or "(table)",
+                "observed": o.observed,
+                "expected": o.expected,
+                "result": "pass" if o.success else "FAIL",
+            }
+            for o in outcomes
+        ]
+    )
+    summary = (
+        "; ".join(o.describe() for o in failed)
+        if failed
+        else f"all {len(outcomes)} expectations met"
+    )
+    return dg.AssetCheckResult(
+        asset_key=check.asset_key,
+        check_name=check.name,
+        passed=not failed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=f"{source.name} partition {day}: {summary}",
+        metadata={
+            "rows": len(valid),
+            "failed_expectations": len(failed),
+            "expectations": markdown_table(table),
+            "runbook": runbook_url("validated_source_expectations"),
+        },
+    )
+
+
+def build_validation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
+    return [build_validation_asset(spec, s) for s in spec.sources]

@@ -1,0 +1,134 @@
+"""Applicant features: point-in-time join of the sources, then the spec's derived features.
+
+For each application, every other feature source contributes its latest row dated on or before
+the application date; rows dated later (a bureau re-pull after the decision, a late income
+verification) are ignored, so no information from after the application reaches the features.
+The same function serves training and scoring, so both compute features identically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from lending_pipeline.ml.expressions import evaluate
+from lending_pipeline.spec import PipelineSpec
+
+
+@dataclass
+class FeatureResult:
+    features: pd.DataFrame
+    excluded_after_application: dict[str, int] = field(default_factory=dict)
+    unmatched: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class FreshnessResult:
+    rows: int
+    stale: int
+    missing: int
+    max_days: float
+    max_share: float
+    stale_keys: list[str]
+
+    @property
+    def stale_share(self) -> float:
+        return self.stale / self.rows if self.rows else 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.stale_share <= self.max_share
+
+
+def output_columns(spec: PipelineSpec) -> list[str]:
+    """Columns of the features table: key, date, model inputs, protected attributes, dates."""
+    primary = spec.primary_source
+    columns = [spec.entity.key, primary.date_column]
+    columns += [s.date_column for s in spec.feature_sources if s.name != primary.name]
+    columns += spec.features.model_inputs + spec.protected_attributes
+    if spec.features.freshness:
+        columns.append(spec.features.freshness.column)
+    return list(dict.fromkeys(columns))
+
+
+def build_features(spec: PipelineSpec, tables: dict[str, pd.DataFrame]) -> FeatureResult:
+    """Join the validated feature sources point-in-time and compute the derived features."""
+    key = spec.entity.key
+    primary = spec.primary_source
+    base = tables[primary.name]
+    base = base[[c for c in primary.columns if not primary.columns[c].pii]].reset_index(drop=True)
+    anchor = base[[key, primary.date_column]]
+    result = FeatureResult(features=base)
+    joined = base
+    for source in spec.feature_sources:
+        if source.name == primary.name:
+            continue
+        columns = [c for c in source.columns if not source.columns[c].pii]
+        rows = tables[source.name][columns]
+        latest, excluded = point_in_time_latest(
+            rows, anchor, key, source.date_column, primary.date_column
+        )
+        result.excluded_after_application[source.name] = excluded
+        result.unmatched[source.name] = int(len(base) - latest[key].isin(base[key]).sum())
+        joined = joined.merge(latest, on=key, how="left", validate="one_to_one")
+    frame = dict(joined.items())
+    for feature in spec.features.derived:
+        frame[feature.name] = evaluate(feature.expression, frame, joined.index)
+    features = pd.DataFrame({c: frame[c] for c in output_columns(spec)}, index=joined.index)
+    result.features = features
+    return result
+
+
+def point_in_time_latest(
+    rows: pd.DataFrame, anchor: pd.DataFrame, key: str, date_column: str, anchor_date: str
+) -> tuple[pd.DataFrame, int]:
+    """Per key, the latest row dated on or before the anchor date; and how many were later."""
+    with_anchor = rows.merge(anchor, on=key, how="inner", suffixes=("", "__anchor"))
+    anchor_col = anchor_date if anchor_date != date_column else f"{anchor_date}__anchor"
+    usable = with_anchor[date_column] <= with_anchor[anchor_col]
+    excluded = int((~usable & with_anchor[date_column].notna()).sum())
+    kept = with_anchor[usable].sort_values([key, date_column], kind="stable")
+    latest = kept.drop_duplicates(key, keep="last")
+    return latest[rows.columns].reset_index(drop=True), excluded
+
+
+def point_in_time_violations(spec: PipelineSpec, features: pd.DataFrame) -> dict[str, int]:
+    """Rows whose joined source date is after the application date (must be zero)."""
+    primary_date = spec.primary_source.date_column
+    return {
+        s.date_column: int((features[s.date_column] > features[primary_date]).sum())
+        for s in spec.feature_sources
+        if s.name != spec.entity.source and s.date_column in features
+    }
+
+
+def freshness(spec: PipelineSpec, features: pd.DataFrame) -> FreshnessResult | None:
+    """Share of rows whose freshness column (e.g. bureau data age) exceeds the spec's limit."""
+    rule = spec.features.freshness
+    if rule is None:
+        return None
+    age = features[rule.column]
+    stale = (age > rule.max_days).to_numpy()
+    return FreshnessResult(
+        rows=len(features),
+        stale=int(stale.sum()),
+        missing=int(age.isna().sum()),
+        max_days=rule.max_days,
+        max_share=rule.max_stale_share,
+        stale_keys=features.loc[stale, spec.entity.key].head(5).astype(str).tolist(),
+    )
+
+
+def model_matrix(spec: PipelineSpec, features: pd.DataFrame) -> pd.DataFrame:
+    """The model inputs only, numeric as float64 and categorical as text."""
+    out = {}
+    derived = {f.name for f in spec.features.derived}
+    for name in spec.features.model_inputs:
+        column = features[name]
+        if name not in derived and spec.column(name).dtype in ("category", "bool"):
+            out[name] = column.astype(object).where(column.notna(), None)
+        else:
+            out[name] = pd.to_numeric(column, errors="coerce").astype(np.float64)
+    return pd.DataFrame(out, index=features.index)

@@ -1,0 +1,71 @@
+"""Pseudonymisation of personal data with a keyed HMAC.
+
+Each PII value is replaced by HMAC-SHA256(key, value), truncated to 128 bits and hex-encoded
+with a `p_` prefix. The same person gets the same pseudonym under the same key (so records can
+still be linked), and without the key the value cannot be recovered or guessed by hashing
+candidates. The key comes from the environment (`LENDING_PII_KEY`); it is never logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+MIN_KEY_LENGTH = 16
+PREFIX = "p_"
+
+
+class PiiKeyError(ValueError):
+    """The pseudonymisation key is missing or too short."""
+
+
+def key_bytes(key: str | None) -> bytes:
+    """Validate the key text and return it as bytes (never echoing it)."""
+    if not key:
+        raise PiiKeyError(
+            "LENDING_PII_KEY is not set: set a random secret of at least "
+            f"{MIN_KEY_LENGTH} characters (make demo creates a local one)"
+        )
+    if len(key) < MIN_KEY_LENGTH:
+        raise PiiKeyError(f"LENDING_PII_KEY is too short: use at least {MIN_KEY_LENGTH} characters")
+    return key.encode("utf-8")
+
+
+def pseudonymise(values: pa.Array | pa.ChunkedArray, key: bytes) -> pa.Array:
+    """Replace every non-null value by its keyed pseudonym; nulls stay null.
+
+    Values are dictionary-encoded first, so each distinct value is hashed once.
+    """
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks() if values.num_chunks else pa.array([], pa.string())
+    values = values.cast(pa.string())
+    encoded = values.dictionary_encode()
+    inner, outer = _hmac_states(key)
+
+    def one(text: str) -> str:
+        # HMAC-SHA256(key, text) = H((key ^ opad) || H((key ^ ipad) || text)), from
+        # precomputed pad states: the same value as hmac.new(key, text, "sha256").
+        digest = inner.copy()
+        digest.update(text.encode("utf-8"))
+        mac = outer.copy()
+        mac.update(digest.digest())
+        return PREFIX + mac.hexdigest()[:32]
+
+    hashed = pa.array([one(v) for v in encoded.dictionary.to_pylist()], pa.string())
+    return pc.take(hashed, encoded.indices)
+
+
+def _hmac_states(key: bytes):
+    block = hashlib.sha256().block_size
+    if len(key) > block:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(block, b"\0")
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+    return inner, outer
+
+
+def is_pseudonym(text: str) -> bool:
+    return len(text) == len(PREFIX) + 32 and text.startswith(PREFIX)

@@ -1,0 +1,322 @@
+"""Validation: type the ingested text, run the spec's Pandera schema, quarantine by rule.
+
+Every input row ends up in exactly one of two tables: `valid` (typed, ready for features) or
+`quarantine` (the row as ingested, PII already pseudonymised, with every rule it broke). Rules:
+
+- `encoding`, `row_format`, `required_column`: the row could not be read as declared (from
+  ingestion); `unique_key`: several rows share a key. These are *structural* and fail the check
+  whatever their share.
+- `dtype`, `not_null`, `range`, `allowed_values`, `not_in_future`, `in_partition`: row-level
+  problems; the check fails when their share exceeds the source's `max_quarantine_share`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+import pyarrow as pa_arrow
+import pyarrow.compute as pc
+
+from lending_pipeline.ml.ingest import INGEST_ERROR, SOURCE_FILE, SOURCE_ROW
+from lending_pipeline.spec import ColumnSpec, SourceSpec
+
+STRUCTURAL_RULES = ("encoding", "row_format", "required_column", "unique_key")
+RULE = "_rule"
+COLUMN = "_column"
+DETAIL = "_detail"
+QUARANTINE_COLUMNS = [RULE, COLUMN, DETAIL]
+TEXT = pd.StringDtype("pyarrow")
+
+
+@dataclass
+class ValidationOutcome:
+    source: str
+    day: str
+    input_rows: int
+    valid: pd.DataFrame
+    quarantine: pd.DataFrame
+    rule_counts: dict[str, int]
+    structural: list[str] = field(default_factory=list)
+    max_share: float = 0.0
+
+    @property
+    def quarantined_rows(self) -> int:
+        return len(self.quarantine)
+
+    @property
+    def quarantine_share(self) -> float:
+        return self.quarantined_rows / self.input_rows if self.input_rows else 0.0
+
+    @property
+    def reconciled(self) -> bool:
+        return len(self.valid) + len(self.quarantine) == self.input_rows
+
+    @property
+    def passed(self) -> bool:
+        return not self.structural and self.quarantine_share <= self.max_share
+
+    def failure_summary(self) -> str:
+        """One paragraph an on-call engineer can act on."""
+        if self.passed:
+            return (
+                f"{self.source} {self.day}: {self.quarantined_rows} of {self.input_rows} rows "
+                f"quarantined ({self.quarantine_share:.2%}, limit {self.max_share:.2%})"
+            )
+        lines = list(self.structural)
+        if self.quarantine_share > self.max_share:
+            rules = ", ".join(f"{r}: {n}" for r, n in sorted(self.rule_counts.items()))
+            lines.append(
+                f"source '{self.source}' partition {self.day}: {self.quarantined_rows} of "
+                f"{self.input_rows} rows quarantined ({self.quarantine_share:.2%}) exceeds "
+                f"max_quarantine_share {self.max_share:.2%} (by rule: {rules})"
+            )
+        return "\n".join(lines)
+
+
+def _rule_text(column: str, spec: ColumnSpec) -> dict[str, str]:
+    """Human descriptions of each rule on a column (used as Pandera error texts)."""
+    texts = {"not_null": f"not_null: {column} must not be empty"}
+    if spec.min is not None or spec.max is not None:
+        low = "-inf" if spec.min is None else f"{spec.min:g}"
+        high = "inf" if spec.max is None else f"{spec.max:g}"
+        texts["range"] = f"range: {column} must be between {low} and {high}"
+    if spec.allowed is not None:
+        allowed = ", ".join(str(v) for v in spec.allowed)
+        texts["allowed_values"] = f"allowed_values: {column} must be one of {allowed}"
+    return texts
+
+
+def build_schema(source: SourceSpec, day: str, today: dt.date) -> pa.DataFrameSchema:
+    """The Pandera schema of a typed source partition, from the spec."""
+    columns = {}
+    day_ts = pd.Timestamp(day)
+    today_ts = pd.Timestamp(today)
+    for name, spec in source.columns.items():
+        texts = _rule_text(name, spec)
+        checks = []
+        if "range" in texts:
+            checks.append(
+                pa.Check.in_range(
+                    -np.inf if spec.min is None else spec.min,
+                    np.inf if spec.max is None else spec.max,
+                    error=texts["range"],
+                )
+            )
+        if "allowed_values" in texts:
+            allowed = [_typed_allowed(v, spec) for v in spec.allowed]
+            checks.append(pa.Check.isin(allowed, error=texts["allowed_values"]))
+        if spec.dtype == "date":
+            checks.append(
+                pa.Check.le(today_ts, error=f"not_in_future: {name} must not be after {today}")
+            )
+        columns[name] = pa.Column(_pandas_dtype(spec), checks=checks, nullable=spec.nullable)
+    return pa.DataFrameSchema(
+        columns,
+        unique=source.key,
+        report_duplicates="all",
+        checks=[],
+        name=source.name,
+        metadata={"partition": str(day_ts.date())},
+    )
+
+
+def _typed_allowed(value, spec: ColumnSpec):
+    if spec.dtype == "int":
+        return int(value)
+    if spec.dtype == "float":
+        return float(value)
+    return str(value)
+
+
+def _pandas_dtype(spec: ColumnSpec):
+    return {
+        "string": TEXT,
+        "category": TEXT,
+        "int": "Int64",
+        "float": "float64",
+        "bool": "boolean",
+        "date": "datetime64[ns]",
+    }[spec.dtype]
+
+
+def coerce(raw: pd.DataFrame, source: SourceSpec) -> tuple[pd.DataFrame, list[tuple]]:
+    """Parse each declared column from text to its dtype.
+
+    Returns the typed frame and a list of (mask, rule, column, detail) for values that could
+    not be parsed (they become null in the typed frame and the row is quarantined).
+    """
+    typed = {}
+    failures = []
+    for name, spec in source.columns.items():
+        text = raw[name]
+        present = text.notna()
+        values = _parse(text, spec.dtype)
+        bad = present & values.isna()
+        if bad.any():
+            failures.append((bad.to_numpy(), "dtype", name, f"dtype: {name} must be {spec.dtype}"))
+        typed[name] = values
+    return pd.DataFrame(typed, index=raw.index), failures
+
+
+def _arrow_text(text: pd.Series) -> pa_arrow.Array:
+    return pa_arrow.array(text.astype(TEXT), type=pa_arrow.string())
+
+
+def _parse(text: pd.Series, dtype: str) -> pd.Series:
+    """Text to one dtype, fast in Arrow; unparseable values become null."""
+    if dtype in ("string", "category"):
+        return text.astype(TEXT)
+    if dtype in ("int", "float"):
+        try:
+            values = pd.Series(
+                pc.cast(_arrow_text(text), pa_arrow.float64()).to_numpy(zero_copy_only=False),
+                index=text.index,
+            )
+        except pa_arrow.ArrowInvalid:
+            values = pd.to_numeric(text.astype(object), errors="coerce").astype("float64")
+        values = values.where(np.isfinite(values))
+        if dtype == "int":
+            values = values.mask(values != np.floor(values)).astype("Int64")
+        return values
+    if dtype == "date":
+        try:
+            parsed = pc.strptime(_arrow_text(text), format="%Y-%m-%d", unit="s")
+            values = pd.Series(parsed.to_pandas(), index=text.index).astype("datetime64[ns]")
+        except pa_arrow.ArrowInvalid:
+            values = pd.to_datetime(text.astype(object), format="ISO8601", errors="coerce")
+        return values.dt.normalize()
+    lowered = text.astype(object).str.lower()
+    return lowered.map({"true": True, "false": False, "1": True, "0": False}).astype("boolean")
+
+
+def run_schema(typed: pd.DataFrame, schema: pa.DataFrameSchema) -> list[tuple]:
+    """Run the Pandera schema lazily; return (mask, rule, column, detail) per failed rule."""
+    try:
+        schema.validate(typed, lazy=True)
+        return []
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+    cases = cases[cases["index"].notna()]
+    failures = []
+    for (column, check), group in cases.groupby(["column", "check"], sort=True):
+        if check == "multiple_fields_uniqueness" or str(check).startswith("field_uniqueness"):
+            rule, detail = "unique_key", f"unique_key: {', '.join(schema.unique)} must be unique"
+            column = ", ".join(schema.unique)
+        elif check == "not_nullable":
+            rule, detail = "not_null", f"not_null: {column} must not be empty"
+        else:
+            detail = str(check)
+            rule = detail.split(":", 1)[0] if ":" in detail else "dtype"
+        mask = np.zeros(len(typed), dtype=bool)
+        positions = typed.index.get_indexer(group["index"].astype("int64").unique())
+        mask[positions[positions >= 0]] = True
+        failures.append((mask, rule, column, detail))
+    return failures
+
+
+def validate_source(
+    raw: pd.DataFrame,
+    source: SourceSpec,
+    day: str,
+    today: dt.date | None = None,
+    partition_dated: bool = False,
+) -> ValidationOutcome:
+    """Split one ingested partition into valid rows and quarantined rows, by rule.
+
+    `partition_dated`: the source's date column must equal the partition day (true for the
+    entity source, whose rows are partitioned by their own date).
+    """
+    today = today or dt.datetime.now(dt.UTC).date()
+    raw = raw.reset_index(drop=True)
+    n = len(raw)
+    failures: list[tuple] = []
+    if INGEST_ERROR in raw and raw[INGEST_ERROR].notna().any():
+        errors = raw[INGEST_ERROR]
+        for text in errors.dropna().unique():
+            rule = text.split(":", 1)[0]
+            column = text.split("'")[1] if rule == "required_column" and "'" in text else ""
+            failures.append(((errors == text).to_numpy(), rule, column, text))
+    typed, dtype_failures = coerce(raw, source)
+    failures += dtype_failures
+    failures += run_schema(typed, build_schema(source, day, today))
+    if partition_dated:
+        failures += _partition_rule(typed, source, day)
+
+    failed = np.zeros(n, dtype=bool)
+    for mask, *_ in failures:
+        failed |= mask
+    quarantine = _quarantine_rows(raw, failures, failed)
+    rule_counts = Counter()
+    for mask, rule, *_ in failures:
+        rule_counts[rule] += int(mask.sum())
+    valid = typed[~failed].copy()
+    valid[SOURCE_FILE] = raw.loc[~failed, SOURCE_FILE].to_numpy()
+    valid[SOURCE_ROW] = raw.loc[~failed, SOURCE_ROW].to_numpy()
+    outcome = ValidationOutcome(
+        source=source.name,
+        day=day,
+        input_rows=n,
+        valid=valid.reset_index(drop=True),
+        quarantine=quarantine,
+        rule_counts=dict(rule_counts),
+        max_share=source.max_quarantine_share,
+    )
+    outcome.structural = _structural(raw, failures, source, day)
+    return outcome
+
+
+def _partition_rule(typed: pd.DataFrame, source: SourceSpec, day: str) -> list[tuple]:
+    """A partition holds one day: rows of the day's own date column must carry that day."""
+    if source.date_column not in typed:
+        return []
+    dates = typed[source.date_column]
+    outside = (dates.notna() & (dates != pd.Timestamp(day))).to_numpy()
+    if not outside.any():
+        return []
+    detail = f"in_partition: {source.date_column} must equal the partition day {day}"
+    return [(outside, "in_partition", source.date_column, detail)]
+
+
+def _quarantine_rows(raw: pd.DataFrame, failures: list[tuple], failed: np.ndarray) -> pd.DataFrame:
+    quarantine = raw[failed].copy()
+    positions = np.flatnonzero(failed)
+    rules = [[] for _ in positions]
+    columns = [[] for _ in positions]
+    details = [[] for _ in positions]
+    lookup = {p: i for i, p in enumerate(positions)}
+    for mask, rule, column, detail in failures:
+        for p in np.flatnonzero(mask):
+            i = lookup[p]
+            if detail not in details[i]:
+                rules[i].append(rule)
+                columns[i].append(column)
+                details[i].append(detail)
+    quarantine[RULE] = [";".join(dict.fromkeys(r)) for r in rules]
+    quarantine[COLUMN] = [";".join(dict.fromkeys(c for c in cols if c)) for cols in columns]
+    quarantine[DETAIL] = ["; ".join(d) for d in details]
+    return quarantine.reset_index(drop=True)
+
+
+def _structural(raw: pd.DataFrame, failures: list[tuple], source: SourceSpec, day: str) -> list:
+    messages = []
+    if len(raw) == 0 and source.required:
+        messages.append(
+            f"source '{source.name}' partition {day}: no rows (rule: not_empty) in files "
+            f"matching '{source.files_for(day)}'"
+        )
+    for mask, rule, column, detail in failures:
+        if rule not in STRUCTURAL_RULES:
+            continue
+        files = raw.loc[mask, SOURCE_FILE].unique()
+        rows = raw.loc[mask, SOURCE_ROW].head(5).tolist()
+        where = f"column '{column}'" if column else "row"
+        messages.append(
+            f"file '{', '.join(files)}', {where}, rule {rule}: {detail} "
+            f"({int(mask.sum())} rows quarantined; first at rows {rows})"
+        )
+    return messages

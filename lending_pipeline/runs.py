@@ -1,0 +1,99 @@
+"""Headless runs of the daily job, one Dagster run per partition, on a real instance."""
+
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing
+import re
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+
+from lending_pipeline.definitions import DAILY_JOB
+from lending_pipeline.spec import PipelineSpec
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+@dataclass
+class PartitionRun:
+    partition: str
+    success: bool
+    run_id: str
+    failed_checks: list[str] = field(default_factory=list)
+    failed_steps: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+
+
+def landed_partitions(spec: PipelineSpec, data_dir: Path) -> list[str]:
+    """Days for which the entity source has landing files, oldest first."""
+    start = spec.partitions.start_date
+    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    days = []
+    pattern = spec.primary_source.files.replace("{date}", "*").replace("**", "*")
+    for path in data_dir.glob(pattern):
+        found = DAY.search(str(path.relative_to(data_dir)))
+        if not found:
+            continue
+        day = dt.date.fromisoformat(found.group(0))
+        if start <= day <= yesterday:
+            days.append(found.group(0))
+    return sorted(set(days))
+
+
+def run_partition(
+    defs: dg.Definitions, instance: dg.DagsterInstance, partition: str, job_name: str = DAILY_JOB
+) -> PartitionRun:
+    """Materialize one partition of a job with its checks; never raises on failure."""
+    job = defs.resolve_job_def(job_name)
+    result = job.execute_in_process(
+        partition_key=partition, instance=instance, raise_on_error=False
+    )
+    run = PartitionRun(partition=partition, success=result.success, run_id=result.run_id)
+    for evaluation in result.get_asset_check_evaluations():
+        if not evaluation.passed:
+            run.failed_checks.append(evaluation.check_name)
+            if evaluation.description:
+                run.messages.append(evaluation.description)
+    for event in result.all_events:
+        if event.is_step_failure:
+            run.failed_steps.append(event.step_key)
+            error = event.step_failure_data.error
+            if error is not None:
+                run.messages.append(error.message.strip().splitlines()[0])
+    return run
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(spec_path: str | None) -> None:
+    from lending_pipeline.definitions import build_definitions
+    from lending_pipeline.spec import load_spec
+
+    _WORKER["defs"] = build_definitions(load_spec(spec_path))
+    _WORKER["instance"] = dg.DagsterInstance.get()
+
+
+def _run_in_worker(partition: str) -> PartitionRun:
+    return run_partition(_WORKER["defs"], _WORKER["instance"], partition)
+
+
+def run_partitions(
+    spec_path: str | None, partitions: list[str], workers: int = 1
+) -> Iterator[PartitionRun]:
+    """Run partitions in `workers` processes (each with its own code location and instance)."""
+    if workers <= 1 or len(partitions) < 2:
+        _init_worker(spec_path)
+        for partition in partitions:
+            yield _run_in_worker(partition)
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(spec_path,)
+    ) as pool:
+        yield from pool.map(_run_in_worker, partitions)

@@ -1,0 +1,379 @@
+"""The pipeline spec: one YAML file declares sources, schema, features, target and gates.
+
+`load_spec()` reads `LENDING_PIPELINE_SPEC` (default: the shipped consumer-loan spec) and
+validates it with pydantic. A bad spec raises `SpecError` naming the file, the field path and
+what is wrong. Later stages (model, gates, drift) keep their settings in the spec too; the
+sections not used yet are accepted as free-form mappings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lending_pipeline.ml.expressions import ExpressionError, referenced_columns
+
+SPEC_ENV = "LENDING_PIPELINE_SPEC"
+DEFAULT_SPEC = "consumer_loan.yaml"
+NAME = r"^[a-z][a-z0-9_]*$"
+
+DType = Literal["string", "int", "float", "bool", "date", "category"]
+EXPECTATIONS = {
+    # spec name: keyword arguments it accepts (besides `column`)
+    "expect_column_median_to_be_between": {"min_value", "max_value"},
+    "expect_column_mean_to_be_between": {"min_value", "max_value"},
+    "expect_column_values_to_be_between": {"min_value", "max_value", "mostly"},
+    "expect_column_values_to_not_be_null": {"mostly"},
+    "expect_table_row_count_to_be_between": {"min_value", "max_value"},
+}
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used; the message names the file, field path and problem."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnSpec(_Model):
+    """One column of a source file."""
+
+    dtype: DType
+    nullable: bool = False
+    min: float | None = None
+    max: float | None = None
+    allowed: list[str | int | float] | None = None
+    pii: bool = False
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ColumnSpec:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) is greater than max ({self.max:g})")
+        if (self.min is not None or self.max is not None) and self.dtype not in (
+            "int",
+            "float",
+        ):
+            raise ValueError(f"min/max apply to int and float columns, not {self.dtype}")
+        if self.allowed is not None and not self.allowed:
+            raise ValueError("allowed must list at least one value")
+        if self.pii and self.dtype != "string":
+            raise ValueError("pii columns are pseudonymised to text: declare dtype string")
+        return self
+
+
+class ExpectationSpec(_Model):
+    """A Great Expectations expectation on a validated source."""
+
+    expectation: str
+    column: str | None = None
+    min_value: float | None = None
+    max_value: float | None = None
+    mostly: float | None = Field(default=None, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _known(self) -> ExpectationSpec:
+        if self.expectation not in EXPECTATIONS:
+            raise ValueError(
+                f"unknown expectation '{self.expectation}' "
+                f"(supported: {', '.join(sorted(EXPECTATIONS))})"
+            )
+        given = {k for k in ("min_value", "max_value", "mostly") if getattr(self, k) is not None}
+        extra = given - EXPECTATIONS[self.expectation]
+        if extra:
+            raise ValueError(f"{self.expectation} does not take {', '.join(sorted(extra))}")
+        needs_column = self.expectation != "expect_table_row_count_to_be_between"
+        if needs_column and not self.column:
+            raise ValueError(f"{self.expectation} needs a column")
+        return self
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        names = ("column", "min_value", "max_value", "mostly")
+        return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
+
+
+class SourceSpec(_Model):
+    """A raw data source: where its files land and what their columns must hold."""
+
+    name: str = Field(pattern=NAME)
+    description: str = ""
+    files: str
+    format: Literal["csv", "parquet"] = "csv"
+    key: list[str] = Field(min_length=1)
+    date_column: str
+    required: bool = True
+    max_quarantine_share: float = Field(default=0.01, ge=0, le=1)
+    columns: dict[str, ColumnSpec] = Field(min_length=1)
+    expectations: list[ExpectationSpec] = []
+
+    @field_validator("files")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        if "{date}" not in value:
+            raise ValueError("files must contain the placeholder {date} (the partition day)")
+        if value.startswith("/") or ".." in Path(value).parts:
+            raise ValueError("files must be a relative path inside the data dir")
+        return value
+
+    @model_validator(mode="after")
+    def _columns(self) -> SourceSpec:
+        for name in self.columns:
+            if not re.match(NAME, name):
+                raise ValueError(f"columns.{name}: column names must match {NAME}")
+        for name in self.key:
+            if name not in self.columns:
+                raise ValueError(f"key: column '{name}' is not declared in columns")
+        if self.date_column not in self.columns:
+            raise ValueError(f"date_column: column '{self.date_column}' is not declared")
+        if self.columns[self.date_column].dtype != "date":
+            raise ValueError(f"date_column: column '{self.date_column}' must have dtype date")
+        for i, exp in enumerate(self.expectations):
+            if exp.column and exp.column not in self.columns:
+                raise ValueError(f"expectations[{i}].column: unknown column '{exp.column}'")
+        return self
+
+    @property
+    def pii_columns(self) -> list[str]:
+        return [name for name, col in self.columns.items() if col.pii]
+
+    def files_for(self, day: str) -> str:
+        """The glob of this source's files for one partition day."""
+        return self.files.replace("{date}", day)
+
+
+class EntitySpec(_Model):
+    """What one scored row is: the primary source and the key that joins the others to it."""
+
+    source: str
+    key: str
+
+
+class TargetSpec(_Model):
+    """The label: which source holds it and when it is mature."""
+
+    source: str
+    column: str
+    maturity_days: int = Field(gt=0)
+
+
+class DerivedFeature(_Model):
+    name: str = Field(pattern=NAME)
+    expression: str
+    description: str = ""
+
+    @field_validator("expression")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        try:
+            referenced_columns(value)
+        except ExpressionError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+
+class FreshnessSpec(_Model):
+    column: str
+    max_days: float = Field(gt=0)
+    max_stale_share: float = Field(default=0.05, ge=0, le=1)
+
+
+class FeatureSpec(_Model):
+    derived: list[DerivedFeature] = []
+    model_inputs: list[str] = Field(min_length=1)
+    freshness: FreshnessSpec | None = None
+
+
+class PartitionSpec(_Model):
+    start_date: dt.date
+
+
+class PipelineSpec(_Model):
+    """A whole pipeline: validated on load, immutable afterwards."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    name: str = Field(pattern=NAME)
+    description: str = ""
+    partitions: PartitionSpec
+    entity: EntitySpec
+    sources: list[SourceSpec] = Field(min_length=1)
+    target: TargetSpec
+    features: FeatureSpec
+    protected_attributes: list[str] = []
+    model: dict[str, Any] = {}
+    gates: dict[str, Any] = {}
+    drift: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PipelineSpec:
+        names = [s.name for s in self.sources]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"sources: duplicate source name '{name}'")
+        by_name = {s.name: s for s in self.sources}
+        if self.entity.source not in by_name:
+            raise ValueError(f"entity.source: unknown source '{self.entity.source}'")
+        if self.target.source not in by_name:
+            raise ValueError(f"target.source: unknown source '{self.target.source}'")
+        if self.target.source == self.entity.source:
+            raise ValueError("target.source: the target must come from its own source")
+        for i, source in enumerate(self.sources):
+            if self.entity.key not in source.columns:
+                raise ValueError(
+                    f"sources[{i}] ({source.name}): join key '{self.entity.key}' "
+                    "(entity.key) is not one of its columns"
+                )
+        target_cols = by_name[self.target.source].columns
+        if self.target.column not in target_cols:
+            raise ValueError(
+                f"target.column: '{self.target.column}' is not a column of "
+                f"source '{self.target.source}'"
+            )
+        if target_cols[self.target.column].dtype not in ("int", "bool"):
+            raise ValueError("target.column: the target must have dtype int (0/1) or bool")
+        self._check_feature_columns()
+        return self
+
+    def _check_feature_columns(self) -> None:
+        seen: dict[str, str] = {}
+        for source in self.feature_sources:
+            for column in source.columns:
+                if column != self.entity.key and column in seen:
+                    raise ValueError(
+                        f"sources ({source.name}): column '{column}' is also in source "
+                        f"'{seen[column]}'; joined sources need distinct column names"
+                    )
+                seen[column] = source.name
+        pii = {c for s in self.feature_sources for c in s.pii_columns}
+        protected = set(self.protected_attributes)
+        for i, attribute in enumerate(self.protected_attributes):
+            if attribute not in seen:
+                raise ValueError(f"protected_attributes[{i}]: unknown column '{attribute}'")
+        available = set(seen)
+        for i, feature in enumerate(self.features.derived):
+            path = f"features.derived[{i}] ({feature.name})"
+            if feature.name in available:
+                raise ValueError(f"{path}: name '{feature.name}' is already a column or feature")
+            for column in sorted(referenced_columns(feature.expression)):
+                if column not in available:
+                    raise ValueError(f"{path}.expression: unknown column '{column}'")
+                if column in pii:
+                    raise ValueError(f"{path}.expression: column '{column}' is PII")
+                if column in protected:
+                    raise ValueError(
+                        f"{path}.expression: '{column}' is a protected attribute; protected "
+                        "attributes are for fairness measurement only"
+                    )
+            available.add(feature.name)
+        derived_from = {f.name for f in self.features.derived}
+        for i, name in enumerate(self.features.model_inputs):
+            path = f"features.model_inputs[{i}]"
+            if name in protected:
+                raise ValueError(
+                    f"{path}: '{name}' is a protected attribute and cannot be a model input"
+                )
+            if name in pii:
+                raise ValueError(f"{path}: '{name}' is PII and cannot be a model input")
+            if name not in available:
+                raise ValueError(f"{path}: unknown column or feature '{name}'")
+            if name == self.entity.key:
+                raise ValueError(f"{path}: the join key cannot be a model input")
+            if name not in derived_from and self.column(name).dtype in ("date", "string"):
+                raise ValueError(f"{path}: '{name}' has dtype {self.column(name).dtype}")
+        if len(set(self.features.model_inputs)) != len(self.features.model_inputs):
+            raise ValueError("features.model_inputs: a feature is listed twice")
+        fresh = self.features.freshness
+        if fresh and fresh.column not in available:
+            raise ValueError(f"features.freshness.column: unknown column '{fresh.column}'")
+
+    @property
+    def source_by_name(self) -> dict[str, SourceSpec]:
+        return {s.name: s for s in self.sources}
+
+    @property
+    def primary_source(self) -> SourceSpec:
+        return self.source_by_name[self.entity.source]
+
+    @property
+    def feature_sources(self) -> list[SourceSpec]:
+        """Sources joined into the features: every source except the target's."""
+        return [s for s in self.sources if s.name != self.target.source]
+
+    def column(self, name: str) -> ColumnSpec:
+        for source in self.sources:
+            if name in source.columns:
+                return source.columns[name]
+        raise KeyError(name)
+
+    @cached_property
+    def digest(self) -> str:
+        """Stable hash of the spec's content (for lineage)."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def default_spec_path() -> Path:
+    return Path(str(resources.files("lending_pipeline.specs").joinpath(DEFAULT_SPEC)))
+
+
+def spec_path() -> Path:
+    """The spec in force: `LENDING_PIPELINE_SPEC`, else the shipped consumer-loan spec."""
+    return Path(os.environ.get(SPEC_ENV) or default_spec_path())
+
+
+def load_spec(path: str | Path | None = None) -> PipelineSpec:
+    """Read and validate a spec; raise SpecError naming file, field path and problem."""
+    path = Path(path) if path is not None else spec_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"spec file '{path}': cannot be read ({exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"spec file '{path}': not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"spec file '{path}': the top level must be a mapping")
+    try:
+        return PipelineSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_format_errors(path, data, exc)) from None
+
+
+def _format_errors(path: Path, data: dict, exc: ValidationError) -> str:
+    lines = [f"spec file '{path}' is invalid:"]
+    for error in exc.errors():
+        location = _location(data, error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"  {location}: {message}" if location else f"  {message}")
+    return "\n".join(lines)
+
+
+def _location(data: Any, loc: tuple) -> str:
+    """Render a pydantic error location, naming list items (sources[1] (bureau))."""
+    parts: list[str] = []
+    node = data
+    for item in loc:
+        if isinstance(item, int):
+            label = f"[{item}]"
+            if isinstance(node, list) and item < len(node):
+                node = node[item]
+                if isinstance(node, dict) and isinstance(node.get("name"), str):
+                    label += f" ({node['name']})"
+            parts.append(label)
+        else:
+            parts.append(("." if parts else "") + str(item))
+            node = node.get(item) if isinstance(node, dict) else None
+    return "".join(parts)
