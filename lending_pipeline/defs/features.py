@@ -26,6 +26,7 @@ def build_features_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             POINT_IN_TIME_CHECK.name,
             asset=FEATURES,
             blocking=True,
+            partitions_def=daily_partitions(spec),
             description="No joined source row is dated after the application date.",
         )
     ]
@@ -36,6 +37,7 @@ def build_features_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 FRESHNESS_CHECK.name,
                 asset=FEATURES,
                 blocking=True,
+                partitions_def=daily_partitions(spec),
                 description=(
                     f"At most {rule.max_stale_share:.0%} of applications with "
                     f"{rule.column} above {rule.max_days:g} days."

@@ -36,6 +36,7 @@ def build_validation_asset(spec: PipelineSpec, source: SourceSpec) -> dg.AssetsD
             check.name,
             asset=check.asset_key,
             blocking=True,
+            partitions_def=daily_partitions(spec),
             description=(
                 f"Pandera schema of `{source.name}` from the spec: dtypes, nulls, ranges, "
                 "allowed values, unique key, dates; structural problems fail it."
@@ -48,6 +49,7 @@ def build_validation_asset(spec: PipelineSpec, source: SourceSpec) -> dg.AssetsD
                 expectations_check(source.name).name,
                 asset=check.asset_key,
                 blocking=True,
+                partitions_def=daily_partitions(spec),
                 description=(
                     f"Great Expectations on `{source.name}`: "
                     + "; ".join(e.expectation.removeprefix("expect_") for e in source.expectations)

@@ -21,6 +21,17 @@ class ExpressionError(ValueError):
     """An expression that is not valid feature arithmetic."""
 
 
+def _divide(numerator, denominator):
+    """Division where a zero denominator gives NaN (undefined), not infinity."""
+    try:
+        result = operator.truediv(numerator, denominator)
+    except ZeroDivisionError:
+        return np.nan
+    if isinstance(result, pd.Series):
+        return result.where(np.isfinite(result.astype("float64")))
+    return result if np.isfinite(result) else np.nan
+
+
 def _days_between(start, end):
     return (pd.to_datetime(end) - pd.to_datetime(start)).dt.days.astype("float64")
 
@@ -53,7 +64,7 @@ _BINARY = {
     ast.Add: operator.add,
     ast.Sub: operator.sub,
     ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
+    ast.Div: _divide,
     ast.Pow: operator.pow,
 }
 _COMPARE = {

@@ -240,7 +240,8 @@ def validate_source(
         for text in errors.dropna().unique():
             rule = text.split(":", 1)[0]
             column = text.split("'")[1] if rule == "required_column" and "'" in text else ""
-            failures.append(((errors == text).to_numpy(), rule, column, text))
+            matches = (errors == text).fillna(False).to_numpy(dtype=bool)
+            failures.append((matches, rule, column, text))
     typed, dtype_failures = coerce(raw, source)
     failures += dtype_failures
     failures += run_schema(typed, build_schema(source, day, today))

@@ -1,0 +1,78 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from lending_pipeline.definitions import DAILY_JOB, build_definitions
+from lending_pipeline.defs.common import FEATURES
+from lending_pipeline.telemetry import TELEMETRY_OFF
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_asset_has_group_owner_kind_and_description(spec):
+    defs = build_definitions(spec)
+    specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
+    expected = {f"{stage}_{s.name}" for s in spec.sources for stage in ("raw", "validated")}
+    expected |= {f"quarantine_{s.name}" for s in spec.sources} | {"applicant_features"}
+    assert set(specs) == expected
+    for key, asset in specs.items():
+        assert asset.group_name in {"ingestion", "validation", "features"}, key
+        assert asset.owners and asset.description and asset.kinds, key
+        assert asset.partitions_def is not None, key
+    assert defs.resolve_job_def(DAILY_JOB) is not None
+
+
+def test_checks_are_blocking_and_named_after_their_asset(spec):
+    graph = build_definitions(spec).resolve_asset_graph()
+    checks = {k.name: graph.get_check_spec(k) for k in graph.asset_check_keys}
+    assert {"validated_applications_schema", "validated_bureau_expectations"} <= set(checks)
+    assert {"applicant_features_freshness", "applicant_features_point_in_time"} <= set(checks)
+    for name, check in checks.items():
+        assert check.blocking, name
+        assert name.startswith(check.asset_key.to_user_string()), name
+    assert FEATURES in {c.asset_key for c in checks.values()}
+
+
+def test_dagster_cli_validates_the_code_location(tmp_path):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "LENDING_PII_KEY": "x" * 20}
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "definitions",
+            "validate",
+            "-w",
+            str(ROOT / "workspace.yaml"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Validation successful" in result.stdout + result.stderr
+
+
+def test_import_does_no_work_and_switches_telemetry_off(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in TELEMETRY_OFF}
+    env.pop("DAGSTER_HOME", None)
+    code = (
+        "import os, lending_pipeline.definitions as d; "
+        "assert isinstance(d.defs, object); "
+        "print(sorted(k for k in %r if os.environ.get(k)))" % sorted(TELEMETRY_OFF)
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(sorted(TELEMETRY_OFF))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_instance_config_switches_dagster_telemetry_off():
+    text = (ROOT / "dagster.yaml").read_text()
+    assert dg.__version__ and "enabled: false" in text
