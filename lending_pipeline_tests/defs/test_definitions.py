@@ -63,7 +63,7 @@ def test_import_does_no_work_and_switches_telemetry_off(tmp_path):
     code = (
         "import os, lending_pipeline.definitions as d; "
         "assert isinstance(d.defs, object); "
-        "print(sorted(k for k in %r if os.environ.get(k)))" % sorted(TELEMETRY_OFF)
+        f"print(sorted(k for k in {sorted(TELEMETRY_OFF)!r} if os.environ.get(k)))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
