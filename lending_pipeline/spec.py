@@ -96,6 +96,8 @@ class ExpectationSpec(_Model):
         needs_column = self.expectation != "expect_table_row_count_to_be_between"
         if needs_column and not self.column:
             raise ValueError(f"{self.expectation} needs a column")
+        if not needs_column and self.column:
+            raise ValueError(f"{self.expectation} applies to the table and takes no column")
         return self
 
     @property
@@ -261,6 +263,11 @@ class PipelineSpec(_Model):
         for i, attribute in enumerate(self.protected_attributes):
             if attribute not in seen:
                 raise ValueError(f"protected_attributes[{i}]: unknown column '{attribute}'")
+            if attribute in pii:
+                raise ValueError(
+                    f"protected_attributes[{i}]: '{attribute}' is PII; declare the protected "
+                    "attribute as its own non-PII column (e.g. an age band, not a birth date)"
+                )
         available = set(seen)
         for i, feature in enumerate(self.features.derived):
             path = f"features.derived[{i}] ({feature.name})"

@@ -2,7 +2,7 @@
 
 An expression is parsed with Python's `ast` and only an allow-list of nodes is accepted:
 numbers, strings (for comparisons), column names, + - * / ** and unary minus, comparisons
-(giving 1.0 / 0.0), and the functions in `FUNCTIONS`. Nothing is ever passed to `eval`, so a
+(giving 1.0 / 0.0, or NaN when a side is null), and the functions in `FUNCTIONS`. Nothing is ever passed to `eval`, so a
 spec cannot run code. Evaluation is vectorised over pandas Series; division by zero and other
 undefined results give NaN.
 """
@@ -157,7 +157,13 @@ def _eval(node: ast.AST, columns: Mapping[str, pd.Series]):
         left = _eval(node.left, columns)
         right = _eval(node.comparators[0], columns)
         result = _COMPARE[type(node.ops[0])](left, right)
-        return result.astype("float64") if isinstance(result, pd.Series) else float(result)
+        if not isinstance(result, pd.Series):
+            return float(result)
+        result = result.astype("float64")
+        for side in (left, right):  # a comparison with an unknown value is unknown
+            if isinstance(side, pd.Series):
+                result = result.mask(side.isna())
+        return result
     if isinstance(node, ast.Call):
         function = FUNCTIONS[node.func.id][0]
         return function(*(_eval(arg, columns) for arg in node.args))

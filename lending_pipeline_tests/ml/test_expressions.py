@@ -30,8 +30,11 @@ def test_arithmetic_and_division_by_zero_gives_nan():
 
 
 def test_comparisons_give_one_or_zero():
-    assert run("s == 'x'") == [1.0, 0.0, 0.0, 1.0]
+    equal = run("s == 'x'")
+    assert equal[:2] == [1.0, 0.0] and np.isnan(equal[2]) and equal[3] == 1.0
     assert run("b >= 2") == [1.0, 0.0, 0.0, 1.0]
+    unknown = run("a > 1")
+    assert unknown[:2] == [0.0, 1.0] and np.isnan(unknown[2])
 
 
 def test_functions():

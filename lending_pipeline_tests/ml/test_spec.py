@@ -102,6 +102,14 @@ BAD_SPECS = {
         lambda d: source(d, "applications")["columns"]["loan_amount"].update(pii=True),
         "pii columns are pseudonymised to text",
     ),
+    "protected attribute that is pii": (
+        lambda d: d["protected_attributes"].append("date_of_birth"),
+        "protected_attributes[2]: 'date_of_birth' is PII",
+    ),
+    "column on a table expectation": (
+        lambda d: source(d, "applications")["expectations"][1].update(column="loan_amount"),
+        "applies to the table and takes no column",
+    ),
     "unknown expectation": (
         lambda d: source(d, "income")["expectations"].append(
             {"expectation": "expect_magic", "column": "stated_income"}
