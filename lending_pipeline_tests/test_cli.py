@@ -1,0 +1,51 @@
+import datetime as dt
+
+import pytest
+import yaml
+
+from lending_pipeline.cli import main
+from lending_pipeline.spec import default_spec_path
+
+
+def test_spec_command(capsys, tmp_path):
+    assert main(["spec"]) == 0
+    assert "spec 'consumer_loan' is valid" in capsys.readouterr().out
+    data = yaml.safe_load(default_spec_path().read_text())
+    data["sources"][0]["max_quarantine_share"] = 2
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    assert main(["spec", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "sources[0] (applications).max_quarantine_share" in err
+
+
+def test_generate_with_scenario_and_corruption(tmp_path, capsys):
+    end = dt.date(2025, 5, 10)
+    code = main(
+        [
+            "generate",
+            "--data-dir",
+            str(tmp_path),
+            "--days",
+            "3",
+            "--per-day",
+            "50",
+            "--end",
+            end.isoformat(),
+            "--scenario",
+            "utilization_spike",
+            "--corrupt",
+            "empty_file",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "over 3 days (2025-05-08 to 2025-05-10)" in out
+    assert (tmp_path / "landing" / "applications" / "2025-05-10.csv").stat().st_size == 0
+    assert (tmp_path / "landing" / "bureau" / "2025-05-08.csv").stat().st_size > 0
+    assert not list((tmp_path / "landing").glob("outcomes/*.csv"))  # nothing matured yet
+
+
+def test_generate_rejects_unknown_scenario(tmp_path):
+    with pytest.raises(SystemExit):
+        main(["generate", "--data-dir", str(tmp_path), "--scenario", "moon_landing"])
