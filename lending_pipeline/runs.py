@@ -51,7 +51,7 @@ def run_partition(
     """Materialize one partition of a job with its checks; never raises on failure."""
     job = defs.resolve_job_def(job_name)
     result = job.execute_in_process(
-        partition_key=partition, instance=instance, raise_on_error=False
+        partition_key=partition, instance=instance, raise_on_error=False, run_config=QUIET
     )
     run = PartitionRun(partition=partition, success=result.success, run_id=result.run_id)
     for evaluation in result.get_asset_check_evaluations():

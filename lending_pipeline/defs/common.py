@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
 from lending_pipeline.spec import PipelineSpec
@@ -45,3 +47,16 @@ def validation_checks(spec: PipelineSpec, source: str) -> list[dg.AssetCheckKey]
 FEATURES = dg.AssetKey("applicant_features")
 FRESHNESS_CHECK = dg.AssetCheckKey(FEATURES, "applicant_features_freshness")
 POINT_IN_TIME_CHECK = dg.AssetCheckKey(FEATURES, "applicant_features_point_in_time")
+
+
+def partitioned_check(spec: PipelineSpec, check: dg.AssetCheckKey, description: str):
+    """A blocking check spec recorded per daily partition (a preview API in Dagster 1.13)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return dg.AssetCheckSpec(
+            check.name,
+            asset=check.asset_key,
+            blocking=True,
+            partitions_def=daily_partitions(spec),
+            description=description,
+        )

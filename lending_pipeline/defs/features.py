@@ -10,6 +10,7 @@ from lending_pipeline.defs.common import (
     OWNERS,
     POINT_IN_TIME_CHECK,
     daily_partitions,
+    partitioned_check,
     validated_key,
     validation_checks,
 )
@@ -22,26 +23,20 @@ def build_features_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
     sources = [s.name for s in spec.feature_sources]
     upstream_checks = [k for s in sources for k in validation_checks(spec, s)]
     check_specs = [
-        dg.AssetCheckSpec(
-            POINT_IN_TIME_CHECK.name,
-            asset=FEATURES,
-            blocking=True,
-            partitions_def=daily_partitions(spec),
-            description="No joined source row is dated after the application date.",
+        partitioned_check(
+            spec,
+            POINT_IN_TIME_CHECK,
+            "No joined source row is dated after the application date.",
         )
     ]
     if spec.features.freshness:
         rule = spec.features.freshness
         check_specs.append(
-            dg.AssetCheckSpec(
-                FRESHNESS_CHECK.name,
-                asset=FEATURES,
-                blocking=True,
-                partitions_def=daily_partitions(spec),
-                description=(
-                    f"At most {rule.max_stale_share:.0%} of applications with "
-                    f"{rule.column} above {rule.max_days:g} days."
-                ),
+            partitioned_check(
+                spec,
+                FRESHNESS_CHECK,
+                f"At most {rule.max_stale_share:.0%} of applications with "
+                f"{rule.column} above {rule.max_days:g} days.",
             )
         )
 

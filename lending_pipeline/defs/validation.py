@@ -13,6 +13,7 @@ from lending_pipeline.defs.common import (
     OWNERS,
     daily_partitions,
     expectations_check,
+    partitioned_check,
     quarantine_key,
     raw_key,
     schema_check,
@@ -32,28 +33,20 @@ from lending_pipeline.spec import PipelineSpec, SourceSpec
 def build_validation_asset(spec: PipelineSpec, source: SourceSpec) -> dg.AssetsDefinition:
     check = schema_check(source.name)
     check_specs = [
-        dg.AssetCheckSpec(
-            check.name,
-            asset=check.asset_key,
-            blocking=True,
-            partitions_def=daily_partitions(spec),
-            description=(
-                f"Pandera schema of `{source.name}` from the spec: dtypes, nulls, ranges, "
-                "allowed values, unique key, dates; structural problems fail it."
-            ),
+        partitioned_check(
+            spec,
+            check,
+            f"Pandera schema of `{source.name}` from the spec: dtypes, nulls, ranges, "
+            "allowed values, unique key, dates; structural problems fail it.",
         )
     ]
     if source.expectations:
         check_specs.append(
-            dg.AssetCheckSpec(
-                expectations_check(source.name).name,
-                asset=check.asset_key,
-                blocking=True,
-                partitions_def=daily_partitions(spec),
-                description=(
-                    f"Great Expectations on `{source.name}`: "
-                    + "; ".join(e.expectation.removeprefix("expect_") for e in source.expectations)
-                ),
+            partitioned_check(
+                spec,
+                expectations_check(source.name),
+                f"Great Expectations on `{source.name}`: "
+                + "; ".join(e.expectation.removeprefix("expect_") for e in source.expectations),
             )
         )
 

@@ -2,9 +2,9 @@
 
 An expression is parsed with Python's `ast` and only an allow-list of nodes is accepted:
 numbers, strings (for comparisons), column names, + - * / ** and unary minus, comparisons
-(giving 1.0 / 0.0, or NaN when a side is null), and the functions in `FUNCTIONS`. Nothing is ever passed to `eval`, so a
-spec cannot run code. Evaluation is vectorised over pandas Series; division by zero and other
-undefined results give NaN.
+(1.0 / 0.0, or NaN when a side is null), and the functions in `FUNCTIONS`. Nothing is ever
+passed to `eval`, so a spec cannot run code. Evaluation is vectorised over pandas Series;
+division by zero and other undefined results give NaN.
 """
 
 from __future__ import annotations
