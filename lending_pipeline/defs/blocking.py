@@ -12,6 +12,8 @@ import dagster as dg
 from dagster._core.event_api import PartitionKeyFilter  # no public equivalent in 1.13
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
+from lending_pipeline.defs.metadata import runbook_url
+
 
 def failed_checks(
     instance: dg.DagsterInstance, check_keys: list[dg.AssetCheckKey], partition: str | None
@@ -47,5 +49,9 @@ def require_passed_checks(
                 f"run of blocking check(s) {', '.join(failed)} failed. Fix the data and "
                 "re-materialize the upstream asset with its checks first."
             ),
-            metadata={"failed_checks": ", ".join(failed), "partition": partition or ""},
+            metadata={
+                "failed_checks": ", ".join(failed),
+                "partition": partition or "",
+                "runbook": runbook_url("blocked_by_failed_check"),
+            },
         )

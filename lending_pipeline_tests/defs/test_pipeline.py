@@ -90,3 +90,12 @@ def test_blocking_holds_across_runs(spec, data_dir, instance):
     assert run_day(spec, instance, day()).success
     assert run_selection(spec, instance, day(), [FEATURES]).success
     assert features_materialized(instance, day())
+
+
+def test_missing_landing_file_fails_ingestion_loudly(spec, data_dir, instance):
+    partition_path(data_dir, spec.source_by_name["income"], day()).unlink()
+    run = run_day(spec, instance, day())
+    assert not run.success
+    assert "raw_income" in run.failed_steps
+    assert any("no file matches 'landing/income/2025-03-03*.csv'" in m for m in run.messages)
+    assert not features_materialized(instance, day())
