@@ -86,7 +86,7 @@ def _instance():
 
 
 def cmd_materialize(args) -> int:
-    from lending_pipeline.runs import landed_partitions, run_partitions
+    from lending_pipeline.runs import landed_partitions, run_partitions, warehouse_rows
 
     spec = load_spec(args.spec)
     data_dir = _data_dir(args)
@@ -110,6 +110,15 @@ def cmd_materialize(args) -> int:
         f"materialized {len(runs)} partitions of '{spec.name}' in {elapsed:.1f}s "
         f"({len(runs) - len(failed)} passed every check, {len(failed)} failed)"
     )
+    rows = warehouse_rows(data_dir, partitions)
+    for source in spec.sources:
+        raw = rows.get(f"raw_{source.name}", 0)
+        quarantined = rows.get(f"quarantine_{source.name}", 0)
+        print(
+            f"  {source.name:<14} ingested {raw:>9,}  validated "
+            f"{rows.get(f'validated_{source.name}', 0):>9,}  quarantined {quarantined:>7,}"
+        )
+    print(f"  applicant_features rows: {rows.get('applicant_features', 0):,}")
     print(f"  warehouse: {data_dir / 'warehouse'}")
     print(f"  Dagster instance: {os.environ['DAGSTER_HOME']}")
     return 1 if failed and not args.allow_failures else 0

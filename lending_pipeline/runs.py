@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
+import pyarrow.parquet as pq
 
 from lending_pipeline.definitions import DAILY_JOB
 from lending_pipeline.spec import PipelineSpec
@@ -66,6 +67,20 @@ def run_partition(
             if error is not None:
                 run.messages.append(error.message.strip().splitlines()[0])
     return run
+
+
+def warehouse_rows(data_dir: Path, partitions: list[str]) -> dict[str, int]:
+    """Rows stored per asset over the given partitions (read from Parquet footers)."""
+    totals: dict[str, int] = {}
+    warehouse = data_dir / "warehouse"
+    if not warehouse.exists():
+        return totals
+    for folder in sorted(p for p in warehouse.iterdir() if p.is_dir()):
+        paths = [folder / f"{day}.parquet" for day in partitions]
+        totals[folder.name] = sum(
+            pq.ParquetFile(path).metadata.num_rows for path in paths if path.exists()
+        )
+    return totals
 
 
 _WORKER: dict = {}
