@@ -84,41 +84,59 @@ def generate(spec, data_dir: Path, size: int, days: int) -> float:
     return time.perf_counter() - began
 
 
-def tree_rss(process: psutil.Process) -> int:
-    """RSS of a process and all its descendants, in bytes."""
+def tree_usage(process: psutil.Process, cpu: dict[int, float]) -> int:
+    """Summed RSS of a process and its descendants (bytes); records each one's CPU seconds."""
     total = 0
     for member in [process, *process.children(recursive=True)]:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             total += member.memory_info().rss
-        except psutil.NoSuchProcess:
-            continue
+            times = member.cpu_times()
+            cpu[member.pid] = times.user + times.system
     return total
 
 
+def busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all cores)."""
+    times = psutil.cpu_times()
+    busy = ("user", "nice", "system", "irq", "softirq", "steal")
+    return sum(getattr(times, field, 0.0) for field in busy)
+
+
 def measure(command: list[str], env: dict, log: Path) -> dict:
-    """Run a command; wall seconds and peak summed RSS of its tree, sampled every 50 ms."""
+    """Run a command: wall s, peak summed RSS of its tree (50 ms samples), its CPU s, and the
+    CPU s other processes (not this sampler) used meanwhile: contention that inflates wall time."""
+    cpu: dict[int, float] = {}
+    peak = 0
+    busy = busy_seconds() + time.process_time()
     began = time.perf_counter()
     with log.open("w") as out:
         child = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
         process = psutil.Process(child.pid)
-        peak = 0
         while child.poll() is None:
             with contextlib.suppress(psutil.NoSuchProcess):
-                peak = max(peak, tree_rss(process))
+                peak = max(peak, tree_usage(process, cpu))
             time.sleep(0.05)
     wall = time.perf_counter() - began
+    busy = busy_seconds() - time.process_time() - busy
     if child.returncode != 0:
         tail = "\n".join(log.read_text().splitlines()[-20:])
         raise RuntimeError(f"{' '.join(command)} exited {child.returncode}:\n{tail}")
-    return {"wall_s": wall, "peak_rss_gb": peak / 1e9, "output": log.read_text().splitlines()}
+    return {
+        "wall_s": wall,
+        "peak_rss_gb": peak / 1e9,
+        "cpu_s": sum(cpu.values()),
+        "other_cpu_s": max(busy - sum(cpu.values()), 0.0),
+        "output": log.read_text().splitlines(),
+    }
 
 
 def run_dagster(root: Path, env: dict) -> dict:
     """The daily job over every landed partition, through the CLI."""
     command = [str(BIN / "lending-pipeline"), "materialize", "--workers", str(WORKERS)]
     result = measure(command, env, root / "dagster.log")
-    summary = [line for line in result.pop("output") if line.startswith("materialized")]
-    return {**result, "summary": summary[-1] if summary else ""}
+    output = result.pop("output")
+    starts = [i for i, line in enumerate(output) if line.startswith("materialized")]
+    return {**result, "summary": output[starts[-1] :] if starts else []}
 
 
 def run_plain(root: Path, env: dict, days: int) -> dict:
@@ -276,18 +294,23 @@ def bench_size(spec, size: int, days: int, keep: bool) -> dict:
 
 
 HEADER = (
-    f"{'size':>9} {'gen s':>6} {'dagster s':>9} {'RSS GB':>6} {'plain s':>7} {'plain GB':>8} "
-    f"{'overhead':>8} {'pandera s':>9} {'hand s':>6} {'ratio':>5}"
+    f"{'size':>9} {'gen s':>6} {'dagster s':>9} {'RSS GB':>6} {'CPU s':>6} {'plain s':>7} "
+    f"{'plain GB':>8} {'overhead':>8} {'pandera s':>9} {'hand s':>6} {'ratio':>5} {'others':>6}"
 )
+
+
+def contention(run: dict) -> float:
+    """Share of the machine's CPU that other processes used during a run."""
+    return run["other_cpu_s"] / (run["wall_s"] * (os.cpu_count() or 1))
 
 
 def table_line(row: dict) -> str:
     d, p, v = row["dagster"], row["plain"], row["validation"]
     return (
         f"{row['size']:>9,} {row['generate_s']:>6.1f} {d['wall_s']:>9.1f} "
-        f"{d['peak_rss_gb']:>6.2f} {p['wall_s']:>7.1f} {p['peak_rss_gb']:>8.2f} "
-        f"{row['overhead']:>7.2f}x {v['pandera_s']:>9.2f} {v['hand_s']:>6.2f} "
-        f"{v['ratio']:>4.1f}x"
+        f"{d['peak_rss_gb']:>6.2f} {d['cpu_s']:>6.1f} {p['wall_s']:>7.1f} "
+        f"{p['peak_rss_gb']:>8.2f} {row['overhead']:>7.2f}x {v['pandera_s']:>9.2f} "
+        f"{v['hand_s']:>6.2f} {v['ratio']:>4.1f}x {contention(d):>6.0%}"
     )
 
 
@@ -314,6 +337,7 @@ def report(rows: list[dict]) -> dict:
     print(HEADER)
     for row in rows:
         print(table_line(row))
+    print("  CPU s: the Dagster process tree; others: CPU share used by other processes meanwhile")
     for row in rows:
         stages = ", ".join(f"{k} {v:.1f}" for k, v in row["plain"]["stage_s"].items())
         print(f"  {row['size']:,} plain stage seconds (summed over partitions): {stages}")

@@ -124,6 +124,46 @@ def cmd_materialize(args) -> int:
     return 1 if failed and not args.allow_failures else 0
 
 
+def cmd_train(args) -> int:
+    from lending_pipeline.definitions import build_definitions
+    from lending_pipeline.runs import run_training
+
+    spec = load_spec(args.spec)
+    data_dir = _data_dir(args)
+    os.environ["LENDING_DATA_DIR"] = str(data_dir)
+    instance = _instance()
+    began = time.perf_counter()
+    config = {}
+    if args.as_of:
+        settings = {"as_of": args.as_of.isoformat()}
+        config = {
+            "ops": {name: {"config": settings} for name in ("training_set", "candidate_model")}
+        }
+    result = run_training(build_definitions(spec), instance, config)
+    print(f"training run {result.run_id} finished in {time.perf_counter() - began:.1f}s")
+    for evaluation in result.get_asset_check_evaluations():
+        verdict = "pass" if evaluation.passed else "FAIL"
+        print(f"  [{verdict}] {evaluation.description}")
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error:
+            print(
+                f"  step {event.step_key} failed: {event.step_failure_data.error.message.strip()}"
+            )
+    champion = [
+        e.event_specific_data.materialization.metadata
+        for e in result.all_events
+        if e.is_step_materialization and e.step_key == "champion_model"
+    ]
+    if champion:
+        version = champion[0]["champion_version"].value
+        print(f"  promoted: champion is now version {version}")
+    else:
+        print("  not promoted: the champion is unchanged")
+    data = data_dir / "mlflow"
+    print(f"  MLflow: {os.environ.get('MLFLOW_TRACKING_URI') or 'sqlite under ' + str(data)}")
+    return 0 if result.success else 1
+
+
 def cmd_spec_check(args) -> int:
     spec = load_spec(args.path)
     print(
@@ -166,6 +206,12 @@ def parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=os.cpu_count() or 1, help="parallel runs (default: cores)"
     )
     mat.set_defaults(func=cmd_materialize)
+
+    train = sub.add_parser("train", help="train, evaluate against the gates, promote")
+    train.add_argument("--spec")
+    train.add_argument("--data-dir")
+    train.add_argument("--as-of", type=_date, help="maturity reference date (default: today)")
+    train.set_defaults(func=cmd_train)
 
     spec = sub.add_parser("spec", help="validate a spec file")
     spec.add_argument("path", nargs="?", help="default: LENDING_PIPELINE_SPEC or shipped")

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import dagster as dg
 
+from lending_pipeline.defs.evaluation import build_evaluation_assets
 from lending_pipeline.defs.features import build_features_asset
 from lending_pipeline.defs.ingestion import build_ingestion_assets
 from lending_pipeline.defs.resources import (
     PII_KEY_ENV,
     LakeStorage,
+    MlflowTracking,
     PartitionedParquetIOManager,
     PiiKey,
 )
+from lending_pipeline.defs.training import build_training_assets
 from lending_pipeline.defs.validation import build_validation_assets
 from lending_pipeline.spec import PipelineSpec, load_spec
 
 DAILY_JOB = "daily_ingestion_job"
+TRAINING_JOB = "training_job"
 
 
 def build_definitions(spec: PipelineSpec) -> dg.Definitions:
@@ -24,19 +28,27 @@ def build_definitions(spec: PipelineSpec) -> dg.Definitions:
         *build_ingestion_assets(spec),
         *build_validation_assets(spec),
         build_features_asset(spec),
+        *build_training_assets(spec),
+        *build_evaluation_assets(spec),
     ]
     daily = dg.define_asset_job(
         DAILY_JOB,
         selection=dg.AssetSelection.groups("ingestion", "validation", "features"),
         description="Ingest, validate and build the features of one day's partition.",
     )
+    training = dg.define_asset_job(
+        TRAINING_JOB,
+        selection=dg.AssetSelection.groups("training", "evaluation"),
+        description="Build the training set, train, evaluate against the gates, promote.",
+    )
     return dg.Definitions(
         assets=assets,
-        jobs=[daily],
+        jobs=[daily, training],
         resources={
             "storage": LakeStorage(),
             "pii": PiiKey(key=dg.EnvVar(PII_KEY_ENV)),
             "io_manager": PartitionedParquetIOManager(),
+            "mlflow": MlflowTracking(),
         },
         executor=dg.in_process_executor,
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 import pyarrow.parquet as pq
 
-from lending_pipeline.definitions import DAILY_JOB
+from lending_pipeline.definitions import DAILY_JOB, TRAINING_JOB
 from lending_pipeline.spec import PipelineSpec
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -67,6 +67,15 @@ def run_partition(
             if error is not None:
                 run.messages.append(error.message.strip().splitlines()[0])
     return run
+
+
+def run_training(
+    defs: dg.Definitions, instance: dg.DagsterInstance, run_config: dict | None = None
+) -> dg.ExecuteInProcessResult:
+    """One run of the training job: training set, candidate, evaluation, gates, promotion."""
+    config = {**QUIET, **(run_config or {})}
+    job = defs.resolve_job_def(TRAINING_JOB)
+    return job.execute_in_process(instance=instance, raise_on_error=False, run_config=config)
 
 
 def warehouse_rows(data_dir: Path, partitions: list[str]) -> dict[str, int]:

@@ -2,8 +2,8 @@
 
 `load_spec()` reads `LENDING_PIPELINE_SPEC` (default: the shipped consumer-loan spec) and
 validates it with pydantic. A bad spec raises `SpecError` naming the file, the field path and
-what is wrong. Later stages (model, gates, drift) keep their settings in the spec too; the
-sections not used yet are accepted as free-form mappings.
+what is wrong. The model and its promotion gates are declared here too; the drift section is
+accepted as a free-form mapping until the monitoring stage defines it.
 """
 
 from __future__ import annotations
@@ -197,6 +197,73 @@ class FeatureSpec(_Model):
     freshness: FreshnessSpec | None = None
 
 
+class SplitSpec(_Model):
+    """Out-of-time split by application date: the latest days are held out."""
+
+    validation_days: int = Field(default=10, gt=0)
+    test_days: int = Field(default=10, gt=0)
+
+
+class CutoffSpec(_Model):
+    """How the decision cutoff is chosen on the validation split (exactly one)."""
+
+    max_bad_rate: float | None = Field(default=None, gt=0, lt=1)
+    target_approval_rate: float | None = Field(default=None, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _one(self) -> CutoffSpec:
+        if (self.max_bad_rate is None) == (self.target_approval_rate is None):
+            raise ValueError("give exactly one of max_bad_rate and target_approval_rate")
+        return self
+
+
+class ModelSpec(_Model):
+    """The candidate model: type, hyperparameters, monotonic constraints, calibration."""
+
+    type: Literal["hist_gradient_boosting", "logistic_scorecard"] = "hist_gradient_boosting"
+    seed: int = 7
+    params: dict[str, float | int | str] = {}
+    monotonic: dict[str, Literal[-1, 0, 1]] = {}
+    calibration: Literal["isotonic", "sigmoid", "none"] = "isotonic"
+    scorecard_c: float = Field(default=1.0, gt=0)
+    split: SplitSpec = SplitSpec()
+    cutoff: CutoffSpec = CutoffSpec(target_approval_rate=0.7)
+    loss_given_default: float = Field(default=0.6, gt=0, le=1)
+    exposure_column: str | None = None
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, value: dict) -> dict:
+        allowed = {
+            "learning_rate",
+            "max_iter",
+            "max_leaf_nodes",
+            "max_depth",
+            "min_samples_leaf",
+            "l2_regularization",
+            "max_features",
+        }
+        unknown = sorted(set(value) - allowed)
+        if unknown:
+            raise ValueError(
+                f"unknown hyperparameter(s) {', '.join(unknown)} "
+                f"(allowed: {', '.join(sorted(allowed))})"
+            )
+        return value
+
+
+class GateSpec(_Model):
+    """Promotion gates: a candidate becomes champion only when every gate passes."""
+
+    min_roc_auc: float = Field(default=0.70, ge=0, le=1)
+    min_ks: float = Field(default=0.30, ge=0, le=1)
+    max_ece: float = Field(default=0.03, ge=0, le=1)
+    min_adverse_impact_ratio: float = Field(default=0.8, ge=0, le=1)
+    max_auc_drop_vs_champion: float = Field(default=0.01, ge=0, le=1)
+    min_auc_margin_over_baseline: float = Field(default=0.0, ge=-1, le=1)
+    min_group_size: int = Field(default=30, ge=1)
+
+
 class PartitionSpec(_Model):
     start_date: dt.date
 
@@ -214,8 +281,8 @@ class PipelineSpec(_Model):
     target: TargetSpec
     features: FeatureSpec
     protected_attributes: list[str] = []
-    model: dict[str, Any] = {}
-    gates: dict[str, Any] = {}
+    model: ModelSpec = ModelSpec()
+    gates: GateSpec = GateSpec()
     drift: dict[str, Any] = {}
 
     @model_validator(mode="after")
@@ -304,6 +371,15 @@ class PipelineSpec(_Model):
         fresh = self.features.freshness
         if fresh and fresh.column not in available:
             raise ValueError(f"features.freshness.column: unknown column '{fresh.column}'")
+        inputs = set(self.features.model_inputs)
+        for name in self.model.monotonic:
+            if name not in inputs:
+                raise ValueError(f"model.monotonic.{name}: not one of features.model_inputs")
+            if name not in derived_from and self.column(name).dtype in ("category", "bool"):
+                raise ValueError(f"model.monotonic.{name}: categorical inputs cannot be monotonic")
+        exposure = self.model.exposure_column
+        if exposure and exposure not in available:
+            raise ValueError(f"model.exposure_column: unknown column '{exposure}'")
 
     @property
     def source_by_name(self) -> dict[str, SourceSpec]:

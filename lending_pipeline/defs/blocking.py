@@ -55,3 +55,42 @@ def require_passed_checks(
                 "runbook": runbook_url("blocked_by_failed_check"),
             },
         )
+
+
+def failed_partitions(
+    instance: dg.DagsterInstance, check_keys: list[dg.AssetCheckKey], partitions: list[str]
+) -> dict[str, list[str]]:
+    """For many partitions at once: partition -> names of checks whose latest execution failed."""
+    final = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
+    failed: dict[str, list[str]] = {}
+    infos = instance.event_log_storage.get_asset_check_partition_info(
+        check_keys, partition_keys=partitions
+    )
+    for info in infos:
+        status = info.latest_execution_status
+        partition = info.partition_key
+        if status not in final:  # planned or skipped last time: look at the last real result
+            names = failed_checks(instance, [info.check_key], partition)
+            status = AssetCheckExecutionRecordStatus.FAILED if names else status
+        if status == AssetCheckExecutionRecordStatus.FAILED:
+            failed.setdefault(partition, []).append(info.check_key.name)
+    return failed
+
+
+def require_passed_partitions(
+    context: dg.AssetExecutionContext, check_keys: list[dg.AssetCheckKey], partitions: list[str]
+) -> None:
+    """Raise a Failure naming the partitions (and checks) whose blocking checks failed."""
+    failed = failed_partitions(context.instance, check_keys, partitions)
+    if failed:
+        shown = "; ".join(f"{p}: {', '.join(sorted(c))}" for p, c in sorted(failed.items())[:5])
+        raise dg.Failure(
+            description=(
+                f"refusing to build {context.asset_key.to_user_string()}: {len(failed)} input "
+                f"partition(s) failed blocking checks ({shown}). Fix them, or exclude them, first."
+            ),
+            metadata={
+                "failed_partitions": ", ".join(sorted(failed)),
+                "runbook": runbook_url("blocked_by_failed_check"),
+            },
+        )

@@ -6,6 +6,7 @@ read when this module is imported.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lending_pipeline.ml.pii import key_bytes
+from lending_pipeline.ml.tracking import TrackingConfig, default_tracking_uri
 
 DATA_DIR_ENV = "LENDING_DATA_DIR"
 PII_KEY_ENV = "LENDING_PII_KEY"
@@ -64,10 +66,17 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         folder = resolve_data_dir(self.data_dir) / "warehouse" / "/".join(asset_key.path)
         return folder / f"{partition or 'all'}.parquet"
 
-    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | pa.Table) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | pa.Table | dict) -> None:
         partition = context.asset_partition_key if context.has_asset_partitions else None
         path = self._path(context.asset_key, partition)
         path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(obj, dict):
+            path = path.with_suffix(".json")
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str), "utf-8")
+            tmp.replace(path)
+            context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
+            return
         table = (
             obj if isinstance(obj, pa.Table) else pa.Table.from_pandas(obj, preserve_index=False)
         )
@@ -78,9 +87,12 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             {"rows": table.num_rows, "path": dg.MetadataValue.path(str(path))}
         )
 
-    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame | dict:
         key = context.asset_key
         partitions = context.asset_partition_keys if context.has_asset_partitions else [None]
+        document = self._path(key, None).with_suffix(".json")
+        if partitions == [None] and document.exists():
+            return json.loads(document.read_text("utf-8"))
         paths = [self._path(key, p) for p in partitions]
         missing = [p for p, path in zip(partitions, paths, strict=True) if not path.exists()]
         if missing and len(paths) == 1:
@@ -95,3 +107,24 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
 
     def path_for(self, asset_key: dg.AssetKey, partition: str | None) -> Path:
         return self._path(asset_key, partition)
+
+
+class MlflowTracking(dg.ConfigurableResource):
+    """MLflow tracking and registry: `MLFLOW_TRACKING_URI`, else SQLite under the data dir."""
+
+    tracking_uri: str = ""
+    experiment: str = "lending_pipeline"
+    registered_model: str = ""
+
+    def config(self, spec_name: str) -> TrackingConfig:
+        data_dir = resolve_data_dir()
+        uri = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+        return TrackingConfig(
+            tracking_uri=uri or default_tracking_uri(data_dir),
+            experiment=self.experiment,
+            artifact_location=(data_dir / "mlflow" / "artifacts").as_uri(),
+            registered_model=self.registered_model or f"{spec_name}_pd",
+        )
+
+    def history_path(self) -> Path:
+        return resolve_data_dir() / "registry" / "promotions.jsonl"

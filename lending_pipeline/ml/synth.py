@@ -74,11 +74,12 @@ def default_logit(frame: pd.DataFrame) -> np.ndarray:
 
     Inputs are the true applicant values: debt-to-income `dti`, utilisation `util`,
     delinquencies in 24 months, bureau inquiries in 6 months, oldest account age, annual
-    income, verification status, employment type and tenure, term and a recent delinquency.
+    income, verification status, employment type and tenure, term and a recent delinquency,
+    plus steps at high utilisation and debt-to-income and an inquiries x delinquency interaction.
     """
     recent = frame["months_since_last_delinquency"].fillna(999) < 6
     return (
-        -3.1
+        -3.4
         + 3.0 * (frame["dti"] - 0.35)
         + 2.3 * (frame["util"] - 0.35)
         + 0.50 * np.minimum(frame["delinquencies_24m"], 5)
@@ -91,6 +92,10 @@ def default_logit(frame: pd.DataFrame) -> np.ndarray:
         - 0.25 * np.minimum(frame["employment_tenure_months"], 120) / 60
         + 0.012 * (frame["term_months"] - 36)
         + 0.6 * recent
+        # Thresholds and an interaction a linear scorecard cannot express:
+        + 0.9 * (frame["util"] > 0.85)
+        + 0.8 * (frame["dti"] > 0.5)
+        + 0.6 * ((frame["inquiries_6m"] >= 3) & (frame["delinquencies_24m"] >= 1))
     ).to_numpy()
 
 

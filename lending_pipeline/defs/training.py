@@ -1,0 +1,213 @@
+"""Training: `training_set` (out-of-time split of matured applications) and `candidate_model`."""
+
+import datetime as dt
+
+import dagster as dg
+import pandas as pd
+
+from lending_pipeline.defs.blocking import require_passed_partitions
+from lending_pipeline.defs.common import (
+    FEATURES,
+    FRESHNESS_CHECK,
+    OWNERS,
+    POINT_IN_TIME_CHECK,
+    validated_key,
+    validation_checks,
+)
+from lending_pipeline.defs.resources import MlflowTracking
+from lending_pipeline.ml import tracking
+from lending_pipeline.ml.train import (
+    SPLIT,
+    SPLITS,
+    fit_candidate,
+    frame_digest,
+    inputs,
+    labelled,
+    out_of_time_split,
+)
+from lending_pipeline.spec import PipelineSpec
+
+TRAINING_SET = dg.AssetKey("training_set")
+CANDIDATE = dg.AssetKey("candidate_model")
+
+
+class TrainingConfig(dg.Config):
+    """Run-config overrides of the spec's model settings (leave empty to use the spec)."""
+
+    as_of: str | None = None
+    model_type: str | None = None
+    learning_rate: float | None = None
+    max_iter: int | None = None
+    max_leaf_nodes: int | None = None
+    min_samples_leaf: int | None = None
+
+
+def with_overrides(spec: PipelineSpec, config: TrainingConfig) -> PipelineSpec:
+    """The spec with the run config's model overrides applied (validated like the spec)."""
+    params = dict(spec.model.params)
+    for name in ("learning_rate", "max_iter", "max_leaf_nodes", "min_samples_leaf"):
+        if getattr(config, name) is not None:
+            params[name] = getattr(config, name)
+    model = spec.model.model_dump()
+    model["params"] = params
+    if config.model_type:
+        model["type"] = config.model_type
+    data = spec.model_dump()
+    data["model"] = model
+    return PipelineSpec.model_validate(data)
+
+
+def as_of_date(config: TrainingConfig) -> dt.date:
+    return dt.date.fromisoformat(config.as_of) if config.as_of else dt.datetime.now(dt.UTC).date()
+
+
+def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
+    target = spec.target.source
+    input_checks = [POINT_IN_TIME_CHECK, FRESHNESS_CHECK if spec.features.freshness else None]
+    input_checks = [c for c in input_checks if c] + validation_checks(spec, target)
+    input_checks += [k for s in spec.feature_sources for k in validation_checks(spec, s.name)]
+    date = spec.primary_source.date_column
+
+    @dg.asset(
+        key=TRAINING_SET,
+        ins={"features": dg.AssetIn(FEATURES), "outcomes": dg.AssetIn(validated_key(target))},
+        group_name="training",
+        kinds={"pandas"},
+        owners=OWNERS,
+        description=(
+            "Matured applications (outcome known, maturity window passed) with their label, "
+            "split out of time by application date: train, validation (calibration and cutoff) "
+            "and the latest days as the out-of-time test set."
+        ),
+    )
+    def training_set(
+        context: dg.AssetExecutionContext,
+        config: TrainingConfig,
+        features: pd.DataFrame,
+        outcomes: pd.DataFrame,
+    ) -> dg.Output:
+        days = sorted(pd.to_datetime(features[date]).dt.strftime("%Y-%m-%d").unique())
+        require_passed_partitions(context, input_checks, days)
+        frame = labelled(spec, features, outcomes, as_of_date(config))
+        split = spec.model.split
+        frame = out_of_time_split(frame, date, split.validation_days, split.test_days)
+        metadata = {"rows": len(frame), "input_partitions": len(days)}
+        for name in SPLITS:
+            part = frame[frame[SPLIT] == name]
+            metadata[f"{name}_rows"] = len(part)
+            metadata[f"{name}_default_rate"] = round(float(part["target"].mean()), 4)
+            metadata[f"{name}_dates"] = f"{part[date].min():%Y-%m-%d}..{part[date].max():%Y-%m-%d}"
+            metadata[f"{name}_digest"] = frame_digest(part)
+        return dg.Output(frame, metadata=metadata)
+
+    @dg.asset(
+        key=CANDIDATE,
+        ins={"training_set": dg.AssetIn(TRAINING_SET)},
+        group_name="training",
+        kinds={"scikitlearn", "mlflow"},
+        owners=OWNERS,
+        description=(
+            "The candidate model: the spec's pipeline fitted on train, calibrated and given its "
+            "decision cutoff on validation; logged and registered in MLflow with its lineage."
+        ),
+    )
+    def candidate_model(
+        context: dg.AssetExecutionContext,
+        config: TrainingConfig,
+        mlflow: MlflowTracking,
+        training_set: pd.DataFrame,
+    ) -> dg.Output:
+        run_spec = with_overrides(spec, config)
+        trained = fit_candidate(run_spec, training_set)
+        lineage = lineage_tags(context, run_spec, training_set)
+        settings = tracking_settings(mlflow, run_spec)
+        with tracking.start_run(settings, f"{spec.name}-candidate", lineage) as run:
+            import mlflow as mlflow_api
+
+            params = {"model_type": trained.kind, "cutoff": trained.cutoff, **run_spec.model.params}
+            params |= {f"monotonic.{k}": v for k, v in run_spec.model.monotonic.items()}
+            params |= {"calibration": run_spec.model.calibration, "seed": run_spec.model.seed}
+            mlflow_api.log_params(params)
+            log_datasets(mlflow_api, training_set, date)
+            example = inputs(run_spec, training_set[training_set[SPLIT] == "validation"].head(50))
+            version, uri = tracking.log_model(settings, trained.model, example, lineage)
+            mlflow_api.set_tag("model_version", version)
+            run_id = run.info.run_id
+        reference = {
+            "registered_model": settings.registered_model,
+            "version": version,
+            "model_uri": uri,
+            "run_id": run_id,
+            "cutoff": trained.cutoff,
+            "model_type": trained.kind,
+            "spec_digest": run_spec.digest,
+            "lineage": lineage,
+        }
+        return dg.Output(
+            reference,
+            metadata={
+                "registered_model": settings.registered_model,
+                "version": version,
+                "mlflow_run_id": run_id,
+                "cutoff": trained.cutoff,
+                "model_type": trained.kind,
+            },
+        )
+
+    return [training_set, candidate_model]
+
+
+def tracking_settings(resource: MlflowTracking, spec: PipelineSpec) -> tracking.TrackingConfig:
+    return resource.config(spec.name)
+
+
+def lineage_tags(
+    context: dg.AssetExecutionContext, spec: PipelineSpec, frame: pd.DataFrame
+) -> dict[str, str]:
+    """Tags tying an MLflow run and model version to the data and Dagster run that made them."""
+    date = spec.primary_source.date_column
+    tags = {
+        "dagster_run_id": context.run_id,
+        "dagster_job": context.job_name,
+        "spec_name": spec.name,
+        "spec_digest": spec.digest,
+        "code_version": code_version(),
+        "partition_range": f"{frame[date].min():%Y-%m-%d}..{frame[date].max():%Y-%m-%d}",
+    }
+    for name in SPLITS:
+        tags[f"{name}_digest"] = frame_digest(frame[frame[SPLIT] == name])
+    for key, value in context.run.tags.items():
+        if key.startswith("lending/"):
+            tags[key.replace("/", "_")] = value
+    return tags
+
+
+def log_datasets(mlflow_api, frame: pd.DataFrame, date: str) -> None:
+    """Record each split as an MLflow dataset input (digest, no rows copied)."""
+    for name in SPLITS:
+        part = frame[frame[SPLIT] == name]
+        summary = part[[date, "target"]].reset_index(drop=True)
+        digest = frame_digest(part)[:16]
+        dataset = mlflow_api.data.from_pandas(summary, name=f"{name}_split", digest=digest)
+        mlflow_api.log_input(dataset, context=name)
+
+
+def code_version() -> str:
+    """The git commit of the code when run from a checkout, else the package version."""
+    import subprocess
+    from importlib.metadata import version
+    from pathlib import Path
+
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        result = None
+    if result is not None and result.returncode == 0:
+        return result.stdout.strip()
+    return version("lending_pipeline")

@@ -1,0 +1,160 @@
+"""MLflow tracking and registry: runs, models, lineage tags, aliases, promotion history.
+
+Models are saved with skops (not pickle); the only types trusted on load are the ones our own
+training produced (`trusted_types`). The registry uses aliases: `champion` is the served model,
+`previous` the one before it. Promotions and refusals are appended to a JSON-lines history.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+CHAMPION = "champion"
+PREVIOUS = "previous"
+TRUSTED_PREFIXES = ("sklearn.", "functools.partial", "numpy.")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    tracking_uri: str
+    experiment: str
+    artifact_location: str
+    registered_model: str
+
+
+def default_tracking_uri(data_dir: Path) -> str:
+    return f"sqlite:///{data_dir / 'mlflow' / 'mlflow.db'}"
+
+
+def _client(config: TrackingConfig):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=config.tracking_uri)
+
+
+def experiment_id(config: TrackingConfig) -> str:
+    """The experiment's id, creating it with its artifact location on first use."""
+    import mlflow
+
+    if config.tracking_uri.startswith("sqlite:///"):
+        Path(config.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
+            parents=True, exist_ok=True
+        )
+    mlflow.set_tracking_uri(config.tracking_uri)
+    client = _client(config)
+    found = client.get_experiment_by_name(config.experiment)
+    if found is not None:
+        return found.experiment_id
+    return client.create_experiment(config.experiment, artifact_location=config.artifact_location)
+
+
+@contextmanager
+def start_run(config: TrackingConfig, run_name: str, tags: dict[str, str]):
+    """An MLflow run that always ends (FINISHED, or FAILED on an exception)."""
+    import mlflow
+
+    experiment = experiment_id(config)
+    with mlflow.start_run(experiment_id=experiment, run_name=run_name, tags=tags) as run:
+        yield run
+
+
+@contextmanager
+def resume_run(config: TrackingConfig, run_id: str):
+    """Reopen a finished run to add evaluation results; yields the mlflow module."""
+    import mlflow
+
+    mlflow.set_tracking_uri(config.tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        yield mlflow
+
+
+def trusted_types(model) -> list[str]:
+    """The non-default types skops must trust to load this model; refuses anything foreign."""
+    import skops.io as sio
+
+    found = sio.get_untrusted_types(data=sio.dumps(model))
+    foreign = [t for t in found if not t.startswith(TRUSTED_PREFIXES)]
+    if foreign:
+        raise ValueError(f"model holds types outside scikit-learn/numpy: {foreign}")
+    return found
+
+
+def log_model(config: TrackingConfig, model, example: pd.DataFrame, tags: dict[str, str]):
+    """Log the model (skops, signature, input example), register it, tag the version."""
+    import mlflow
+    import mlflow.sklearn
+    import sklearn
+    from mlflow.models import infer_signature
+
+    signature = infer_signature(example, model.predict_proba(example)[:, 1])
+    info = mlflow.sklearn.log_model(
+        model,
+        name="model",
+        signature=signature,
+        input_example=example.head(3),
+        registered_model_name=config.registered_model,
+        serialization_format="skops",
+        skops_trusted_types=trusted_types(model),
+        pip_requirements=[f"scikit-learn=={sklearn.__version__}", "skops"],
+    )
+    version = str(info.registered_model_version)
+    client = _client(config)
+    for key, value in tags.items():
+        client.set_model_version_tag(config.registered_model, version, key, value)
+    return version, info.model_uri
+
+
+def load_model(config: TrackingConfig, version: str):
+    import mlflow
+    import mlflow.sklearn
+
+    mlflow.set_tracking_uri(config.tracking_uri)
+    return mlflow.sklearn.load_model(f"models:/{config.registered_model}/{version}")
+
+
+def alias_version(config: TrackingConfig, alias: str) -> str | None:
+    """The model version an alias points at, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(
+            _client(config).get_model_version_by_alias(config.registered_model, alias).version
+        )
+    except MlflowException:
+        return None
+
+
+def version_tags(config: TrackingConfig, version: str) -> dict[str, str]:
+    return dict(_client(config).get_model_version(config.registered_model, version).tags)
+
+
+def promote(config: TrackingConfig, version: str) -> str | None:
+    """Point `champion` at `version`; the old champion keeps `previous`. Returns the old one."""
+    client = _client(config)
+    old = alias_version(config, CHAMPION)
+    if old == version:
+        return old
+    if old is not None:
+        client.set_registered_model_alias(config.registered_model, PREVIOUS, old)
+    client.set_registered_model_alias(config.registered_model, CHAMPION, version)
+    return old
+
+
+def append_history(path: Path, entry: dict) -> None:
+    """Append one entry to the append-only promotion history (JSON lines)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **entry}
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def read_history(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
