@@ -2,6 +2,7 @@
 
 import datetime as dt
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -174,7 +175,7 @@ def test_lineage_on_run_and_model_version(tmp_path, workspace):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert "model_card.md" in artifacts and "evaluation" in artifacts
     card = client.download_artifacts(run.info.run_id, "model_card.md", str(tmp_path))
-    text = open(card).read()
+    text = Path(card).read_text()
     assert "## Gates" in text and "min_adverse_impact_ratio" in text and result.run_id in text
     logged = mlflow_model_signature(config)
     assert "debt_to_income" in logged and "full_name" not in logged
