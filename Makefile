@@ -13,7 +13,7 @@ PII_KEY_FILE := $(CURDIR)/.secrets/pii_key
 DEMO_DAYS ?= 100
 DEMO_PER_DAY ?= 600
 
-.PHONY: help venv demo generate materialize dev test test-slow bench lint format clean
+.PHONY: help venv demo generate materialize train dev test test-slow bench lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -42,9 +42,13 @@ generate: $(STAMP) ## write synthetic landing files (DEMO_DAYS x DEMO_PER_DAY ap
 materialize: $(STAMP) $(PII_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## run the daily job for every landed partition
 	$(WITH_KEY) $(BIN)/lending-pipeline materialize
 
-demo: $(STAMP) $(PII_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## the main job: generate data if missing, materialize the whole graph, print a summary
+demo: $(STAMP) $(PII_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## the main job: generate data if missing, materialize the whole graph, train, gate, promote, print a summary
 	@test -d $(LENDING_DATA_DIR)/landing || $(BIN)/lending-pipeline generate --days $(DEMO_DAYS) --per-day $(DEMO_PER_DAY)
 	$(WITH_KEY) $(BIN)/lending-pipeline materialize
+	$(WITH_KEY) $(BIN)/lending-pipeline train
+
+train: $(STAMP) $(PII_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## build the training set, train, evaluate against the gates, promote
+	$(WITH_KEY) $(BIN)/lending-pipeline train
 
 dev: $(STAMP) $(PII_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## Dagster UI + daemon on 127.0.0.1:3000
 	$(WITH_KEY) $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml

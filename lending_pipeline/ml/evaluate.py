@@ -156,6 +156,9 @@ def model_card(
             ratio = impact["ratios"].get(group)
             ratio_text = "n/a (small group)" if ratio is None else f"{ratio:.3f}"
             lines.append(f"| {name} | {group} | {rate:.3f} | {ratio_text} |")
+    lines += ["", "Equal opportunity (approval rate among applicants who repaid), gap max - min:"]
+    for name, values in candidate["fairness"].items():
+        lines.append(f"- {name}: {values['tpr_difference']['difference']:.3f}")
     lines += [
         "",
         "## Limitations",
