@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from lending_pipeline.ml.expressions import evaluate
 from lending_pipeline.spec import PipelineSpec
@@ -71,7 +73,7 @@ def build_features(spec: PipelineSpec, tables: dict[str, pd.DataFrame]) -> Featu
             rows, anchor, key, source.date_column, primary.date_column
         )
         result.excluded_after_application[source.name] = excluded
-        result.unmatched[source.name] = int(len(base) - latest[key].isin(base[key]).sum())
+        result.unmatched[source.name] = len(base) - _count_in(base[key], latest[key])
         joined = joined.merge(latest, on=key, how="left", validate="one_to_one")
     frame = dict(joined.items())
     for feature in spec.features.derived:
@@ -79,6 +81,12 @@ def build_features(spec: PipelineSpec, tables: dict[str, pd.DataFrame]) -> Featu
     features = pd.DataFrame({c: frame[c] for c in output_columns(spec)}, index=joined.index)
     result.features = features
     return result
+
+
+def _count_in(values: pd.Series, pool: pd.Series) -> int:
+    """How many of `values` occur in `pool` (in Arrow: fast for text keys)."""
+    found = pc.is_in(pa.array(values, from_pandas=True), value_set=pa.array(pool, from_pandas=True))
+    return int(pc.sum(found).as_py() or 0)
 
 
 def point_in_time_latest(
