@@ -5,7 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from lending_pipeline.definitions import DAILY_JOB, build_definitions
+from lending_pipeline.definitions import DAILY_JOB, TRAINING_JOB, build_definitions
 from lending_pipeline.defs.common import FEATURES
 from lending_pipeline.telemetry import TELEMETRY_OFF
 
@@ -17,12 +17,18 @@ def test_every_asset_has_group_owner_kind_and_description(spec):
     specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
     expected = {f"{stage}_{s.name}" for s in spec.sources for stage in ("raw", "validated")}
     expected |= {f"quarantine_{s.name}" for s in spec.sources} | {"applicant_features"}
-    assert set(specs) == expected
+    model_assets = {"training_set", "candidate_model", "model_evaluation", "champion_model"}
+    assert set(specs) == expected | model_assets
     for key, asset in specs.items():
-        assert asset.group_name in {"ingestion", "validation", "features"}, key
         assert asset.owners and asset.description and asset.kinds, key
-        assert asset.partitions_def is not None, key
+        if key in model_assets:
+            assert asset.group_name in {"training", "evaluation"}, key
+            assert asset.partitions_def is None, key
+        else:
+            assert asset.group_name in {"ingestion", "validation", "features"}, key
+            assert asset.partitions_def is not None, key
     assert defs.resolve_job_def(DAILY_JOB) is not None
+    assert defs.resolve_job_def(TRAINING_JOB) is not None
 
 
 def test_checks_are_blocking_and_named_after_their_asset(spec):
@@ -30,6 +36,7 @@ def test_checks_are_blocking_and_named_after_their_asset(spec):
     checks = {k.name: graph.get_check_spec(k) for k in graph.asset_check_keys}
     assert {"validated_applications_schema", "validated_bureau_expectations"} <= set(checks)
     assert {"applicant_features_freshness", "applicant_features_point_in_time"} <= set(checks)
+    assert {"model_evaluation_min_roc_auc", "model_evaluation_integrity"} <= set(checks)
     for name, check in checks.items():
         assert check.blocking, name
         assert name.startswith(check.asset_key.to_user_string()), name
