@@ -87,7 +87,8 @@ def require_passed_partitions(
         raise dg.Failure(
             description=(
                 f"refusing to build {context.asset_key.to_user_string()}: {len(failed)} input "
-                f"partition(s) failed blocking checks ({shown}). Fix them, or exclude them, first."
+                f"partition(s) failed blocking checks ({shown}). Fix the data of those "
+                "partitions and re-materialize them with their checks first."
             ),
             metadata={
                 "failed_partitions": ", ".join(sorted(failed)),

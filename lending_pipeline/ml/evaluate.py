@@ -46,7 +46,15 @@ def report(spec: PipelineSpec, frame: pd.DataFrame, prob: np.ndarray, cutoff: fl
     groups = {a: frame[a].astype(object).to_numpy() for a in spec.protected_attributes}
     exposure_column = spec.model.exposure_column
     exposure = frame[exposure_column].to_numpy(dtype=float) if exposure_column else None
-    return score_report(frame["target"].to_numpy(), prob, cutoff, groups=groups, exposure=exposure)
+    return score_report(
+        frame["target"].to_numpy(),
+        prob,
+        cutoff,
+        groups=groups,
+        exposure=exposure,
+        min_group_size=spec.gates.min_group_size,
+        loss_given_default=spec.model.loss_given_default,
+    )
 
 
 def min_adverse_impact(candidate: dict) -> tuple[float, str]:

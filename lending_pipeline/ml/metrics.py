@@ -247,7 +247,15 @@ def choose_cutoff(
     return float(cutoffs[np.flatnonzero(bad_rate <= max_bad_rate)[-1]])
 
 
-def score_report(y_true, prob, cutoff, groups: dict | None = None, exposure=None) -> dict:
+def score_report(
+    y_true,
+    prob,
+    cutoff,
+    groups: dict | None = None,
+    exposure=None,
+    min_group_size: int = 30,
+    loss_given_default: float = 0.6,
+) -> dict:
     """All evaluation metrics at one cutoff, with fairness per protected attribute in ``groups``."""
     p = _prob(prob)
     y = _labels(y_true, p.size)
@@ -255,8 +263,8 @@ def score_report(y_true, prob, cutoff, groups: dict | None = None, exposure=None
     auc = float(roc_auc_score(y, p))
     fairness = {
         name: {
-            "adverse_impact": adverse_impact_ratio(p, cutoff, g),
-            "tpr_difference": true_positive_rate_difference(y, p, cutoff, g),
+            "adverse_impact": adverse_impact_ratio(p, cutoff, g, min_group_size),
+            "tpr_difference": true_positive_rate_difference(y, p, cutoff, g, min_group_size),
         }
         for name, g in (groups or {}).items()
     }
@@ -271,6 +279,6 @@ def score_report(y_true, prob, cutoff, groups: dict | None = None, exposure=None
         "brier": float(brier_score_loss(y, p)),
         "ece": expected_calibration_error(y, p),
         **confusion_at_cutoff(y, p, cutoff),
-        **business_impact(y, p, cutoff, exposure),
+        **business_impact(y, p, cutoff, exposure, loss_given_default),
         "fairness": fairness,
     }

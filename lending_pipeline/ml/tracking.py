@@ -2,7 +2,7 @@
 
 Models are saved with skops (not pickle); the only types trusted on load are the ones our own
 training produced (`trusted_types`). The registry uses aliases: `champion` is the served model,
-`previous` the one before it. Promotions and refusals are appended to a JSON-lines history.
+`previous` the one before it. Promotions are appended to a JSON-lines history.
 """
 
 from __future__ import annotations

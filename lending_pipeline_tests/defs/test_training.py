@@ -187,3 +187,27 @@ def mlflow_model_signature(config) -> str:
     mlflow.set_tracking_uri(config.tracking_uri)
     info = mlflow.models.get_model_info(f"models:/{config.registered_model}/1")
     return str(info.signature)
+
+
+def test_training_set_refuses_partitions_whose_checks_failed(tmp_path, workspace):
+    from lending_pipeline.ml import corrupt
+    from lending_pipeline.ml.synth import partition_path
+
+    data_dir, instance = workspace
+    spec = small_spec(tmp_path)
+    day = (START + dt.timedelta(days=4)).isoformat()
+    path = partition_path(data_dir, spec.source_by_name["bureau"], day)
+    original = path.read_bytes()
+    corrupt.out_of_range(path, "tradeline_count")
+    defs = build_definitions(spec)
+    try:
+        assert not run_partition(defs, instance, day).success
+        refused = train(spec, instance)
+        assert not refused.success
+        failure = next(e for e in refused.all_events if e.is_step_failure)
+        message = failure.step_failure_data.user_failure_data.description
+        assert f"{day}: validated_bureau_schema" in message
+        assert "training_set" in message
+    finally:
+        path.write_bytes(original)
+        assert run_partition(defs, instance, day).success
