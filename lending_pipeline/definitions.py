@@ -58,3 +58,8 @@ def build_definitions(spec: PipelineSpec) -> dg.Definitions:
 def defs() -> dg.Definitions:
     """The code location of the spec in force (`LENDING_PIPELINE_SPEC`)."""
     return build_definitions(load_spec())
+
+
+def daily_job() -> dg.JobDefinition:
+    """The daily job of the spec in force, loadable by reference (for `dg.execute_job`)."""
+    return build_definitions(load_spec()).resolve_job_def(DAILY_JOB)

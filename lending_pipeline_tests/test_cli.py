@@ -49,3 +49,15 @@ def test_generate_with_scenario_and_corruption(tmp_path, capsys):
 def test_generate_rejects_unknown_scenario(tmp_path):
     with pytest.raises(SystemExit):
         main(["generate", "--data-dir", str(tmp_path), "--scenario", "moon_landing"])
+
+
+def test_materialize_command_runs_the_daily_job(data_dir, tmp_path, monkeypatch, capsys):
+    from lending_pipeline_tests.conftest import day
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    code = main(["materialize", "--partition", day(), "--workers", "1"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "materialized 1 partitions of 'consumer_loan'" in out and "1 passed every check" in out
+    assert (data_dir / "warehouse" / "applicant_features" / f"{day()}.parquet").exists()
+    assert (tmp_path / "home" / "dagster.yaml").read_text().startswith("telemetry:")
