@@ -59,8 +59,9 @@ test: $(STAMP) ## run the test suite (slow, large-data tests excluded)
 test-slow: $(STAMP) ## run only the slow, large-data tests
 	$(BIN)/pytest -q -m slow
 
-bench: $(STAMP) ## ingestion -> validation -> features at 100k and 1M applications
+bench: $(STAMP) ## benchmarks: ingestion -> features (100k, 1M), training + evaluation (200k, 1M)
 	$(BIN)/python benchmarks/bench_ingestion.py
+	$(BIN)/python benchmarks/bench_training.py
 
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check lending_pipeline lending_pipeline_tests benchmarks
