@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import dagster as dg
 
 from lending_pipeline.defs.evaluation import build_evaluation_assets
@@ -16,7 +18,7 @@ from lending_pipeline.defs.resources import (
 )
 from lending_pipeline.defs.training import build_training_assets
 from lending_pipeline.defs.validation import build_validation_assets
-from lending_pipeline.spec import PipelineSpec, load_spec
+from lending_pipeline.spec import PipelineSpec, load_spec, spec_path
 
 DAILY_JOB = "daily_ingestion_job"
 TRAINING_JOB = "training_job"
@@ -60,6 +62,11 @@ def defs() -> dg.Definitions:
     return build_definitions(load_spec())
 
 
+@lru_cache(maxsize=4)
+def _definitions_for(path: str) -> dg.Definitions:
+    return build_definitions(load_spec(path))
+
+
 def daily_job() -> dg.JobDefinition:
     """The daily job of the spec in force, loadable by reference (for `dg.execute_job`)."""
-    return build_definitions(load_spec()).resolve_job_def(DAILY_JOB)
+    return _definitions_for(str(spec_path())).resolve_job_def(DAILY_JOB)
