@@ -34,8 +34,14 @@ def cmd_generate(args) -> int:
 
     spec = load_spec(args.spec)
     data_dir = _data_dir(args)
-    end = args.end or dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
-    start = args.start or end - dt.timedelta(days=args.days - 1)
+    if args.start and not args.end:
+        start, end = args.start, args.start + dt.timedelta(days=args.days - 1)
+    else:
+        end = args.end or dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+        start = args.start or end - dt.timedelta(days=args.days - 1)
+    if start > end:
+        print(f"--start {start} is after --end {end}", file=sys.stderr)
+        return 2
     days = (end - start).days + 1
     as_of = args.as_of or end + dt.timedelta(days=1)
     began = time.perf_counter()
@@ -183,7 +189,9 @@ def parser() -> argparse.ArgumentParser:
     gen.add_argument("--days", type=int, default=150, help="number of days (default 150)")
     gen.add_argument("--per-day", type=int, default=400, help="applications a day (default 400)")
     gen.add_argument("--start", type=_date, help="first day (default: end - days + 1)")
-    gen.add_argument("--end", type=_date, help="last day (default: yesterday, UTC)")
+    gen.add_argument(
+        "--end", type=_date, help="last day (default: start + days - 1, else yesterday, UTC)"
+    )
     gen.add_argument("--as-of", type=_date, help="what exists by then (default: end + 1 day)")
     gen.add_argument("--seed", type=int, default=7)
     gen.add_argument(

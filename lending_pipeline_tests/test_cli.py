@@ -61,3 +61,23 @@ def test_materialize_command_runs_the_daily_job(data_dir, tmp_path, monkeypatch,
     assert "materialized 1 partitions of 'consumer_loan'" in out and "1 passed every check" in out
     assert (data_dir / "warehouse" / "applicant_features" / f"{day()}.parquet").exists()
     assert (tmp_path / "home" / "dagster.yaml").read_text().startswith("telemetry:")
+
+
+def test_generate_from_a_start_date_writes_the_given_number_of_days(tmp_path, capsys):
+    args = ["generate", "--data-dir", str(tmp_path), "--start", "2025-03-01", "--days", "2"]
+    assert main([*args, "--per-day", "20"]) == 0
+    assert "over 2 days (2025-03-01 to 2025-03-02)" in capsys.readouterr().out
+    assert (
+        main(
+            [
+                "generate",
+                "--data-dir",
+                str(tmp_path),
+                "--start",
+                "2025-03-05",
+                "--end",
+                "2025-03-01",
+            ]
+        )
+        == 2
+    )
