@@ -20,10 +20,10 @@ from lending_pipeline.ml.train import (
     SPLIT,
     SPLITS,
     fit_candidate,
-    frame_digest,
     inputs,
     labelled,
     out_of_time_split,
+    split_digests,
 )
 from lending_pipeline.spec import PipelineSpec
 
@@ -92,12 +92,13 @@ def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         split = spec.model.split
         frame = out_of_time_split(frame, date, split.validation_days, split.test_days)
         metadata = {"rows": len(frame), "input_partitions": len(days)}
+        digests = split_digests(frame)
         for name in SPLITS:
             part = frame[frame[SPLIT] == name]
             metadata[f"{name}_rows"] = len(part)
             metadata[f"{name}_default_rate"] = round(float(part["target"].mean()), 4)
             metadata[f"{name}_dates"] = f"{part[date].min():%Y-%m-%d}..{part[date].max():%Y-%m-%d}"
-            metadata[f"{name}_digest"] = frame_digest(part)
+            metadata[f"{name}_digest"] = digests[name]
         return dg.Output(frame, metadata=metadata)
 
     @dg.asset(
@@ -119,7 +120,8 @@ def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
     ) -> dg.Output:
         run_spec = with_overrides(spec, config)
         trained = fit_candidate(run_spec, training_set)
-        lineage = lineage_tags(context, run_spec, training_set)
+        digests = split_digests(training_set)
+        lineage = lineage_tags(context, run_spec, training_set, digests)
         settings = tracking_settings(mlflow, run_spec)
         with tracking.start_run(settings, f"{spec.name}-candidate", lineage) as run:
             import mlflow as mlflow_api
@@ -128,7 +130,7 @@ def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             params |= {f"monotonic.{k}": v for k, v in run_spec.model.monotonic.items()}
             params |= {"calibration": run_spec.model.calibration, "seed": run_spec.model.seed}
             mlflow_api.log_params(params)
-            log_datasets(mlflow_api, training_set, date)
+            log_datasets(mlflow_api, training_set, date, digests)
             example = inputs(run_spec, training_set[training_set[SPLIT] == "validation"].head(50))
             version, uri = tracking.log_model(settings, trained.model, example, lineage)
             mlflow_api.set_tag("model_version", version)
@@ -162,7 +164,10 @@ def tracking_settings(resource: MlflowTracking, spec: PipelineSpec) -> tracking.
 
 
 def lineage_tags(
-    context: dg.AssetExecutionContext, spec: PipelineSpec, frame: pd.DataFrame
+    context: dg.AssetExecutionContext,
+    spec: PipelineSpec,
+    frame: pd.DataFrame,
+    digests: dict[str, str],
 ) -> dict[str, str]:
     """Tags tying an MLflow run and model version to the data and Dagster run that made them."""
     date = spec.primary_source.date_column
@@ -175,20 +180,25 @@ def lineage_tags(
         "partition_range": f"{frame[date].min():%Y-%m-%d}..{frame[date].max():%Y-%m-%d}",
     }
     for name in SPLITS:
-        tags[f"{name}_digest"] = frame_digest(frame[frame[SPLIT] == name])
+        tags[f"{name}_digest"] = digests[name]
     for key, value in context.run.tags.items():
         if key.startswith("lending/"):
             tags[key.replace("/", "_")] = value
     return tags
 
 
-def log_datasets(mlflow_api, frame: pd.DataFrame, date: str) -> None:
-    """Record each split as an MLflow dataset input (digest, no rows copied)."""
+def log_datasets(mlflow_api, frame: pd.DataFrame, date: str, digests: dict[str, str]) -> None:
+    """Record each split as an MLflow dataset input: its digest and a per-day summary."""
     for name in SPLITS:
         part = frame[frame[SPLIT] == name]
-        summary = part[[date, "target"]].reset_index(drop=True)
-        digest = frame_digest(part)[:16]
-        dataset = mlflow_api.data.from_pandas(summary, name=f"{name}_split", digest=digest)
+        summary = (
+            part.groupby(part[date].dt.strftime("%Y-%m-%d"))["target"]
+            .agg(applications="size", default_rate="mean")
+            .reset_index()
+        )
+        dataset = mlflow_api.data.from_pandas(
+            summary, name=f"{name}_split", digest=digests[name][:16]
+        )
         mlflow_api.log_input(dataset, context=name)
 
 

@@ -1,7 +1,7 @@
 """MLflow tracking and registry: runs, models, lineage tags, aliases, promotion history.
 
-Models are saved with skops (not pickle); the only types trusted on load are the ones our own
-training produced (`trusted_types`). The registry uses aliases: `champion` is the served model,
+Models are saved with skops (not pickle); beyond skops' defaults, only the types listed in
+`TRUSTED_TYPES` are trusted. The registry uses aliases: `champion` is the served model,
 `previous` the one before it. Promotions are appended to a JSON-lines history.
 """
 
@@ -17,7 +17,6 @@ import pandas as pd
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
-TRUSTED_PREFIXES = ("sklearn.", "functools.partial", "numpy.")
 
 
 @dataclass(frozen=True)
@@ -74,15 +73,15 @@ def resume_run(config: TrackingConfig, run_id: str):
         yield mlflow
 
 
-def trusted_types(model) -> list[str]:
-    """The non-default types skops must trust to load this model; refuses anything foreign."""
-    import skops.io as sio
-
-    found = sio.get_untrusted_types(data=sio.dumps(model))
-    foreign = [t for t in found if not t.startswith(TRUSTED_PREFIXES)]
-    if foreign:
-        raise ValueError(f"model holds types outside scikit-learn/numpy: {foreign}")
-    return found
+# Types outside skops' default trust that our pipelines hold. MLflow refuses to log a model
+# with any other untrusted type, so a new estimator is trusted on purpose, here, or not at all.
+TRUSTED_TYPES = [
+    "functools.partial",
+    "numpy.dtype",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.utils.validation.check_array",
+]
 
 
 def log_model(config: TrackingConfig, model, example: pd.DataFrame, tags: dict[str, str]):
@@ -100,7 +99,7 @@ def log_model(config: TrackingConfig, model, example: pd.DataFrame, tags: dict[s
         input_example=example.head(3),
         registered_model_name=config.registered_model,
         serialization_format="skops",
-        skops_trusted_types=trusted_types(model),
+        skops_trusted_types=TRUSTED_TYPES,
         pip_requirements=[f"scikit-learn=={sklearn.__version__}", "skops"],
     )
     version = str(info.registered_model_version)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -71,9 +72,16 @@ def out_of_time_split(
 
 
 def frame_digest(frame: pd.DataFrame) -> str:
-    """A stable content hash of a DataFrame (order and values)."""
-    hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
-    return hashlib.sha256(hashed.tobytes()).hexdigest()
+    """A stable content hash of a DataFrame (column names, types, order and values)."""
+    table = pa.Table.from_pandas(frame, preserve_index=False).combine_chunks()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return hashlib.sha256(sink.getvalue()).hexdigest()
+
+
+def split_digests(frame: pd.DataFrame) -> dict[str, str]:
+    return {name: frame_digest(frame[frame[SPLIT] == name]) for name in SPLITS}
 
 
 def column_roles(spec: PipelineSpec) -> tuple[list[str], list[str]]:
