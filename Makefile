@@ -11,7 +11,7 @@ export LENDING_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 PII_KEY_FILE := $(CURDIR)/.secrets/pii_key
 DEMO_DAYS ?= 100
-DEMO_PER_DAY ?= 600
+DEMO_PER_DAY ?= 1200
 
 .PHONY: help venv demo generate materialize train dev test test-slow bench lint format clean
 
@@ -45,7 +45,7 @@ materialize: $(STAMP) $(PII_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## run the da
 demo: $(STAMP) $(PII_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## the main job: generate data if missing, materialize the whole graph, train, gate, promote, print a summary
 	@test -d $(LENDING_DATA_DIR)/landing || $(BIN)/lending-pipeline generate --days $(DEMO_DAYS) --per-day $(DEMO_PER_DAY)
 	$(WITH_KEY) $(BIN)/lending-pipeline materialize
-	$(WITH_KEY) $(BIN)/lending-pipeline train
+	$(WITH_KEY) $(BIN)/lending-pipeline train --allow-refusal
 
 train: $(STAMP) $(PII_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## build the training set, train, evaluate against the gates, promote
 	$(WITH_KEY) $(BIN)/lending-pipeline train

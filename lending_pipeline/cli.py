@@ -167,7 +167,16 @@ def cmd_train(args) -> int:
         print("  not promoted: the champion is unchanged")
     data = data_dir / "mlflow"
     print(f"  MLflow: {os.environ.get('MLFLOW_TRACKING_URI') or 'sqlite under ' + str(data)}")
-    return 0 if result.success else 1
+    if result.success:
+        return 0
+    refused_only = all(
+        event.step_key == "model_evaluation"
+        and "blocking asset check failed"
+        in str(event.step_failure_data.error.message if event.step_failure_data.error else "")
+        for event in result.all_events
+        if event.is_step_failure
+    )
+    return 0 if refused_only and args.allow_refusal else 1
 
 
 def cmd_spec_check(args) -> int:
@@ -219,6 +228,11 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--spec")
     train.add_argument("--data-dir")
     train.add_argument("--as-of", type=_date, help="maturity reference date (default: today)")
+    train.add_argument(
+        "--allow-refusal",
+        action="store_true",
+        help="exit 0 when the run completed and a gate refused the promotion",
+    )
     train.set_defaults(func=cmd_train)
 
     spec = sub.add_parser("spec", help="validate a spec file")

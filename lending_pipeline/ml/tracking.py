@@ -79,6 +79,7 @@ TRUSTED_TYPES = [
     "functools.partial",
     "numpy.dtype",
     "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.utils.validation.check_array",
 ]

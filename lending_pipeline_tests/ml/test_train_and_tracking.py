@@ -71,8 +71,12 @@ def test_digest_changes_with_any_value(spec):
     assert frame_digest(changed) != frame_digest(frame)
 
 
+@pytest.mark.parametrize("calibration", ["sigmoid", "isotonic", "none"])
 @pytest.mark.parametrize("kind", ["hist_gradient_boosting", "logistic_scorecard"])
-def test_both_model_types_log_and_load_under_the_trusted_types(spec, tmp_path, kind):
+def test_every_model_type_logs_and_loads_under_the_trusted_types(spec, tmp_path, kind, calibration):
+    data = spec.model_dump()
+    data["model"]["calibration"] = calibration
+    spec = type(spec).model_validate(data)
     frame = synthetic_frame(spec)
     trained = fit_candidate(spec, frame, kind)
     assert 0 < trained.cutoff < 1
