@@ -354,13 +354,18 @@ def report(rows: list[dict]) -> dict:
     return judged
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--days", type=int, default=4, help="daily partitions per size")
+def parse_args(description: str, sizes: list[int], days: int) -> argparse.Namespace:
+    """The options every benchmark takes (`--plain` runs its baseline in a child process)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--sizes", type=int, nargs="+", default=sizes)
+    parser.add_argument("--days", type=int, default=days, help="daily partitions per size")
     parser.add_argument("--keep", action="store_true", help="keep the temp dirs")
     parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0], [100_000, 1_000_000], 4)
     if args.plain:
         plain_main(args.days)
         return

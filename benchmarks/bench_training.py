@@ -12,7 +12,6 @@ writes benchmarks/results/training.json.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import shutil
@@ -23,7 +22,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_ingestion import BIN, START, child_env, generate, measure  # noqa: E402
+from bench_ingestion import (  # noqa: E402
+    BIN,
+    START,
+    child_env,
+    generate,
+    measure,
+    parse_args,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "training.json"
 TARGET_OVERHEAD = 1.15
@@ -121,12 +127,7 @@ def bench_size(spec, size: int, days: int, keep: bool) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[200_000, 1_000_000])
-    parser.add_argument("--days", type=int, default=40)
-    parser.add_argument("--keep", action="store_true", help="keep the temp dirs")
-    parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parse_args(__doc__.splitlines()[0], [200_000, 1_000_000], 40)
     if args.plain:
         plain_main(args.days)
         return

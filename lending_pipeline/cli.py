@@ -132,7 +132,7 @@ def cmd_materialize(args) -> int:
 
 def cmd_train(args) -> int:
     from lending_pipeline.definitions import build_definitions
-    from lending_pipeline.runs import run_training
+    from lending_pipeline.runs import run_training, summarize
 
     spec = load_spec(args.spec)
     data_dir = _data_dir(args)
@@ -146,15 +146,13 @@ def cmd_train(args) -> int:
             "ops": {name: {"config": settings} for name in ("training_set", "candidate_model")}
         }
     result = run_training(build_definitions(spec), instance, config)
-    print(f"training run {result.run_id} finished in {time.perf_counter() - began:.1f}s")
+    run = summarize(result)
+    print(f"training run {run.run_id} finished in {time.perf_counter() - began:.1f}s")
     for evaluation in result.get_asset_check_evaluations():
         verdict = "pass" if evaluation.passed else "FAIL"
         print(f"  [{verdict}] {evaluation.description}")
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data.error:
-            print(
-                f"  step {event.step_key} failed: {event.step_failure_data.error.message.strip()}"
-            )
+    for step, error in zip(run.failed_steps, run.step_errors, strict=False):
+        print(f"  step {step} failed: {error}")
     champion = [
         e.event_specific_data.materialization.metadata
         for e in result.all_events
@@ -167,16 +165,9 @@ def cmd_train(args) -> int:
         print("  not promoted: the champion is unchanged")
     data = data_dir / "mlflow"
     print(f"  MLflow: {os.environ.get('MLFLOW_TRACKING_URI') or 'sqlite under ' + str(data)}")
-    if result.success:
+    if run.success:
         return 0
-    refused_only = all(
-        event.step_key == "model_evaluation"
-        and "blocking asset check failed"
-        in str(event.step_failure_data.error.message if event.step_failure_data.error else "")
-        for event in result.all_events
-        if event.is_step_failure
-    )
-    return 0 if refused_only and args.allow_refusal else 1
+    return 0 if run.refused_by_gates and args.allow_refusal else 1
 
 
 def cmd_spec_check(args) -> int:

@@ -23,12 +23,25 @@ DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 @dataclass
 class PartitionRun:
-    partition: str
+    """What a run did: success, failed checks and steps, and their messages."""
+
+    partition: str | None
     success: bool
     run_id: str
     failed_checks: list[str] = field(default_factory=list)
     failed_steps: list[str] = field(default_factory=list)
-    messages: list[str] = field(default_factory=list)
+    steps_stopped_by_checks: list[str] = field(default_factory=list)
+    check_messages: list[str] = field(default_factory=list)
+    step_errors: list[str] = field(default_factory=list)
+
+    @property
+    def messages(self) -> list[str]:
+        return self.check_messages + self.step_errors
+
+    @property
+    def refused_by_gates(self) -> bool:
+        """Only blocking checks failed the run: a decision (a refused promotion), not a fault."""
+        return bool(self.failed_checks) and self.failed_steps == self.steps_stopped_by_checks
 
 
 def landed_partitions(spec: PipelineSpec, data_dir: Path) -> list[str]:
@@ -76,19 +89,21 @@ def run_partition_lean(instance: dg.DagsterInstance, partition: str) -> Partitio
         return summarize(result, partition)
 
 
-def summarize(result, partition: str) -> PartitionRun:
+def summarize(result, partition: str | None = None) -> PartitionRun:
     run = PartitionRun(partition=partition, success=result.success, run_id=result.run_id)
     for evaluation in result.get_asset_check_evaluations():
         if not evaluation.passed:
             run.failed_checks.append(evaluation.check_name)
             if evaluation.description:
-                run.messages.append(evaluation.description)
+                run.check_messages.append(evaluation.description)
     for event in result.all_events:
         if event.is_step_failure:
             run.failed_steps.append(event.step_key)
             error = event.step_failure_data.error
             if error is not None:
-                run.messages.append(error.message.strip().splitlines()[0])
+                run.step_errors.append(error.message.strip().splitlines()[0])
+                if error.cls_name == "DagsterAssetCheckFailedError":
+                    run.steps_stopped_by_checks.append(event.step_key)
     return run
 
 

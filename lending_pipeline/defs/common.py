@@ -49,14 +49,19 @@ FRESHNESS_CHECK = dg.AssetCheckKey(FEATURES, "applicant_features_freshness")
 POINT_IN_TIME_CHECK = dg.AssetCheckKey(FEATURES, "applicant_features_point_in_time")
 
 
-def partitioned_check(spec: PipelineSpec, check: dg.AssetCheckKey, description: str):
-    """A blocking check spec recorded per daily partition (a preview API in Dagster 1.13)."""
+def blocking_check(
+    check: dg.AssetCheckKey,
+    description: str,
+    partitions_def: dg.PartitionsDefinition | None = None,
+) -> dg.AssetCheckSpec:
+    """A blocking check spec; with `partitions_def` its results are recorded per partition
+    (a preview API in Dagster 1.13, whose warning is silenced here)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)
         return dg.AssetCheckSpec(
             check.name,
             asset=check.asset_key,
             blocking=True,
-            partitions_def=daily_partitions(spec),
+            partitions_def=partitions_def,
             description=description,
         )

@@ -2,10 +2,11 @@
 `champion_model`, which moves the MLflow alias only when every gate passed."""
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from lending_pipeline.defs.blocking import require_passed_checks
-from lending_pipeline.defs.common import OWNERS
+from lending_pipeline.defs.common import OWNERS, blocking_check
 from lending_pipeline.defs.metadata import markdown_table, runbook_url
 from lending_pipeline.defs.resources import MlflowTracking, resolve_data_dir
 from lending_pipeline.defs.training import CANDIDATE, TRAINING_SET
@@ -18,7 +19,7 @@ from lending_pipeline.ml.evaluate import (
     model_card,
     report,
 )
-from lending_pipeline.ml.train import SPLIT, build_pipeline, inputs, predict
+from lending_pipeline.ml.train import SPLIT, build_pipeline, inputs
 from lending_pipeline.spec import PipelineSpec
 
 EVALUATION = dg.AssetKey("model_evaluation")
@@ -53,21 +54,17 @@ def gate_table(results) -> pd.DataFrame:
     )
 
 
-def _gate_spec(key: dg.AssetCheckKey, description: str) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(key.name, asset=key.asset_key, blocking=True, description=description)
-
-
 def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
     gates = spec.gates
     check_specs = [
-        _gate_spec(
+        blocking_check(
             gate_check(name),
             f"Gate {name} {direction} {getattr(gates, name):g}: {why}.",
         )
         for name, (direction, why) in GATES.items()
     ]
     check_specs.append(
-        _gate_spec(
+        blocking_check(
             dg.AssetCheckKey(EVALUATION, INTEGRITY),
             "Gated metrics recomputed from the stored out-of-time predictions equal those logged.",
         )
@@ -97,18 +94,21 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         train = training_set[training_set[SPLIT] == "train"]
         test = training_set[training_set[SPLIT] == "test"].reset_index(drop=True)
         cutoff = candidate["cutoff"]
-        model = tracking.load_model(settings, candidate["version"])
-        prob = predict(spec, model, test)
+        test_inputs = inputs(spec, test)
+
+        def score(model) -> np.ndarray:
+            return model.predict_proba(test_inputs)[:, 1]
+
+        prob = score(tracking.load_model(settings, candidate["version"]))
         reports = {"candidate": report(spec, test, prob, cutoff)}
         baseline = build_pipeline(spec, "logistic_scorecard")
         baseline.fit(inputs(spec, train), train["target"])
-        baseline_prob = baseline.predict_proba(inputs(spec, test))[:, 1]
-        reports["baseline"] = report(spec, test, baseline_prob, cutoff)
+        reports["baseline"] = report(spec, test, score(baseline), cutoff)
         champion_version = tracking.alias_version(settings, tracking.CHAMPION)
         reports["champion"] = None
         if champion_version and champion_version != candidate["version"]:
             champion = tracking.load_model(settings, champion_version)
-            reports["champion"] = report(spec, test, predict(spec, champion, test), cutoff)
+            reports["champion"] = report(spec, test, score(champion), cutoff)
         results = evaluate_gates(
             spec.gates, reports["candidate"], reports["baseline"], reports["champion"]
         )

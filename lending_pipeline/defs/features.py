@@ -9,8 +9,8 @@ from lending_pipeline.defs.common import (
     FRESHNESS_CHECK,
     OWNERS,
     POINT_IN_TIME_CHECK,
+    blocking_check,
     daily_partitions,
-    partitioned_check,
     validated_key,
     validation_checks,
 )
@@ -23,20 +23,20 @@ def build_features_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
     sources = [s.name for s in spec.feature_sources]
     upstream_checks = [k for s in sources for k in validation_checks(spec, s)]
     check_specs = [
-        partitioned_check(
-            spec,
+        blocking_check(
             POINT_IN_TIME_CHECK,
             "No joined source row is dated after the application date.",
+            daily_partitions(spec),
         )
     ]
     if spec.features.freshness:
         rule = spec.features.freshness
         check_specs.append(
-            partitioned_check(
-                spec,
+            blocking_check(
                 FRESHNESS_CHECK,
                 f"At most {rule.max_stale_share:.0%} of applications with "
                 f"{rule.column} above {rule.max_days:g} days.",
+                daily_partitions(spec),
             )
         )
 

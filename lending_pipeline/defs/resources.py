@@ -105,9 +105,6 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         tables = [pq.read_table(path) for path in paths if path.exists()]
         return arrow_to_pandas(pa.concat_tables(tables, promote_options="default"))
 
-    def path_for(self, asset_key: dg.AssetKey, partition: str | None) -> Path:
-        return self._path(asset_key, partition)
-
 
 class MlflowTracking(dg.ConfigurableResource):
     """MLflow tracking and registry: `MLFLOW_TRACKING_URI`, else SQLite under the data dir."""

@@ -122,7 +122,7 @@ def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         trained = fit_candidate(run_spec, training_set)
         digests = split_digests(training_set)
         lineage = lineage_tags(context, run_spec, training_set, digests)
-        settings = tracking_settings(mlflow, run_spec)
+        settings = mlflow.config(run_spec.name)
         with tracking.start_run(settings, f"{spec.name}-candidate", lineage) as run:
             import mlflow as mlflow_api
 
@@ -157,10 +157,6 @@ def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         )
 
     return [training_set, candidate_model]
-
-
-def tracking_settings(resource: MlflowTracking, spec: PipelineSpec) -> tracking.TrackingConfig:
-    return resource.config(spec.name)
 
 
 def lineage_tags(

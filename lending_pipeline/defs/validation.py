@@ -11,9 +11,9 @@ import pandas as pd
 
 from lending_pipeline.defs.common import (
     OWNERS,
+    blocking_check,
     daily_partitions,
     expectations_check,
-    partitioned_check,
     quarantine_key,
     raw_key,
     schema_check,
@@ -33,20 +33,20 @@ from lending_pipeline.spec import PipelineSpec, SourceSpec
 def build_validation_asset(spec: PipelineSpec, source: SourceSpec) -> dg.AssetsDefinition:
     check = schema_check(source.name)
     check_specs = [
-        partitioned_check(
-            spec,
+        blocking_check(
             check,
             f"Pandera schema of `{source.name}` from the spec: dtypes, nulls, ranges, "
             "allowed values, unique key, dates; structural problems fail it.",
+            daily_partitions(spec),
         )
     ]
     if source.expectations:
         check_specs.append(
-            partitioned_check(
-                spec,
+            blocking_check(
                 expectations_check(source.name),
                 f"Great Expectations on `{source.name}`: "
                 + "; ".join(e.expectation.removeprefix("expect_") for e in source.expectations),
+                daily_partitions(spec),
             )
         )
 

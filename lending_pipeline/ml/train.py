@@ -37,8 +37,6 @@ class TrainedModel:
     model: CalibratedClassifierCV
     cutoff: float
     kind: str
-    categorical: list[str]
-    numeric: list[str]
 
 
 def labelled(spec: PipelineSpec, features: pd.DataFrame, outcomes: pd.DataFrame, as_of: dt.date):
@@ -166,8 +164,7 @@ def fit_candidate(spec: PipelineSpec, split: pd.DataFrame, kind: str | None = No
         max_bad_rate=settings.cutoff.max_bad_rate,
         target_approval_rate=settings.cutoff.target_approval_rate,
     )
-    categorical, numeric = column_roles(spec)
-    return TrainedModel(calibrated, float(cutoff), kind or settings.type, categorical, numeric)
+    return TrainedModel(calibrated, float(cutoff), kind or settings.type)
 
 
 def predict(spec: PipelineSpec, model, frame: pd.DataFrame) -> np.ndarray:
