@@ -13,7 +13,7 @@ PII_KEY_FILE := $(CURDIR)/.secrets/pii_key
 DEMO_DAYS ?= 100
 DEMO_PER_DAY ?= 1200
 
-.PHONY: help venv demo generate materialize train dev test test-slow bench lint format clean
+.PHONY: help venv demo generate materialize train dev test bench lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -53,11 +53,8 @@ train: $(STAMP) $(PII_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## build the traini
 dev: $(STAMP) $(PII_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## Dagster UI + daemon on 127.0.0.1:3000
 	$(WITH_KEY) $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
-test: $(STAMP) ## run the test suite (slow, large-data tests excluded)
+test: $(STAMP) ## run the test suite
 	$(BIN)/pytest -q
-
-test-slow: $(STAMP) ## run only the slow, large-data tests
-	$(BIN)/pytest -q -m slow
 
 bench: $(STAMP) ## benchmarks: ingestion -> features (100k, 1M), training + evaluation (200k, 1M)
 	$(BIN)/python benchmarks/bench_ingestion.py
