@@ -8,6 +8,7 @@ The same function serves training and scoring, so both compute features identica
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,8 +56,14 @@ def output_columns(spec: PipelineSpec) -> list[str]:
     return list(dict.fromkeys(columns))
 
 
-def build_features(spec: PipelineSpec, tables: dict[str, pd.DataFrame]) -> FeatureResult:
-    """Join the validated feature sources point-in-time and compute the derived features."""
+def build_features(
+    spec: PipelineSpec, tables: dict[str, pd.DataFrame], extra_columns: Sequence[str] = ()
+) -> FeatureResult:
+    """Join the validated feature sources point-in-time and compute the derived features.
+
+    `extra_columns` keeps further joined or derived columns (e.g. the source columns drift
+    monitoring watches) after the spec's output columns.
+    """
     key = spec.entity.key
     primary = spec.primary_source
     base = tables[primary.name]
@@ -78,7 +85,8 @@ def build_features(spec: PipelineSpec, tables: dict[str, pd.DataFrame]) -> Featu
     frame = dict(joined.items())
     for feature in spec.features.derived:
         frame[feature.name] = evaluate(feature.expression, frame, joined.index)
-    features = pd.DataFrame({c: frame[c] for c in output_columns(spec)}, index=joined.index)
+    columns = list(dict.fromkeys([*output_columns(spec), *extra_columns]))
+    features = pd.DataFrame({c: frame[c] for c in columns}, index=joined.index)
     result.features = features
     return result
 
