@@ -56,9 +56,10 @@ dev: $(STAMP) $(PII_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## Dagster UI + daemo
 test: $(STAMP) ## run the test suite
 	$(BIN)/pytest -q
 
-bench: $(STAMP) ## benchmarks: ingestion -> features (100k, 1M), training + evaluation (200k, 1M)
+bench: $(STAMP) ## benchmarks: ingestion -> features (100k, 1M), training + evaluation (200k, 1M), drift (100k, 1M)
 	$(BIN)/python benchmarks/bench_ingestion.py
 	$(BIN)/python benchmarks/bench_training.py
+	$(BIN)/python benchmarks/bench_drift.py
 
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check lending_pipeline lending_pipeline_tests benchmarks
