@@ -1,4 +1,5 @@
-"""`lending-pipeline`: generate data, run the pipeline headless, check a spec."""
+"""`lending-pipeline`: generate data, run the pipeline headless, check a spec; serve, deploy,
+roll back and audit (see `serving/commands.py`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from lending_pipeline.serving.commands import add_commands as add_serving_commands
 from lending_pipeline.spec import SpecError, load_spec
 
 CONSUMER_SOURCES = {"applications", "bureau", "income", "outcomes"}
@@ -229,6 +231,7 @@ def parser() -> argparse.ArgumentParser:
     spec = sub.add_parser("spec", help="validate a spec file")
     spec.add_argument("path", nargs="?", help="default: LENDING_PIPELINE_SPEC or shipped")
     spec.set_defaults(func=cmd_spec_check)
+    add_serving_commands(sub)
     return main
 
 

@@ -29,6 +29,8 @@ from lending_pipeline.ml.train import column_roles
 from lending_pipeline.spec import ColumnSpec, PipelineSpec
 
 APPROVE, REFER, DECLINE = "approve", "refer", "decline"
+REFERENCE_SAMPLE = 50_000
+REFERENCE_ARTIFACT = "reason_reference.json"
 
 
 def request_columns(spec: PipelineSpec) -> dict[str, ColumnSpec]:
@@ -74,8 +76,11 @@ def records_from_tables(spec: PipelineSpec, tables: dict[str, pd.DataFrame]) -> 
 
 def reference_values(spec: PipelineSpec, train: pd.DataFrame) -> dict[str, float | str | None]:
     """Per model input, the reason-code reference: median (numeric) or most frequent category
-    among training applicants who repaid. Aggregates only: no applicant's own values."""
+    among training applicants who repaid (a seeded sample of at most `REFERENCE_SAMPLE`).
+    Aggregates only: no applicant's own values."""
     good = train[train["target"] == 0]
+    if len(good) > REFERENCE_SAMPLE:
+        good = good.sample(n=REFERENCE_SAMPLE, random_state=0)
     matrix = model_matrix(spec, good)
     categorical, _ = column_roles(spec)
     reference: dict[str, float | str | None] = {}
