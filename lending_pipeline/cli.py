@@ -1,4 +1,5 @@
-"""`lending-pipeline`: generate data, run the pipeline headless, check a spec."""
+"""`lending-pipeline`: generate data, run the pipeline headless, check a spec; serve, deploy,
+roll back and audit (see `serving/commands.py`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from lending_pipeline.serving.commands import add_commands as add_serving_commands
 from lending_pipeline.spec import SpecError, load_spec
 
 CONSUMER_SOURCES = {"applications", "bureau", "income", "outcomes"}
@@ -153,21 +155,27 @@ def cmd_train(args) -> int:
         print(f"  [{verdict}] {evaluation.description}")
     for step, error in zip(run.failed_steps, run.step_errors, strict=False):
         print(f"  step {step} failed: {error}")
-    champion = [
-        e.event_specific_data.materialization.metadata
-        for e in result.all_events
-        if e.is_step_materialization and e.step_key == "champion_model"
-    ]
+    champion = _materialized(result, "champion_model")
     if champion:
-        version = champion[0]["champion_version"].value
-        print(f"  promoted: champion is now version {version}")
+        print(f"  promoted: champion is now version {champion['champion_version'].value}")
     else:
         print("  not promoted: the champion is unchanged")
+    bento = _materialized(result, "scoring_bento")
+    if bento:
+        print(f"  packaged: bento {bento['bento_tag'].value} (make serve serves it)")
     data = data_dir / "mlflow"
     print(f"  MLflow: {os.environ.get('MLFLOW_TRACKING_URI') or 'sqlite under ' + str(data)}")
     if run.success:
         return 0
     return 0 if run.refused_by_gates and args.allow_refusal else 1
+
+
+def _materialized(result, step: str) -> dict | None:
+    """Metadata of a step's materialization in a run result, or None."""
+    for event in result.all_events:
+        if event.is_step_materialization and event.step_key == step:
+            return event.event_specific_data.materialization.metadata
+    return None
 
 
 def cmd_spec_check(args) -> int:
@@ -229,6 +237,7 @@ def parser() -> argparse.ArgumentParser:
     spec = sub.add_parser("spec", help="validate a spec file")
     spec.add_argument("path", nargs="?", help="default: LENDING_PIPELINE_SPEC or shipped")
     spec.set_defaults(func=cmd_spec_check)
+    add_serving_commands(sub)
     return main
 
 

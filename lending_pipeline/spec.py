@@ -337,6 +337,40 @@ class DriftSpec(_Model):
         return self
 
 
+class ReasonCode(_Model):
+    """An adverse-action reason: a stable code and the text a declined applicant is given."""
+
+    code: str = Field(pattern=r"^[A-Z][A-Z0-9_]{0,15}$")
+    text: str = Field(min_length=1)
+
+
+class PointsSpec(_Model):
+    """Score scale: `base_score` at odds good:bad of `base_odds`; `pdo` points double the odds."""
+
+    base_score: float = 600
+    base_odds: float = Field(default=50, gt=0)
+    pdo: float = Field(default=20, gt=0)
+    min_score: float = 300
+    max_score: float = 850
+
+    @model_validator(mode="after")
+    def _range(self) -> PointsSpec:
+        if self.min_score >= self.max_score:
+            raise ValueError(f"min_score ({self.min_score}) must be below max_score")
+        return self
+
+
+class ScoringSpec(_Model):
+    """The scoring service: score scale, decision bands, reason codes, request limits."""
+
+    points: PointsSpec = PointsSpec()
+    decline_above_pd: float = Field(default=0.35, gt=0, lt=1)
+    max_reason_codes: int = Field(default=4, ge=1, le=4)
+    reason_codes: dict[str, ReasonCode]
+    max_batch: int = Field(default=10_000, ge=1)
+    max_body_bytes: int = Field(default=16_000_000, ge=1024)
+
+
 class PartitionSpec(_Model):
     start_date: dt.date
 
@@ -357,6 +391,7 @@ class PipelineSpec(_Model):
     model: ModelSpec = ModelSpec()
     gates: GateSpec = GateSpec()
     drift: DriftSpec = DriftSpec()
+    scoring: ScoringSpec | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> PipelineSpec:
@@ -453,6 +488,24 @@ class PipelineSpec(_Model):
         exposure = self.model.exposure_column
         if exposure and exposure not in available:
             raise ValueError(f"model.exposure_column: unknown column '{exposure}'")
+        if self.scoring is not None:
+            self._check_reason_codes(inputs)
+
+    def _check_reason_codes(self, inputs: set[str]) -> None:
+        table = self.scoring.reason_codes
+        for name in table:
+            if name not in inputs:
+                raise ValueError(f"scoring.reason_codes.{name}: not one of features.model_inputs")
+        missing = [name for name in self.features.model_inputs if name not in table]
+        if missing:
+            raise ValueError(
+                f"scoring.reason_codes: every model input needs a reason code; "
+                f"missing: {', '.join(missing)}"
+            )
+        codes = [reason.code for reason in table.values()]
+        for code in codes:
+            if codes.count(code) > 1:
+                raise ValueError(f"scoring.reason_codes: code '{code}' is used twice")
 
     @property
     def source_by_name(self) -> dict[str, SourceSpec]:

@@ -1,0 +1,104 @@
+"""Request models built from the spec, and validation errors safe to return and to log.
+
+A scoring request is one application in the raw shape the spec declares: every column of every
+feature source, flat, the entity key once. Types, ranges, allowed values and nullability come from
+the spec; the columns of a joined source are all optional (an applicant may have no bureau pull).
+A date of a joined source after the application date is refused (point in time). PII fields are
+replaced by their keyed pseudonyms right after validation. Validation errors name the field and
+the rule, never the value sent (it may be personal data).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from lending_pipeline.ml.pii import pseudonym
+from lending_pipeline.ml.scoring import request_columns
+from lending_pipeline.spec import ColumnSpec, PipelineSpec
+
+_TYPES: dict[str, type] = {"float": float, "int": int, "date": dt.date, "bool": bool, "string": str}
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _field(column: ColumnSpec, optional: bool) -> tuple[Any, Any]:
+    kind: Any = _TYPES.get(column.dtype, str)
+    if column.allowed:
+        kind = Literal[tuple(column.allowed)]
+    limits = {}
+    if column.min is not None:
+        limits["ge"] = column.min
+    if column.max is not None:
+        limits["le"] = column.max
+    if column.dtype == "string":
+        limits["max_length"] = 256
+    if column.nullable or optional:
+        return kind | None, Field(default=None, **limits)
+    return kind, Field(..., **limits)
+
+
+def application_model(spec: PipelineSpec) -> type[BaseModel]:
+    """The pydantic model of one application for `spec`."""
+    primary = spec.primary_source.columns
+    fields = {
+        name: _field(column, optional=name not in primary)
+        for name, column in request_columns(spec).items()
+    }
+    name = spec.name.title().replace("_", "") + "Application"
+    return create_model(name, __base__=_Request, **fields)
+
+
+class RequestError(ValueError):
+    """A request that breaks the spec's rules; `errors` name field and rule, never values."""
+
+    def __init__(self, errors: list[dict[str, str]]):
+        super().__init__(f"{len(errors)} invalid field(s)")
+        self.errors = errors
+
+
+class RequestValidator:
+    """Validates applications against the spec and pseudonymises their PII fields."""
+
+    def __init__(self, spec: PipelineSpec, pii_key: bytes):
+        self.model = application_model(spec)
+        self.key = pii_key
+        self.pii = [name for name, column in request_columns(spec).items() if column.pii]
+        self.applied = spec.primary_source.date_column
+        self.later = [s.date_column for s in spec.feature_sources if s.name != spec.entity.source]
+
+    def __call__(self, data: Any, prefix: str = "application") -> dict:
+        """A validated application, PII replaced by pseudonyms (raises RequestError)."""
+        try:
+            record = self.model.model_validate(data).model_dump()
+        except ValidationError as exc:
+            raise RequestError(safe_errors(exc, prefix)) from None
+        for name in self.pii:
+            if record[name] is not None:
+                record[name] = pseudonym(record[name], self.key)
+        for name in self.later:
+            if record[name] is not None and record[name] > record[self.applied]:
+                raise RequestError(
+                    [
+                        {
+                            "field": f"{prefix}.{name}",
+                            "rule": "point_in_time",
+                            "message": f"{name} is after {self.applied}: data from after the "
+                            "application cannot be used",
+                        }
+                    ]
+                )
+        return record
+
+
+def safe_errors(exc: ValidationError, prefix: str = "application") -> list[dict[str, str]]:
+    """Field, rule and message of each error, without the input value."""
+    out = []
+    for error in exc.errors(include_input=False, include_context=False, include_url=False):
+        location = ".".join(str(part) for part in (prefix, *error["loc"]))
+        out.append({"field": location, "rule": error["type"], "message": error["msg"]})
+    return out
