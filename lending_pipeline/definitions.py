@@ -6,9 +6,16 @@ from functools import lru_cache
 
 import dagster as dg
 
+from lending_pipeline.defs.automation import (
+    build_drift_sensor,
+    build_schedules,
+    check_failure_alert_sensor,
+    run_failure_alert_sensor,
+)
 from lending_pipeline.defs.evaluation import build_evaluation_assets
 from lending_pipeline.defs.features import build_features_asset
 from lending_pipeline.defs.ingestion import build_ingestion_assets
+from lending_pipeline.defs.monitoring import build_monitoring_assets
 from lending_pipeline.defs.packaging import build_packaging_assets
 from lending_pipeline.defs.resources import (
     PII_KEY_ENV,
@@ -23,6 +30,7 @@ from lending_pipeline.spec import PipelineSpec, load_spec, spec_path
 
 DAILY_JOB = "daily_ingestion_job"
 TRAINING_JOB = "training_job"
+MONITORING_JOB = "monitoring_job"
 
 
 def build_definitions(spec: PipelineSpec) -> dg.Definitions:
@@ -34,6 +42,7 @@ def build_definitions(spec: PipelineSpec) -> dg.Definitions:
         *build_training_assets(spec),
         *build_evaluation_assets(spec),
         *build_packaging_assets(spec),
+        *build_monitoring_assets(spec),
     ]
     daily = dg.define_asset_job(
         DAILY_JOB,
@@ -48,9 +57,23 @@ def build_definitions(spec: PipelineSpec) -> dg.Definitions:
             "the new champion for serving."
         ),
     )
+    monitoring = dg.define_asset_job(
+        MONITORING_JOB,
+        selection=dg.AssetSelection.groups("monitoring"),
+        description=(
+            "The drift report of one day's partition against the champion's training "
+            "population, with its checks (a failure at the retrain tier triggers retraining)."
+        ),
+    )
     return dg.Definitions(
         assets=assets,
-        jobs=[daily, training],
+        jobs=[daily, training, monitoring],
+        schedules=build_schedules(spec, daily, monitoring, TRAINING_JOB),
+        sensors=[
+            build_drift_sensor(spec, TRAINING_JOB),
+            run_failure_alert_sensor,
+            check_failure_alert_sensor,
+        ],
         resources={
             "storage": LakeStorage(),
             "pii": PiiKey(key=dg.EnvVar(PII_KEY_ENV)),

@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pyarrow.parquet as pq
 
-from lending_pipeline.definitions import DAILY_JOB, TRAINING_JOB
+from lending_pipeline.definitions import DAILY_JOB, MONITORING_JOB, TRAINING_JOB
 from lending_pipeline.spec import SPEC_ENV, PipelineSpec
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -114,6 +114,43 @@ def run_training(
     config = {**QUIET, **(run_config or {})}
     job = defs.resolve_job_def(TRAINING_JOB)
     return job.execute_in_process(instance=instance, raise_on_error=False, run_config=config)
+
+
+def run_monitoring(
+    defs: dg.Definitions, instance: dg.DagsterInstance, partition: str, evidently: bool = True
+) -> dg.ExecuteInProcessResult:
+    """One run of the monitoring job: the partition's drift report and its checks."""
+    job = defs.resolve_job_def(MONITORING_JOB)
+    config = {**QUIET, "ops": {"drift_report": {"config": {"evidently_report": evidently}}}}
+    return job.execute_in_process(
+        partition_key=partition, instance=instance, run_config=config, raise_on_error=False
+    )
+
+
+def tick_sensor(
+    defs: dg.Definitions, instance: dg.DagsterInstance, name: str, cursor: str | None = None
+):
+    """Evaluate one tick of a sensor against the instance (what the daemon does each interval)."""
+    sensor = defs.resolve_sensor_def(name)
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+    return sensor.evaluate_tick(context)
+
+
+def launch_requested(
+    defs: dg.Definitions, instance: dg.DagsterInstance, sensor: str, request: dg.RunRequest
+) -> dg.ExecuteInProcessResult | None:
+    """Run a sensor's run request in process, unless a run with its run key exists (the daemon
+    dedupes run keys the same way). Tagged like a daemon-launched run."""
+    key = request.run_key
+    if key and instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": key}), limit=1):
+        return None
+    job = defs.resolve_job_def(request.job_name or TRAINING_JOB)
+    tags = {**request.tags, "dagster/sensor_name": sensor}
+    if key:
+        tags["dagster/run_key"] = key
+    return job.execute_in_process(
+        instance=instance, tags=tags, run_config=QUIET, raise_on_error=False
+    )
 
 
 def warehouse_rows(data_dir: Path, partitions: list[str]) -> dict[str, int]:

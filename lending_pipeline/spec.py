@@ -322,6 +322,9 @@ class DriftSpec(_Model):
     cooldown_hours: float = Field(default=24, ge=0)
     retrain_schedule: RetrainScheduleSpec = RetrainScheduleSpec()
     report_sample_rows: int = Field(default=20_000, ge=1_000)
+    performance_window_days: int = Field(default=30, ge=1)
+    max_auc_drop: float = Field(default=0.05, gt=0, le=1)
+    max_bad_rate_rise: float = Field(default=0.03, gt=0, le=1)
 
     @model_validator(mode="after")
     def _tiers(self) -> DriftSpec:

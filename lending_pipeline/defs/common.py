@@ -53,15 +53,16 @@ def blocking_check(
     check: dg.AssetCheckKey,
     description: str,
     partitions_def: dg.PartitionsDefinition | None = None,
+    blocking: bool = True,
 ) -> dg.AssetCheckSpec:
-    """A blocking check spec; with `partitions_def` its results are recorded per partition
-    (a preview API in Dagster 1.13, whose warning is silenced here)."""
+    """A check spec, blocking unless told otherwise; with `partitions_def` its results are
+    recorded per partition (a preview API in Dagster 1.13, whose warning is silenced here)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)
         return dg.AssetCheckSpec(
             check.name,
             asset=check.asset_key,
-            blocking=True,
+            blocking=blocking,
             partitions_def=partitions_def,
             description=description,
         )

@@ -15,6 +15,7 @@ from lending_pipeline.defs.common import (
     validation_checks,
 )
 from lending_pipeline.defs.metadata import runbook_url
+from lending_pipeline.ml.drift import monitored_columns
 from lending_pipeline.ml.features import build_features, freshness, point_in_time_violations
 from lending_pipeline.spec import PipelineSpec
 
@@ -51,14 +52,14 @@ def build_features_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         description=(
             "One row per application: the sources joined point-in-time (latest row dated on or "
             "before the application date), the spec's derived features, the model inputs and the "
-            "protected attributes (kept for fairness measurement, never used as inputs). "
-            "No PII columns."
+            "protected attributes (kept for fairness measurement, never used as inputs), and the "
+            "source columns drift monitoring watches behind derived inputs. No PII columns."
         ),
     )
     def applicant_features(context: dg.AssetExecutionContext, **validated: pd.DataFrame):
         require_passed_checks(context, upstream_checks)
         tables = {name.removeprefix("validated_"): frame for name, frame in validated.items()}
-        result = build_features(spec, tables)
+        result = build_features(spec, tables, extra_columns=monitored_columns(spec)[0])
         features = result.features
         yield dg.Output(
             features,

@@ -34,6 +34,21 @@ def arrow_to_pandas(table: pa.Table) -> pd.DataFrame:
     return table.to_pandas(types_mapper=mapping.get)
 
 
+def partition_path(data_dir: Path, asset_key: dg.AssetKey, partition: str | None) -> Path:
+    """Where the IO manager stores one partition of an asset (`all` when unpartitioned)."""
+    folder = data_dir / "warehouse" / "/".join(asset_key.path)
+    return folder / f"{partition or 'all'}.parquet"
+
+
+def read_partitions(data_dir: Path, asset_key: dg.AssetKey, partitions: list[str]) -> pd.DataFrame:
+    """The stored partitions of an asset that exist, concatenated (empty when none does)."""
+    paths = [partition_path(data_dir, asset_key, p) for p in partitions]
+    tables = [pq.read_table(path) for path in paths if path.exists()]
+    if not tables:
+        return pd.DataFrame()
+    return arrow_to_pandas(pa.concat_tables(tables, promote_options="default"))
+
+
 class LakeStorage(dg.ConfigurableResource):
     """The data dir: landing files (as received) and the warehouse (one file per partition)."""
 
@@ -63,8 +78,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     data_dir: str = ""
 
     def _path(self, asset_key: dg.AssetKey, partition: str | None) -> Path:
-        folder = resolve_data_dir(self.data_dir) / "warehouse" / "/".join(asset_key.path)
-        return folder / f"{partition or 'all'}.parquet"
+        return partition_path(resolve_data_dir(self.data_dir), asset_key, partition)
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | pa.Table | dict) -> None:
         partition = context.asset_partition_key if context.has_asset_partitions else None

@@ -134,6 +134,12 @@ def version_tags(config: TrackingConfig, version: str) -> dict[str, str]:
     return dict(_client(config).get_model_version(config.registered_model, version).tags)
 
 
+def version_run(config: TrackingConfig, version: str):
+    """The MLflow run that logged a model version (params, metrics, tags)."""
+    client = _client(config)
+    return client.get_run(client.get_model_version(config.registered_model, version).run_id)
+
+
 def promote(config: TrackingConfig, version: str) -> str | None:
     """Point `champion` at `version`; the old champion keeps `previous`. Returns the old one."""
     client = _client(config)

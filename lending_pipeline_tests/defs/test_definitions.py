@@ -5,7 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from lending_pipeline.definitions import DAILY_JOB, TRAINING_JOB, build_definitions
+from lending_pipeline.definitions import DAILY_JOB, MONITORING_JOB, TRAINING_JOB, build_definitions
 from lending_pipeline.defs.common import FEATURES
 from lending_pipeline.telemetry import TELEMETRY_OFF
 
@@ -24,10 +24,13 @@ def test_every_asset_has_group_owner_kind_and_description(spec):
         "champion_model",
         "scoring_bento",
     }
-    assert set(specs) == expected | model_assets
+    assert set(specs) == expected | model_assets | {"drift_report"}
     for key, asset in specs.items():
         assert asset.owners and asset.description and asset.kinds, key
-        if key in model_assets:
+        if key == "drift_report":
+            assert asset.group_name == "monitoring"
+            assert asset.partitions_def is not None
+        elif key in model_assets:
             assert asset.group_name in {"training", "evaluation", "serving"}, key
             assert asset.partitions_def is None, key
         else:
@@ -35,6 +38,8 @@ def test_every_asset_has_group_owner_kind_and_description(spec):
             assert asset.partitions_def is not None, key
     assert defs.resolve_job_def(DAILY_JOB) is not None
     assert defs.resolve_job_def(TRAINING_JOB) is not None
+    monitoring = defs.resolve_job_def(MONITORING_JOB)
+    assert {n.name for n in monitoring.nodes} == {"drift_report"}
 
 
 def test_checks_are_blocking_and_named_after_their_asset(spec):
@@ -43,8 +48,14 @@ def test_checks_are_blocking_and_named_after_their_asset(spec):
     assert {"validated_applications_schema", "validated_bureau_expectations"} <= set(checks)
     assert {"applicant_features_freshness", "applicant_features_point_in_time"} <= set(checks)
     assert {"model_evaluation_min_roc_auc", "model_evaluation_integrity"} <= set(checks)
+    monitoring = {
+        "drift_report_within_limits",
+        "drift_report_missing_fields",
+        "drift_report_realised_performance",
+    }
+    assert monitoring <= set(checks)
     for name, check in checks.items():
-        assert check.blocking, name
+        assert check.blocking == (name not in monitoring), name  # drift never stops ingestion
         assert name.startswith(check.asset_key.to_user_string()), name
     assert FEATURES in {c.asset_key for c in checks.values()}
 
