@@ -14,7 +14,7 @@ export LENDING_API_TOKENS_FILE ?= $(CURDIR)/.secrets/api_tokens
 DEMO_DAYS ?= 100
 DEMO_PER_DAY ?= 1200
 
-.PHONY: help venv demo generate materialize train dev serve test bench lint format clean
+.PHONY: help venv demo drift-demo generate materialize train dev serve test bench lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -48,6 +48,9 @@ demo: $(STAMP) $(PII_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## the main job: gen
 	$(WITH_KEY) $(BIN)/lending-pipeline materialize
 	$(WITH_KEY) $(BIN)/lending-pipeline train --allow-refusal
 
+drift-demo: $(STAMP) $(PII_KEY_FILE) ## drift -> drift sensor -> retraining -> gated promotion, in .drift_demo/ (a few minutes)
+	$(WITH_KEY) $(BIN)/lending-pipeline drift-demo --workdir $(CURDIR)/.drift_demo
+
 train: $(STAMP) $(PII_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## build the training set, train, evaluate against the gates, promote
 	$(WITH_KEY) $(BIN)/lending-pipeline train
 
@@ -77,4 +80,4 @@ format: $(STAMP) ## format the code
 	$(BIN)/ruff check --fix lending_pipeline lending_pipeline_tests benchmarks
 
 clean: ## remove generated data, the Dagster home and caches (keeps .venv and the key)
-	rm -rf $(LENDING_DATA_DIR)/landing $(LENDING_DATA_DIR)/warehouse $(DAGSTER_HOME) .pytest_cache
+	rm -rf $(LENDING_DATA_DIR)/landing $(LENDING_DATA_DIR)/warehouse $(DAGSTER_HOME) .pytest_cache .drift_demo

@@ -178,6 +178,173 @@ def _materialized(result, step: str) -> dict | None:
     return None
 
 
+def _drift_summary(result) -> dict | None:
+    """The drift_report materialization metadata of a monitoring run, as plain values."""
+    metadata = _materialized(result, "drift_report")
+    return {k: v.value for k, v in metadata.items()} if metadata else None
+
+
+def cmd_monitor(args) -> int:
+    from lending_pipeline.definitions import build_definitions
+    from lending_pipeline.runs import landed_partitions, run_monitoring
+
+    spec = load_spec(args.spec)
+    data_dir = _data_dir(args)
+    os.environ["LENDING_DATA_DIR"] = str(data_dir)
+    instance = _instance()
+    defs = build_definitions(spec)
+    failed = 0
+    for partition in args.partition or landed_partitions(spec, data_dir)[-1:]:
+        result = run_monitoring(defs, instance, partition, evidently=not args.no_report)
+        drift = _drift_summary(result)
+        if drift is None:
+            failed += 1
+            print(f"  {partition}: the monitoring run failed (run {result.run_id})")
+            continue
+        print(f"  {partition}: {_drift_line(drift)}")
+        for evaluation in result.get_asset_check_evaluations():
+            verdict = "pass" if evaluation.passed else f"FAIL ({evaluation.severity.value})"
+            print(f"      [{verdict}] {evaluation.check_name}: {evaluation.description}")
+    return 1 if failed else 0
+
+
+def _drift_line(drift: dict) -> str:
+    features = ", ".join(f"{k} {v:.3f}" for k, v in drift.get("drifted_features", {}).items())
+    return (
+        f"tier {drift['worst_tier']}; drifted: {features or 'none'}; "
+        f"missing-field spikes: {drift.get('missing_field_spikes', 'n/a')}; "
+        f"score PSI {drift.get('score_psi', 'n/a')}"
+    )
+
+
+def cmd_drift_demo(args) -> int:
+    """Normal days, a champion, drifted days, the drift sensor, a gated retraining."""
+    import shutil
+
+    from lending_pipeline.definitions import build_definitions
+    from lending_pipeline.defs.automation import CHECK_FAILURE_SENSOR, DRIFT_SENSOR
+    from lending_pipeline.ml import tracking
+    from lending_pipeline.ml.alerts import alerts_path
+    from lending_pipeline.ml.synth import generate_consumer_loans
+    from lending_pipeline.runs import (
+        launch_requested,
+        run_monitoring,
+        run_partitions,
+        run_training,
+        summarize,
+        tick_sensor,
+    )
+
+    began = time.perf_counter()
+    spec = load_spec(args.spec)
+    if {s.name for s in spec.sources} != CONSUMER_SOURCES:
+        print("drift-demo needs the consumer-loan generator (its spec's sources)", file=sys.stderr)
+        return 2
+    workdir = Path(args.workdir).resolve()
+    shutil.rmtree(workdir, ignore_errors=True)
+    data_dir = workdir / "data"
+    os.environ["LENDING_DATA_DIR"] = str(data_dir)
+    os.environ["DAGSTER_HOME"] = str(workdir / "dagster_home")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{data_dir / 'mlflow' / 'mlflow.db'}"
+    os.environ.pop("LENDING_AUDIT_URL", None)
+    os.environ.setdefault("LENDING_PII_KEY", "drift-demo-" + os.urandom(16).hex())
+    instance = _instance()
+    today = dt.datetime.now(dt.UTC).date()
+    maturity = spec.target.maturity_days
+    start = today - dt.timedelta(days=maturity + 10 + args.days + args.drift_days)
+    drift_start = start + dt.timedelta(days=args.days)
+    generate_consumer_loans(
+        spec,
+        data_dir,
+        start,
+        args.days + args.drift_days,
+        args.per_day,
+        seed=args.seed,
+        scenario=args.scenario,
+        scenario_start=drift_start,
+        as_of=today,
+    )
+    days = [(start + dt.timedelta(days=i)).isoformat() for i in range(args.days)]
+    drifted = [(drift_start + dt.timedelta(days=i)).isoformat() for i in range(args.drift_days)]
+    print(
+        f"1. generated {args.days} normal days ({days[0]}..{days[-1]}) and {args.drift_days} "
+        f"{args.scenario} days ({drifted[0]}..{drifted[-1]}), {args.per_day} applications a "
+        f"day, under {data_dir}"
+    )
+    spec_path = args.spec or os.environ.get("LENDING_PIPELINE_SPEC")
+    runs = list(run_partitions(spec_path, days, args.workers))
+    bad = [r.partition for r in runs if not r.success]
+    print(f"2. materialized the normal days: {len(runs) - len(bad)} of {len(runs)} passed")
+    if bad:
+        return 1
+    defs = build_definitions(spec)
+    settings = _tracking(spec)
+    first = summarize(run_training(defs, instance))
+    champion = tracking.alias_version(settings, tracking.CHAMPION)
+    print(f"3. trained a champion: run {first.run_id}, champion version {champion}")
+    if champion is None:
+        print("   no champion: the gates refused the first model", file=sys.stderr)
+        return 1
+    list(run_partitions(spec_path, drifted, args.workers))
+    print("4. materialized the drifted days; drift reports against the champion's range:")
+    for day in drifted:
+        result = run_monitoring(defs, instance, day)
+        drift = _drift_summary(result) or {}
+        print(f"   {day}: {_drift_line(drift)}")
+        checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        within = checks.get("drift_report_within_limits")
+        if within is not None:
+            verdict = "pass" if within.passed else f"FAIL ({within.severity.value})"
+            print(f"      [{verdict}] drift_report_within_limits: {within.description}")
+        if drift.get("evidently_report"):
+            print(f"      report: {drift['evidently_report']}")
+    tick = tick_sensor(defs, instance, DRIFT_SENSOR)
+    print(
+        f"5. {DRIFT_SENSOR} tick: {len(tick.run_requests)} run request(s)"
+        + (f"; skipped: {tick.skip_message}" if tick.skip_message else "")
+    )
+    for request in tick.run_requests:
+        print(f"   run key {request.run_key}")
+        result = launch_requested(defs, instance, DRIFT_SENSOR, request)
+        if result is None:
+            print("   already launched (same run key): not launched again")
+            continue
+        run = summarize(result)
+        print(f"6. retraining run {run.run_id} ({'success' if run.success else 'failed'}), tags:")
+        for key, value in sorted(result.dagster_run.tags.items()):
+            if key.startswith(("lending/", "dagster/run_key", "dagster/sensor")):
+                print(f"      {key} = {value}")
+        for evaluation in result.get_asset_check_evaluations():
+            verdict = "pass" if evaluation.passed else "FAIL"
+            print(f"      [{verdict}] {evaluation.description}")
+    after = tracking.alias_version(settings, tracking.CHAMPION)
+    moved = "promoted" if after != champion else "unchanged (a gate refused the candidate)"
+    print(f"7. champion version {champion} -> {after}: {moved}")
+    latest = tracking.version_tags(settings, max(_versions(settings), key=int))
+    lineage = {k: v for k, v in latest.items() if k.startswith("lending_")}
+    print(f"   latest model version's drift lineage tags: {lineage}")
+    tick_sensor(defs, instance, CHECK_FAILURE_SENSOR, '{"last_id": 0}')
+    path = alerts_path(data_dir)
+    count = len(path.read_text().splitlines()) if path.exists() else 0
+    print(f"8. {count} alert(s) from failed checks in {path}")
+    print(f"drift demo finished in {time.perf_counter() - began:.0f}s (workdir {workdir})")
+    return 0
+
+
+def _tracking(spec):
+    from lending_pipeline.defs.resources import MlflowTracking
+
+    return MlflowTracking().config(spec.name)
+
+
+def _versions(settings) -> list[str]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    found = client.search_model_versions(f"name='{settings.registered_model}'")
+    return [v.version for v in found]
+
+
 def cmd_spec_check(args) -> int:
     spec = load_spec(args.path)
     print(
@@ -233,6 +400,32 @@ def parser() -> argparse.ArgumentParser:
         help="exit 0 when the run completed and a gate refused the promotion",
     )
     train.set_defaults(func=cmd_train)
+
+    mon = sub.add_parser("monitor", help="drift reports of partitions against the champion")
+    mon.add_argument("--spec")
+    mon.add_argument("--data-dir")
+    mon.add_argument(
+        "--partition", action="append", help="this day (repeatable; default: the last landed)"
+    )
+    mon.add_argument("--no-report", action="store_true", help="skip the Evidently HTML report")
+    mon.set_defaults(func=cmd_monitor)
+
+    demo = sub.add_parser(
+        "drift-demo", help="drift -> sensor -> retraining -> gated promotion, in a scratch dir"
+    )
+    demo.add_argument("--spec")
+    demo.add_argument("--workdir", default=".drift_demo", help="wiped first (default .drift_demo)")
+    demo.add_argument("--days", type=int, default=30, help="normal days (default 30)")
+    demo.add_argument("--drift-days", type=int, default=2, help="drifted days (default 2)")
+    demo.add_argument("--per-day", type=int, default=1200)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument(
+        "--scenario",
+        default="utilization_spike",
+        choices=["income_shock", "utilization_spike", "missing_bureau_fields"],
+    )
+    demo.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    demo.set_defaults(func=cmd_drift_demo)
 
     spec = sub.add_parser("spec", help="validate a spec file")
     spec.add_argument("path", nargs="?", help="default: LENDING_PIPELINE_SPEC or shipped")
