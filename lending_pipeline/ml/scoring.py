@@ -190,7 +190,7 @@ class Scorer:
         decisions = [self.decide(p) for p in probability]
         adverse = [i for i, d in enumerate(decisions) if d != APPROVE]
         if adverse and varied is None:
-            varied = self.probabilities(self._variations(matrix[adverse]))
+            varied = self._varied_probabilities(matrix[adverse], probability[adverse])
         reasons = self._reasons(probability[adverse], varied) if adverse else []
         by_row = dict(zip(adverse, reasons, strict=True))
         return [
@@ -218,6 +218,17 @@ class Scorer:
         column = np.tile(np.arange(k), rows)
         varied[np.arange(rows * k), column] = self._reference_row[column]
         return varied
+
+    def _varied_probabilities(self, matrix: np.ndarray, probability: np.ndarray) -> np.ndarray:
+        """Probabilities of the variations; a variation equal to its row keeps the row's."""
+        k = len(self.inputs)
+        reference = self._reference_row[None, :]
+        same = (matrix == reference) | (np.isnan(matrix) & np.isnan(reference))
+        changed = ~same.reshape(-1)
+        out = np.repeat(probability, k)
+        if changed.any():
+            out[changed] = self.probabilities(self._variations(matrix)[changed])
+        return out
 
     def _reasons(self, probability: np.ndarray, varied: np.ndarray) -> list[list[dict]]:
         """Per row, the inputs whose reference value lowers the probability most."""

@@ -13,9 +13,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
-from lending_pipeline.ml.pii import pseudonym
+from lending_pipeline.ml.audit import canonical
+from lending_pipeline.ml.pii import Pseudonymiser
 from lending_pipeline.ml.scoring import request_columns
 from lending_pipeline.spec import ColumnSpec, PipelineSpec
 
@@ -66,39 +67,61 @@ class RequestValidator:
 
     def __init__(self, spec: PipelineSpec, pii_key: bytes):
         self.model = application_model(spec)
-        self.key = pii_key
+        self.batch = TypeAdapter(list[self.model])
+        self.pseudonym = Pseudonymiser(pii_key)
         self.pii = [name for name, column in request_columns(spec).items() if column.pii]
         self.applied = spec.primary_source.date_column
         self.later = [s.date_column for s in spec.feature_sources if s.name != spec.entity.source]
 
-    def __call__(self, data: Any, prefix: str = "application") -> dict:
+    def __call__(self, data: Any) -> dict:
         """A validated application, PII replaced by pseudonyms (raises RequestError)."""
         try:
             record = self.model.model_validate(data).model_dump()
         except ValidationError as exc:
-            raise RequestError(safe_errors(exc, prefix)) from None
-        for name in self.pii:
-            if record[name] is not None:
-                record[name] = pseudonym(record[name], self.key)
-        for name in self.later:
-            if record[name] is not None and record[name] > record[self.applied]:
-                raise RequestError(
-                    [
-                        {
-                            "field": f"{prefix}.{name}",
-                            "rule": "point_in_time",
-                            "message": f"{name} is after {self.applied}: data from after the "
-                            "application cannot be used",
-                        }
-                    ]
-                )
+            raise RequestError(safe_errors(exc, "application")) from None
+        errors = self._finish(record, "application")
+        if errors:
+            raise RequestError(errors)
         return record
 
+    def many(self, data: list) -> list[dict]:
+        """Validated applications (errors name `applications[i].field`)."""
+        try:
+            records = [item.model_dump() for item in self.batch.validate_python(data)]
+        except ValidationError as exc:
+            raise RequestError(safe_errors(exc, "applications")) from None
+        errors = [e for i, r in enumerate(records) for e in self._finish(r, f"applications[{i}]")]
+        if errors:
+            raise RequestError(errors)
+        return records
 
-def safe_errors(exc: ValidationError, prefix: str = "application") -> list[dict[str, str]]:
+    def input_hmac(self, data: Any) -> str:
+        """Keyed hash of an application exactly as sent: ties an audit entry to its input."""
+        return self.pseudonym.digest(canonical(data).encode())
+
+    def _finish(self, record: dict, prefix: str) -> list[dict[str, str]]:
+        """Pseudonymise PII in place; the point-in-time errors of the record."""
+        for name in self.pii:
+            if record[name] is not None:
+                record[name] = self.pseudonym(record[name])
+        return [
+            {
+                "field": f"{prefix}.{name}",
+                "rule": "point_in_time",
+                "message": f"{name} is after {self.applied}: data from after the application "
+                "cannot be used",
+            }
+            for name in self.later
+            if record[name] is not None and record[name] > record[self.applied]
+        ]
+
+
+def safe_errors(exc: ValidationError, prefix: str) -> list[dict[str, str]]:
     """Field, rule and message of each error, without the input value."""
     out = []
     for error in exc.errors(include_input=False, include_context=False, include_url=False):
-        location = ".".join(str(part) for part in (prefix, *error["loc"]))
+        location = prefix
+        for part in error["loc"]:
+            location += f"[{part}]" if isinstance(part, int) else f".{part}"
         out.append({"field": location, "rule": error["type"], "message": error["msg"]})
     return out

@@ -10,7 +10,6 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # one request's trees: threads cost more than help
 
-import hmac  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
@@ -45,9 +44,9 @@ class Scoring:
     model_ref = bentoml.models.BentoModel(BUNDLE.model_tag)
 
     def __init__(self):
-        self.key = pii.key_bytes(os.environ.get("LENDING_PII_KEY"))
+        key = pii.key_bytes(os.environ.get("LENDING_PII_KEY"))
         load_callers()  # refuse to start without tokens (the middleware loads them lazily)
-        self.validate = RequestValidator(SPEC, self.key)
+        self.validate = RequestValidator(SPEC, key)
         self.audit = audit.open_store(data_dir())
         self.model_info = {"name": BUNDLE.registered_model, "version": BUNDLE.model_version}
         self.fields = list(request_columns(SPEC))
@@ -109,14 +108,10 @@ class Scoring:
         if not applications or len(applications) > limit:
             rule = {"field": "applications", "rule": "batch_size"}
             return _error(ctx, 422, "invalid batch", [{**rule, "message": f"send 1 to {limit}"}])
-        records, errors = [], []
-        for i, application in enumerate(applications):
-            try:
-                records.append(self.validate(application, prefix=f"applications[{i}]"))
-            except RequestError as exc:
-                errors += exc.errors
-        if errors:
-            return _error(ctx, 422, "invalid applications", errors[:50])
+        try:
+            records = self.validate.many(applications)
+        except RequestError as exc:
+            return _error(ctx, 422, "invalid applications", exc.errors[:50])
         batch_id = uuid.uuid4().hex
         ids = [f"{batch_id}-{i}" for i in range(len(records))]
         decisions = self.scorer.score(records)
@@ -160,7 +155,7 @@ class Scoring:
             "request_id": request_id,
             "caller": caller,
             "model": self.model_info,
-            "input_hmac": hmac.new(self.key, audit.canonical(raw).encode(), "sha256").hexdigest(),
+            "input_hmac": self.validate.input_hmac(raw),
             "inputs": {
                 k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in record.items()
             },
