@@ -62,6 +62,7 @@ def rollback(
             f"previous is {previous or 'unset'}"
         )
     actor = actor or os.environ.get("USER") or getpass.getuser()
+    actor = actor[:300]
     entry = {
         "event": "rollback",
         "from_version": champion,

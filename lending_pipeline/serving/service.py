@@ -10,17 +10,20 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # one request's trees: threads cost more than help
 
+import logging  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+import anyio  # noqa: E402
 import bentoml  # noqa: E402
 
 from lending_pipeline import telemetry  # noqa: E402, F401
-from lending_pipeline.ml import audit, pii  # noqa: E402
+from lending_pipeline.ml import audit, pii, tracking  # noqa: E402
 from lending_pipeline.ml.scoring import Decision, Scorer, request_columns  # noqa: E402
+from lending_pipeline.serving import operations  # noqa: E402
 from lending_pipeline.serving.auth import AuthMiddleware, load_callers  # noqa: E402
 from lending_pipeline.serving.bundle import SPEC_FILE, Bundle, bundle_dir  # noqa: E402
 from lending_pipeline.serving.requests import RequestError, RequestValidator  # noqa: E402
@@ -29,6 +32,7 @@ from lending_pipeline.spec import load_spec  # noqa: E402
 BUNDLE = Bundle.load(bundle_dir())
 SPEC = load_spec(bundle_dir() / SPEC_FILE)
 DECISIONS = ("approve", "refer", "decline")
+LOG = logging.getLogger("lending_pipeline.serving")
 
 
 def data_dir() -> Path:
@@ -55,10 +59,17 @@ class Scoring:
         threading.Thread(target=self._load, name="load-model", daemon=True).start()
 
     def _load(self) -> None:
+        """Load the model in the background; /readyz stays 503 until it is in (or forever, with
+        the reason in the log, when it cannot be loaded)."""
         import mlflow.sklearn
 
-        model = mlflow.sklearn.load_model(self.model_ref.path)
-        self.scorer = Scorer(SPEC, model, BUNDLE.cutoff, BUNDLE.reference)
+        try:
+            model = mlflow.sklearn.load_model(self.model_ref.path)
+            self.scorer = Scorer(SPEC, model, BUNDLE.cutoff, BUNDLE.reference)
+        except Exception as exc:
+            LOG.error("model %s could not be loaded: %s", BUNDLE.model_tag, type(exc).__name__)
+            raise
+        LOG.info("model %s loaded", BUNDLE.model_tag)
 
     def _metrics(self) -> None:
         from prometheus_client import Counter, Histogram
@@ -149,6 +160,24 @@ class Scoring:
         }
         (written,) = self.audit.append("override", [entry])
         return {"recorded": True, "audit_seq": written.seq}
+
+    @bentoml.api(route="/rollback")
+    async def rollback(self, reason: str, ctx: bentoml.Context) -> dict[str, Any]:
+        """Make the previous model version champion and serve it (admin only)."""
+        if not reason.strip():
+            rule = {"field": "reason", "rule": "required", "message": "say why"}
+            return _error(ctx, 422, "invalid rollback", [rule])
+        data = data_dir()
+        config = tracking.registry_config(data, BUNDLE.registered_model)
+        history = tracking.history_path(data)
+        actor = f"{_caller(ctx)} (API): {reason[:200]}"
+        try:
+            done = await anyio.to_thread.run_sync(
+                lambda: operations.rollback(SPEC, config, history, data, actor)
+            )
+        except operations.RollbackError as exc:
+            return _error(ctx, 409, str(exc))
+        return done
 
     def _entry(self, request_id: str, caller: str, raw, record: dict, decision: Decision) -> dict:
         return {

@@ -36,10 +36,16 @@ def test_a_decision_has_probability_score_decision_and_model(deployment):
 
 @pytest.mark.parametrize(
     "token, path, status",
-    [(None, "/score", 401), ("not-a-token", "/score", 401), ("scorer", "/override", 403)],
+    [
+        (None, "/score", 401),
+        ("not-a-token", "/score", 401),
+        ("scorer", "/override", 403),
+        ("scorer", "/rollback", 403),
+    ],
 )
 def test_authentication_and_roles(deployment, token, path, status):
-    body = {"application": deployment.records[0]} if path == "/score" else {"override": {}}
+    bodies = {"/score": {"application": deployment.records[0]}, "/override": {"override": {}}}
+    body = bodies.get(path, {"reason": "try"})
     with deployment.client(token) as client:
         response = client.post(path, json=body)
     assert response.status_code == status
@@ -189,8 +195,11 @@ def test_rollback_switches_the_served_version_after_readiness(deployment):
     store = audit.open_store(deployment.data_dir)
     assert "rollback" in [e.kind for e in store.entries()] and audit.verify(store.entries()).ok
     store.close()
-    again = deployment.cli("rollback", "--wait", "60")
-    assert again.returncode == 0, again.stderr
+    with deployment.client("admin") as client:
+        again = client.post("/rollback", json={"reason": "v1 confirmed worse"})
+    assert again.status_code == 200, again.text
+    assert again.json()["to_version"] == "2" and "risk-ops" in again.json()["by"]
+    wait_for(lambda: deployment.active_version() == "2", 60, "the API rollback")
     assert deployment.served_version() == "2"
 
 
@@ -213,3 +222,24 @@ def watch_startup(deployment, port: int) -> set[tuple[str, int]]:
                 pass
             time.sleep(0.02)
     return seen
+
+
+def test_no_decision_is_answered_when_the_audit_write_fails(deployment):
+    def decisions() -> int:
+        store = audit.open_store(deployment.data_dir)
+        count = sum(1 for e in store.entries() if e.kind == "decision")
+        store.close()
+        return count
+
+    before = decisions()
+    blocker = sqlite3.connect(deployment.data_dir / "audit" / "audit.db", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        with deployment.client() as client:
+            response = client.post("/score", json={"application": deployment.records[5]})
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert response.status_code == 500
+    assert "decision" not in response.json() and "probability_of_default" not in response.text
+    assert decisions() == before
