@@ -116,7 +116,6 @@ class Scorer:
         self.inputs = list(spec.features.model_inputs)
         self.categorical, _ = column_roles(spec)
         self._fast = _fast_path(model, self.inputs, self.categorical)
-        self.reference = reference
         self._reference_row = self._encode_reference(reference)
 
     @property
