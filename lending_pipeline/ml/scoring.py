@@ -43,7 +43,8 @@ def request_columns(spec: PipelineSpec) -> dict[str, ColumnSpec]:
 
 
 def column_arrays(spec: PipelineSpec, records: list[dict]) -> dict[str, np.ndarray]:
-    """Typed column arrays from request records: numbers float64, dates datetime64, text object."""
+    """Typed column arrays from request records, as training sees them (`as_array`): numbers
+    and booleans float64, dates datetime64, text object."""
     arrays = {}
     for name, column in request_columns(spec).items():
         values = [record.get(name) for record in records]
@@ -52,7 +53,7 @@ def column_arrays(spec: PipelineSpec, records: list[dict]) -> dict[str, np.ndarr
         elif column.dtype == "date":
             arrays[name] = np.array(values, dtype="datetime64[ns]")
         elif column.dtype == "bool":
-            arrays[name] = np.array([None if v is None else bool(v) for v in values], dtype=object)
+            arrays[name] = np.array([np.nan if v is None else float(v) for v in values])
         else:
             arrays[name] = np.array(values, dtype=object)
     return arrays
@@ -89,8 +90,10 @@ def reference_values(spec: PipelineSpec, train: pd.DataFrame) -> dict[str, float
         if column.empty:
             reference[name] = None
         elif name in categorical:
-            counts = column.astype(str).value_counts()
-            reference[name] = str(counts.index[np.lexsort((counts.index, -counts.to_numpy()))[0]])
+            counts = column.value_counts()
+            labels = [str(value) for value in counts.index]
+            top = counts.index[np.lexsort((labels, -counts.to_numpy()))[0]]
+            reference[name] = top.item() if hasattr(top, "item") else top
         else:
             reference[name] = float(column.median())
     return reference
@@ -198,10 +201,12 @@ class Scorer:
         ]
 
     def decide(self, probability: float) -> str:
-        if probability <= self.cutoff:
-            return APPROVE
+        """Decline above the spec's limit (it wins over the fitted cutoff), approve at or below
+        the cutoff, refer in between."""
         if probability > self.spec.scoring.decline_above_pd:
             return DECLINE
+        if probability <= self.cutoff:
+            return APPROVE
         return REFER
 
     def points(self, probability: float) -> int:
@@ -291,9 +296,10 @@ def _fast_path(model, inputs: list[str], categorical: list[str]) -> _TreesPath |
     ):
         return None
     encoder = pipeline[0].named_transformers_["categorical"]
+    fitted = encoder.categories_ if categorical else []
     categories = {
         name: [c for c in values if not pd.isna(c)]
-        for name, values in zip(categorical, encoder.categories_, strict=True)
+        for name, values in zip(categorical, fitted, strict=True)
     }
     numeric = [name for name in inputs if name not in categorical]
     return _TreesPath(

@@ -71,7 +71,11 @@ class RequestValidator:
         self.pseudonym = Pseudonymiser(pii_key)
         self.pii = [name for name, column in request_columns(spec).items() if column.pii]
         self.applied = spec.primary_source.date_column
-        self.later = [s.date_column for s in spec.feature_sources if s.name != spec.entity.source]
+        self.joined = [
+            (s.date_column, [c for c in s.columns if c not in (s.date_column, spec.entity.key)], s)
+            for s in spec.feature_sources
+            if s.name != spec.entity.source
+        ]
 
     def __call__(self, data: Any) -> dict:
         """A validated application, PII replaced by pseudonyms (raises RequestError)."""
@@ -96,24 +100,39 @@ class RequestValidator:
         return records
 
     def input_hmac(self, data: Any) -> str:
-        """Keyed hash of an application exactly as sent: ties an audit entry to its input."""
+        """Keyed hash of an application as received (its canonical JSON): ties an audit entry to
+        its input without storing the input."""
         return self.pseudonym.digest(canonical(data).encode())
 
     def _finish(self, record: dict, prefix: str) -> list[dict[str, str]]:
-        """Pseudonymise PII in place; the point-in-time errors of the record."""
+        """Pseudonymise PII in place; the errors of the joined sources' rules.
+
+        A joined source (bureau pull, income verification) is all or nothing: without its date
+        none of its fields may be sent (the applicant has no such record, as in training), and
+        with it its non-nullable fields are required. Its date may not follow the application.
+        """
         for name in self.pii:
             if record[name] is not None:
                 record[name] = self.pseudonym(record[name])
-        return [
-            {
-                "field": f"{prefix}.{name}",
-                "rule": "point_in_time",
-                "message": f"{name} is after {self.applied}: data from after the application "
-                "cannot be used",
-            }
-            for name in self.later
-            if record[name] is not None and record[name] > record[self.applied]
-        ]
+        errors = []
+        for date, fields, source in self.joined:
+            if record[date] is None:
+                sent = ", ".join(f for f in fields if record[f] is not None)
+                if sent:
+                    message = f"{sent} sent without {date} (a {source.name} record needs its date)"
+                    errors.append(_error(prefix, date, "source_incomplete", message))
+                continue
+            for name in fields:
+                if record[name] is None and not source.columns[name].nullable:
+                    errors.append(_error(prefix, name, "missing", f"required with {date}"))
+            if record[date] > record[self.applied]:
+                message = f"{date} is after {self.applied}: data from after the application"
+                errors.append(_error(prefix, date, "point_in_time", message + " cannot be used"))
+        return errors
+
+
+def _error(prefix: str, field: str, rule: str, message: str) -> dict[str, str]:
+    return {"field": f"{prefix}.{field}", "rule": rule, "message": message}
 
 
 def safe_errors(exc: ValidationError, prefix: str) -> list[dict[str, str]]:

@@ -89,7 +89,7 @@ class Scoring:
         return self.scorer is not None
 
     @bentoml.api(route="/score")
-    async def score(self, application: dict[str, Any], ctx: bentoml.Context) -> dict[str, Any]:
+    async def score(self, ctx: bentoml.Context, application: Any = None) -> dict[str, Any]:
         """Score one application: probability of default, score, decision, reason codes."""
         began = time.perf_counter()
         if self.scorer is None:
@@ -108,15 +108,13 @@ class Scoring:
         return self._answer(request_id, decision)
 
     @bentoml.api(route="/score_batch")
-    async def score_batch(
-        self, applications: list[dict[str, Any]], ctx: bentoml.Context
-    ) -> dict[str, Any]:
+    async def score_batch(self, ctx: bentoml.Context, applications: Any = None) -> dict[str, Any]:
         """Score many applications at once (at most the spec's `scoring.max_batch`)."""
         began = time.perf_counter()
         if self.scorer is None:
             return _error(ctx, 503, "the model is still loading")
         limit = SPEC.scoring.max_batch
-        if not applications or len(applications) > limit:
+        if not isinstance(applications, list) or not 0 < len(applications) <= limit:
             rule = {"field": "applications", "rule": "batch_size"}
             return _error(ctx, 422, "invalid batch", [{**rule, "message": f"send 1 to {limit}"}])
         try:
@@ -143,8 +141,9 @@ class Scoring:
         }
 
     @bentoml.api(route="/override")
-    async def override(self, override: dict[str, Any], ctx: bentoml.Context) -> dict[str, Any]:
+    async def override(self, ctx: bentoml.Context, override: Any = None) -> dict[str, Any]:
         """Record a manual decision override (admin only): request id, decision, reason."""
+        override = override if isinstance(override, dict) else {}
         request_id = str(override.get("request_id", ""))[:80]
         decision = override.get("decision")
         reason = str(override.get("reason", ""))[:500]
@@ -162,9 +161,12 @@ class Scoring:
         return {"recorded": True, "audit_seq": written.seq}
 
     @bentoml.api(route="/rollback")
-    async def rollback(self, reason: str, ctx: bentoml.Context) -> dict[str, Any]:
-        """Make the previous model version champion and serve it (admin only)."""
-        if not reason.strip():
+    async def rollback(
+        self, ctx: bentoml.Context, reason: Any = None, to_version: Any = None
+    ) -> dict[str, Any]:
+        """Make the previous model version champion and serve it (admin only). With
+        `to_version`, a retry is harmless: nothing moves when it is already the champion."""
+        if not isinstance(reason, str) or not reason.strip():
             rule = {"field": "reason", "rule": "required", "message": "say why"}
             return _error(ctx, 422, "invalid rollback", [rule])
         data = data_dir()
@@ -173,7 +175,9 @@ class Scoring:
         actor = f"{_caller(ctx)} (API): {reason[:200]}"
         try:
             done = await anyio.to_thread.run_sync(
-                lambda: operations.rollback(SPEC, config, history, data, actor)
+                lambda: operations.rollback(
+                    SPEC, config, history, data, actor, str(to_version) if to_version else None
+                )
             )
         except operations.RollbackError as exc:
             return _error(ctx, 409, str(exc))
