@@ -10,10 +10,11 @@ STAMP := $(VENV)/.installed
 export LENDING_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 PII_KEY_FILE := $(CURDIR)/.secrets/pii_key
+export LENDING_API_TOKENS_FILE ?= $(CURDIR)/.secrets/api_tokens
 DEMO_DAYS ?= 100
 DEMO_PER_DAY ?= 1200
 
-.PHONY: help venv demo generate materialize train dev test bench lint format clean
+.PHONY: help venv demo generate materialize train dev serve test bench lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -53,12 +54,20 @@ train: $(STAMP) $(PII_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## build the traini
 dev: $(STAMP) $(PII_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## Dagster UI + daemon on 127.0.0.1:3000
 	$(WITH_KEY) $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
+serve: $(STAMP) $(PII_KEY_FILE) ## serve the deployed champion on 127.0.0.1:3001 (blue/green slots 3101/3102)
+	@test -s $(LENDING_API_TOKENS_FILE) || { echo "a scorer token for this machine (shown once; only its hash is kept):"; \
+	  $(BIN)/lending-pipeline token --caller local --role scorer --file $(LENDING_API_TOKENS_FILE); }
+	@test -f $(LENDING_DATA_DIR)/serving/deployments.json || $(WITH_KEY) $(BIN)/lending-pipeline package
+	$(WITH_KEY) $(BIN)/lending-pipeline serve --port 3001
+
 test: $(STAMP) ## run the test suite
 	$(BIN)/pytest -q
 
-bench: $(STAMP) ## benchmarks: ingestion -> features (100k, 1M), training + evaluation (200k, 1M)
+bench: $(STAMP) ## benchmarks: ingestion -> features, training + evaluation, drift (100k/200k, 1M), scoring API
 	$(BIN)/python benchmarks/bench_ingestion.py
 	$(BIN)/python benchmarks/bench_training.py
+	$(BIN)/python benchmarks/bench_drift.py
+	$(BIN)/python benchmarks/bench_serving.py
 
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check lending_pipeline lending_pipeline_tests benchmarks

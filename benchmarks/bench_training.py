@@ -61,7 +61,7 @@ def run_dagster(root: Path, env: dict, days: int, store: str) -> dict:
     if store == "fresh":
         for folder in ("mlflow", "registry"):
             shutil.rmtree(root / "data" / folder, ignore_errors=True)
-    command = [*CLI, "train", "--as-of", as_of(days), "--allow-refusal"]
+    command = [*CLI, "train", "--as-of", as_of(days), "--allow-refusal", "--no-package"]
     result = measure(command, env, root / f"train_{store}.log")
     return {**result, "store": store, "summary": result.pop("output")[-12:]}
 

@@ -1,4 +1,5 @@
-"""`lending-pipeline`: generate data, run the pipeline headless, check a spec."""
+"""`lending-pipeline`: generate data, run the pipeline headless, check a spec; serve, deploy,
+roll back and audit (see `serving/commands.py`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from lending_pipeline.serving.commands import add_commands as add_serving_commands
 from lending_pipeline.spec import SpecError, load_spec
 
 CONSUMER_SOURCES = {"applications", "bureau", "income", "outcomes"}
@@ -145,7 +147,7 @@ def cmd_train(args) -> int:
         config = {
             "ops": {name: {"config": settings} for name in ("training_set", "candidate_model")}
         }
-    result = run_training(build_definitions(spec), instance, config)
+    result = run_training(build_definitions(spec), instance, config, package=not args.no_package)
     run = summarize(result)
     print(f"training run {run.run_id} finished in {time.perf_counter() - began:.1f}s")
     for evaluation in result.get_asset_check_evaluations():
@@ -153,21 +155,27 @@ def cmd_train(args) -> int:
         print(f"  [{verdict}] {evaluation.description}")
     for step, error in zip(run.failed_steps, run.step_errors, strict=False):
         print(f"  step {step} failed: {error}")
-    champion = [
-        e.event_specific_data.materialization.metadata
-        for e in result.all_events
-        if e.is_step_materialization and e.step_key == "champion_model"
-    ]
+    champion = _materialized(result, "champion_model")
     if champion:
-        version = champion[0]["champion_version"].value
-        print(f"  promoted: champion is now version {version}")
+        print(f"  promoted: champion is now version {champion['champion_version'].value}")
     else:
         print("  not promoted: the champion is unchanged")
+    bento = _materialized(result, "scoring_bento")
+    if bento:
+        print(f"  packaged: bento {bento['bento_tag'].value} (make serve serves it)")
     data = data_dir / "mlflow"
     print(f"  MLflow: {os.environ.get('MLFLOW_TRACKING_URI') or 'sqlite under ' + str(data)}")
     if run.success:
         return 0
     return 0 if run.refused_by_gates and args.allow_refusal else 1
+
+
+def _materialized(result, step: str) -> dict | None:
+    """Metadata of a step's materialization in a run result, or None."""
+    for event in result.all_events:
+        if event.is_step_materialization and event.step_key == step:
+            return event.event_specific_data.materialization.metadata
+    return None
 
 
 def cmd_spec_check(args) -> int:
@@ -224,11 +232,15 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit 0 when the run completed and a gate refused the promotion",
     )
+    train.add_argument(
+        "--no-package", action="store_true", help="do not build the new champion's Bento"
+    )
     train.set_defaults(func=cmd_train)
 
     spec = sub.add_parser("spec", help="validate a spec file")
     spec.add_argument("path", nargs="?", help="default: LENDING_PIPELINE_SPEC or shipped")
     spec.set_defaults(func=cmd_spec_check)
+    add_serving_commands(sub)
     return main
 
 

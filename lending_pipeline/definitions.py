@@ -9,6 +9,7 @@ import dagster as dg
 from lending_pipeline.defs.evaluation import build_evaluation_assets
 from lending_pipeline.defs.features import build_features_asset
 from lending_pipeline.defs.ingestion import build_ingestion_assets
+from lending_pipeline.defs.packaging import build_packaging_assets
 from lending_pipeline.defs.resources import (
     PII_KEY_ENV,
     LakeStorage,
@@ -32,6 +33,7 @@ def build_definitions(spec: PipelineSpec) -> dg.Definitions:
         build_features_asset(spec),
         *build_training_assets(spec),
         *build_evaluation_assets(spec),
+        *build_packaging_assets(spec),
     ]
     daily = dg.define_asset_job(
         DAILY_JOB,
@@ -40,8 +42,11 @@ def build_definitions(spec: PipelineSpec) -> dg.Definitions:
     )
     training = dg.define_asset_job(
         TRAINING_JOB,
-        selection=dg.AssetSelection.groups("training", "evaluation"),
-        description="Build the training set, train, evaluate against the gates, promote.",
+        selection=dg.AssetSelection.groups("training", "evaluation", "serving"),
+        description=(
+            "Build the training set, train, evaluate against the gates, promote, and package "
+            "the new champion for serving."
+        ),
     )
     return dg.Definitions(
         assets=assets,

@@ -2,8 +2,8 @@
 
 `load_spec()` reads `LENDING_PIPELINE_SPEC` (default: the shipped consumer-loan spec) and
 validates it with pydantic. A bad spec raises `SpecError` naming the file, the field path and
-what is wrong. The model and its promotion gates are declared here too; the drift section is
-accepted as a free-form mapping until the monitoring stage defines it.
+what is wrong. The model, its promotion gates and the drift-monitoring thresholds are declared
+here too.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import zoneinfo
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -264,6 +265,112 @@ class GateSpec(_Model):
     min_group_size: int = Field(default=30, ge=1)
 
 
+CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))  # minute hour day month weekday
+CRON_PART = re.compile(r"^(\*|(\d+)(-(\d+))?)(/(\d+))?$")
+
+
+def _cron_field_ok(field: str, low: int, high: int) -> bool:
+    """One cron field: comma-separated `*`, numbers or ranges, each with an optional /step."""
+    for part in field.split(","):
+        match = CRON_PART.match(part)
+        if not match:
+            return False
+        numbers = [int(g) for g in (match.group(2), match.group(4)) if g is not None]
+        if any(not low <= n <= high for n in numbers) or match.group(6) == "0":
+            return False
+    return True
+
+
+class RetrainScheduleSpec(_Model):
+    """When the scheduled retraining runs: a five-field cron string in a named timezone."""
+
+    cron: str = "0 2 * * *"
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        fields = value.split()
+        valid = len(fields) == 5 and all(
+            _cron_field_ok(f, *bounds) for f, bounds in zip(fields, CRON_RANGES, strict=True)
+        )
+        if not valid:
+            raise ValueError(
+                f"'{value}' is not a five-field cron string (minute hour day month weekday, "
+                "numbers, ranges, lists, steps or *)"
+            )
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone '{value}' (an IANA name such as UTC)") from None
+        return value
+
+
+class DriftSpec(_Model):
+    """Drift monitoring: PSI tiers, missing-field spikes, minimum volume, retraining triggers."""
+
+    psi_warn: float = Field(default=0.1, gt=0)
+    psi_retrain: float = Field(default=0.25, gt=0)
+    bins: int = Field(default=10, ge=2, le=100)
+    missing_spike: float = Field(default=0.05, gt=0, le=1)
+    min_rows: int = Field(default=500, ge=1)
+    cooldown_hours: float = Field(default=24, ge=0)
+    retrain_schedule: RetrainScheduleSpec = RetrainScheduleSpec()
+    report_sample_rows: int = Field(default=20_000, ge=1_000)
+
+    @model_validator(mode="after")
+    def _tiers(self) -> DriftSpec:
+        if self.psi_warn >= self.psi_retrain:
+            raise ValueError(
+                f"psi_warn ({self.psi_warn:g}) must be below psi_retrain ({self.psi_retrain:g})"
+            )
+        if self.min_rows < 10 * self.bins:
+            raise ValueError(
+                f"min_rows ({self.min_rows}) must be at least 10 x bins ({10 * self.bins}): "
+                "fewer rows leave bins nearly empty and PSI noisy"
+            )
+        return self
+
+
+class ReasonCode(_Model):
+    """An adverse-action reason: a stable code and the text a declined applicant is given."""
+
+    code: str = Field(pattern=r"^[A-Z][A-Z0-9_]{0,15}$")
+    text: str = Field(min_length=1)
+
+
+class PointsSpec(_Model):
+    """Score scale: `base_score` at odds good:bad of `base_odds`; `pdo` points double the odds."""
+
+    base_score: float = 600
+    base_odds: float = Field(default=50, gt=0)
+    pdo: float = Field(default=20, gt=0)
+    min_score: float = 300
+    max_score: float = 850
+
+    @model_validator(mode="after")
+    def _range(self) -> PointsSpec:
+        if self.min_score >= self.max_score:
+            raise ValueError(f"min_score ({self.min_score}) must be below max_score")
+        return self
+
+
+class ScoringSpec(_Model):
+    """The scoring service: score scale, decision bands, reason codes, request limits."""
+
+    points: PointsSpec = PointsSpec()
+    decline_above_pd: float = Field(default=0.35, gt=0, lt=1)
+    max_reason_codes: int = Field(default=4, ge=1, le=4)
+    reason_codes: dict[str, ReasonCode]
+    max_batch: int = Field(default=10_000, ge=1)
+    max_body_bytes: int = Field(default=16_000_000, ge=1024)
+
+
 class PartitionSpec(_Model):
     start_date: dt.date
 
@@ -283,7 +390,8 @@ class PipelineSpec(_Model):
     protected_attributes: list[str] = []
     model: ModelSpec = ModelSpec()
     gates: GateSpec = GateSpec()
-    drift: dict[str, Any] = {}
+    drift: DriftSpec = DriftSpec()
+    scoring: ScoringSpec | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> PipelineSpec:
@@ -380,6 +488,24 @@ class PipelineSpec(_Model):
         exposure = self.model.exposure_column
         if exposure and exposure not in available:
             raise ValueError(f"model.exposure_column: unknown column '{exposure}'")
+        if self.scoring is not None:
+            self._check_reason_codes(inputs)
+
+    def _check_reason_codes(self, inputs: set[str]) -> None:
+        table = self.scoring.reason_codes
+        for name in table:
+            if name not in inputs:
+                raise ValueError(f"scoring.reason_codes.{name}: not one of features.model_inputs")
+        missing = [name for name in self.features.model_inputs if name not in table]
+        if missing:
+            raise ValueError(
+                f"scoring.reason_codes: every model input needs a reason code; "
+                f"missing: {', '.join(missing)}"
+            )
+        codes = [reason.code for reason in table.values()]
+        for code in codes:
+            if codes.count(code) > 1:
+                raise ValueError(f"scoring.reason_codes: code '{code}' is used twice")
 
     @property
     def source_by_name(self) -> dict[str, SourceSpec]:

@@ -10,7 +10,7 @@ from lending_pipeline.defs.common import OWNERS, blocking_check
 from lending_pipeline.defs.metadata import markdown_table, runbook_url
 from lending_pipeline.defs.resources import MlflowTracking, resolve_data_dir
 from lending_pipeline.defs.training import CANDIDATE, TRAINING_SET
-from lending_pipeline.ml import tracking
+from lending_pipeline.ml import audit, tracking
 from lending_pipeline.ml.evaluate import (
     GATES,
     evaluate_gates,
@@ -219,6 +219,11 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             "metrics": {k: candidate[k] for k in ("roc_auc", "ks", "ece", "approval_rate")},
         }
         tracking.append_history(mlflow.history_path(), entry)
+        store = audit.open_store(resolve_data_dir())
+        try:
+            store.append("promotion", [entry])
+        finally:
+            store.close()
         return dg.Output(
             {"registered_model": settings.registered_model, "version": version, "previous": old},
             metadata={"champion_version": version, "previous_version": old or "none"},

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from pydantic import PrivateAttr
 
 from lending_pipeline.ml.pii import key_bytes
-from lending_pipeline.ml.tracking import TrackingConfig, default_tracking_uri
+from lending_pipeline.ml.tracking import TrackingConfig, default_tracking_uri, history_path
 
 DATA_DIR_ENV = "LENDING_DATA_DIR"
 PII_KEY_ENV = "LENDING_PII_KEY"
@@ -143,4 +143,4 @@ class MlflowTracking(dg.ConfigurableResource):
         )
 
     def history_path(self) -> Path:
-        return resolve_data_dir() / "registry" / "promotions.jsonl"
+        return history_path(resolve_data_dir())

@@ -16,6 +16,7 @@ from lending_pipeline.defs.common import (
 )
 from lending_pipeline.defs.resources import HAND_OVER_IN_MEMORY, MlflowTracking
 from lending_pipeline.ml import tracking
+from lending_pipeline.ml.scoring import REFERENCE_ARTIFACT, reference_values
 from lending_pipeline.ml.train import (
     SPLIT,
     SPLITS,
@@ -132,6 +133,8 @@ def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             params |= {"calibration": run_spec.model.calibration, "seed": run_spec.model.seed}
             mlflow_api.log_params(params)
             log_datasets(mlflow_api, training_set, date, digests)
+            train = training_set[training_set[SPLIT] == "train"]
+            mlflow_api.log_dict(reference_values(run_spec, train), REFERENCE_ARTIFACT)
             example = inputs(run_spec, training_set[training_set[SPLIT] == "validation"].head(50))
             version, uri = tracking.log_model(settings, trained.model, example, lineage)
             mlflow_api.set_tag("model_version", version)

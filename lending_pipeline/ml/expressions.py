@@ -3,13 +3,15 @@
 An expression is parsed with Python's `ast` and only an allow-list of nodes is accepted:
 numbers, strings (for comparisons), column names, + - * / ** and unary minus, comparisons
 (1.0 / 0.0, or NaN when a side is null), and the functions in `FUNCTIONS`. Nothing is ever
-passed to `eval`, so a spec cannot run code. Evaluation is vectorised over pandas Series;
-division by zero and other undefined results give NaN.
+passed to `eval`, so a spec cannot run code. Evaluation is vectorised over NumPy arrays (pandas
+Series are converted), the same for a whole table and for one application; division by zero and
+other undefined results give NaN.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import operator
 from collections.abc import Callable, Mapping
 
@@ -21,25 +23,27 @@ class ExpressionError(ValueError):
     """An expression that is not valid feature arithmetic."""
 
 
+def _is_null(value):
+    return pd.isna(value) if isinstance(value, np.ndarray) else value is None or value != value
+
+
 def _divide(numerator, denominator):
     """Division where a zero denominator gives NaN (undefined), not infinity."""
-    try:
-        result = operator.truediv(numerator, denominator)
-    except ZeroDivisionError:
-        return np.nan
-    if isinstance(result, pd.Series):
-        return result.where(np.isfinite(result.astype("float64")))
-    return result if np.isfinite(result) else np.nan
+    result = np.true_divide(numerator, denominator)
+    return np.where(np.isfinite(result), result, np.nan)
 
 
 def _days_between(start, end):
-    return (pd.to_datetime(end) - pd.to_datetime(start)).dt.days.astype("float64")
+    days = (
+        np.asarray(end, "datetime64[ns]") - np.asarray(start, "datetime64[ns]")
+    ) / np.timedelta64(1, "D")
+    return np.floor(days)
 
 
 def _coalesce(*values):
     out = values[0]
     for value in values[1:]:
-        out = out.where(out.notna(), value) if isinstance(out, pd.Series) else out
+        out = np.where(_is_null(out), value, out)
     return out
 
 
@@ -57,7 +61,7 @@ FUNCTIONS: dict[str, tuple[Callable, int, int]] = {
     "clip": (_clip, 3, 3),
     "coalesce": (_coalesce, 2, 8),
     "days_between": (_days_between, 2, 2),
-    "is_null": (lambda x: x.isna().astype("float64"), 1, 1),
+    "is_null": (lambda x: np.asarray(_is_null(x), dtype="float64"), 1, 1),
 }
 
 _BINARY = {
@@ -127,43 +131,67 @@ def referenced_columns(expression: str) -> set[str]:
     return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) not in functions}
 
 
-def evaluate(expression: str, columns: Mapping[str, pd.Series], index: pd.Index) -> pd.Series:
+def evaluate(expression: str, columns: Mapping, index: pd.Index) -> pd.Series:
     """Evaluate an expression over named columns; the result is a float Series on `index`."""
-    tree = parse(expression)
+    return pd.Series(evaluate_array(expression, columns, len(index)), index=index)
+
+
+def evaluate_array(expression: str, columns: Mapping, rows: int) -> np.ndarray:
+    """Evaluate over columns (Series or arrays); float64, NaN where undefined or unknown.
+
+    Training (whole tables) and scoring (one application) both come through here.
+    """
+    tree = _parsed(expression)
     with np.errstate(all="ignore"):
         value = _eval(tree.body, columns)
-    if not isinstance(value, pd.Series):
-        value = pd.Series(value, index=index)
-    value = value.astype("float64")
-    return value.where(np.isfinite(value))
+    value = np.broadcast_to(np.asarray(value, dtype="float64"), (rows,))
+    return np.where(np.isfinite(value), value, np.nan)
 
 
-def _eval(node: ast.AST, columns: Mapping[str, pd.Series]):
+@functools.lru_cache(maxsize=512)
+def _parsed(expression: str) -> ast.Expression:
+    return parse(expression)
+
+
+def as_array(values) -> np.ndarray:
+    """A column as NumPy: numbers as float64 (NaN for null), dates as datetime64, text as
+    objects (None for null)."""
+    if isinstance(values, np.ndarray):
+        return values
+    series = values if isinstance(values, pd.Series) else pd.Series(values)
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return series.to_numpy(dtype="datetime64[ns]")
+    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        return series.to_numpy(dtype="float64", na_value=np.nan)
+    return series.to_numpy(dtype=object, na_value=None)
+
+
+def _as_dates(left, right):
+    """A text constant compared with a date column is read as a date."""
+    for this, other in ((left, right), (right, left)):
+        if isinstance(this, np.ndarray) and this.dtype.kind == "M" and isinstance(other, str):
+            converted = np.datetime64(other, "ns")
+            return (left, converted) if this is left else (converted, right)
+    return left, right
+
+
+def _eval(node: ast.AST, columns: Mapping):
     if isinstance(node, ast.Constant):
         return node.value
     if isinstance(node, ast.Name):
         if node.id not in columns:
             raise ExpressionError(f"unknown column '{node.id}'")
-        series = columns[node.id]
-        if pd.api.types.is_bool_dtype(series) or pd.api.types.is_integer_dtype(series):
-            return series.astype("float64")
-        return series
+        return as_array(columns[node.id])
     if isinstance(node, ast.UnaryOp):
         operand = _eval(node.operand, columns)
         return -operand if isinstance(node.op, ast.USub) else operand
     if isinstance(node, ast.BinOp):
         return _BINARY[type(node.op)](_eval(node.left, columns), _eval(node.right, columns))
     if isinstance(node, ast.Compare):
-        left = _eval(node.left, columns)
-        right = _eval(node.comparators[0], columns)
-        result = _COMPARE[type(node.ops[0])](left, right)
-        if not isinstance(result, pd.Series):
-            return float(result)
-        result = result.astype("float64")
-        for side in (left, right):  # a comparison with an unknown value is unknown
-            if isinstance(side, pd.Series):
-                result = result.mask(side.isna())
-        return result
+        left, right = _as_dates(_eval(node.left, columns), _eval(node.comparators[0], columns))
+        result = np.asarray(_COMPARE[type(node.ops[0])](left, right), dtype="float64")
+        unknown = np.logical_or(_is_null(left), _is_null(right))
+        return np.where(unknown, np.nan, result)  # a comparison with an unknown is unknown
     if isinstance(node, ast.Call):
         function = FUNCTIONS[node.func.id][0]
         return function(*(_eval(arg, columns) for arg in node.args))

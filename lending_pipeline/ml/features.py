@@ -8,6 +8,7 @@ The same function serves training and scoring, so both compute features identica
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lending_pipeline.ml.expressions import evaluate
+from lending_pipeline.ml.expressions import evaluate_array
 from lending_pipeline.spec import PipelineSpec
 
 
@@ -55,32 +56,67 @@ def output_columns(spec: PipelineSpec) -> list[str]:
     return list(dict.fromkeys(columns))
 
 
-def build_features(spec: PipelineSpec, tables: dict[str, pd.DataFrame]) -> FeatureResult:
-    """Join the validated feature sources point-in-time and compute the derived features."""
+def build_features(
+    spec: PipelineSpec, tables: dict[str, pd.DataFrame], extra_columns: Sequence[str] = ()
+) -> FeatureResult:
+    """Join the validated feature sources point-in-time and compute the derived features.
+
+    `extra_columns` keeps further joined or derived columns (e.g. the source columns drift
+    monitoring watches) after the spec's output columns.
+    """
+    result = FeatureResult(features=pd.DataFrame())
+    joined = join_sources(spec, tables, result)
+    frame = derive(spec, dict(joined.items()), len(joined))
+    columns = list(dict.fromkeys([*output_columns(spec), *extra_columns]))
+    result.features = pd.DataFrame({c: frame[c] for c in columns}, index=joined.index)
+    return result
+
+
+def join_sources(
+    spec: PipelineSpec,
+    tables: dict[str, pd.DataFrame],
+    result: FeatureResult | None = None,
+    include_pii: bool = False,
+) -> pd.DataFrame:
+    """One row per application: each other feature source's latest row on or before its date.
+
+    Counts of rows dated after the application and of applications without a row go to
+    `result` when given. PII columns are left out unless `include_pii`.
+    """
     key = spec.entity.key
     primary = spec.primary_source
-    base = tables[primary.name]
-    base = base[[c for c in primary.columns if not primary.columns[c].pii]].reset_index(drop=True)
-    anchor = base[[key, primary.date_column]]
-    result = FeatureResult(features=base)
-    joined = base
+
+    def wanted(source) -> list[str]:
+        return [c for c in source.columns if include_pii or not source.columns[c].pii]
+
+    joined = tables[primary.name][wanted(primary)].reset_index(drop=True)
+    anchor = joined[[key, primary.date_column]]
     for source in spec.feature_sources:
         if source.name == primary.name:
             continue
-        columns = [c for c in source.columns if not source.columns[c].pii]
-        rows = tables[source.name][columns]
         latest, excluded = point_in_time_latest(
-            rows, anchor, key, source.date_column, primary.date_column
+            tables[source.name][wanted(source)],
+            anchor,
+            key,
+            source.date_column,
+            primary.date_column,
         )
-        result.excluded_after_application[source.name] = excluded
-        result.unmatched[source.name] = len(base) - _count_in(base[key], latest[key])
+        if result is not None:
+            result.excluded_after_application[source.name] = excluded
+            result.unmatched[source.name] = len(joined) - _count_in(joined[key], latest[key])
         joined = joined.merge(latest, on=key, how="left", validate="one_to_one")
-    frame = dict(joined.items())
+    return joined
+
+
+def derive(spec: PipelineSpec, columns: dict, rows: int) -> dict:
+    """Add the spec's derived features, in order (a feature may use those before it).
+
+    Used on whole joined tables in training and on the applications of a scoring request.
+    """
+    out = dict(columns)
     for feature in spec.features.derived:
-        frame[feature.name] = evaluate(feature.expression, frame, joined.index)
-    features = pd.DataFrame({c: frame[c] for c in output_columns(spec)}, index=joined.index)
-    result.features = features
-    return result
+        out[feature.name] = evaluate_array(feature.expression, out, rows)
+    return out
 
 
 def _count_in(values: pd.Series, pool: pd.Series) -> int:

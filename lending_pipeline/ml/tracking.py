@@ -31,6 +31,19 @@ def default_tracking_uri(data_dir: Path) -> str:
     return f"sqlite:///{data_dir / 'mlflow' / 'mlflow.db'}"
 
 
+def history_path(data_dir: Path) -> Path:
+    """The append-only promotion history (JSON lines)."""
+    return data_dir / "registry" / "promotions.jsonl"
+
+
+def registry_config(data_dir: Path, registered_model: str) -> TrackingConfig:
+    """Enough configuration to read and move aliases: `MLFLOW_TRACKING_URI` or the default."""
+    import os
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(data_dir)
+    return TrackingConfig(uri, "", "", registered_model)
+
+
 def _client(config: TrackingConfig):
     from mlflow import MlflowClient
 

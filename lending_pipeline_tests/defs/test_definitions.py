@@ -17,12 +17,18 @@ def test_every_asset_has_group_owner_kind_and_description(spec):
     specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
     expected = {f"{stage}_{s.name}" for s in spec.sources for stage in ("raw", "validated")}
     expected |= {f"quarantine_{s.name}" for s in spec.sources} | {"applicant_features"}
-    model_assets = {"training_set", "candidate_model", "model_evaluation", "champion_model"}
+    model_assets = {
+        "training_set",
+        "candidate_model",
+        "model_evaluation",
+        "champion_model",
+        "scoring_bento",
+    }
     assert set(specs) == expected | model_assets
     for key, asset in specs.items():
         assert asset.owners and asset.description and asset.kinds, key
         if key in model_assets:
-            assert asset.group_name in {"training", "evaluation"}, key
+            assert asset.group_name in {"training", "evaluation", "serving"}, key
             assert asset.partitions_def is None, key
         else:
             assert asset.group_name in {"ingestion", "validation", "features"}, key

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lending_pipeline.spec import SpecError, default_spec_path, load_spec
+from lending_pipeline.spec import DriftSpec, SpecError, default_spec_path, load_spec
 
 SME = Path(__file__).resolve().parents[2] / "lending_pipeline" / "specs" / "sme_loan.yaml"
 
@@ -16,6 +16,8 @@ def test_shipped_specs_load():
     assert not set(consumer.protected_attributes) & set(consumer.features.model_inputs)
     sme = load_spec(SME)
     assert sme.entity.key == "request_id" and sme.sources[0].format == "parquet"
+    assert sme.drift == DriftSpec()  # no drift section: the defaults apply
+    assert consumer.drift.psi_retrain == 0.25 and consumer.drift.retrain_schedule.timezone == "UTC"
 
 
 def test_env_var_selects_the_spec(monkeypatch):
@@ -109,6 +111,26 @@ BAD_SPECS = {
     "column on a table expectation": (
         lambda d: source(d, "applications")["expectations"][1].update(column="loan_amount"),
         "applies to the table and takes no column",
+    ),
+    "drift warn tier not below retrain": (
+        lambda d: d["drift"].update(psi_warn=0.3),
+        "drift: psi_warn (0.3) must be below psi_retrain (0.25)",
+    ),
+    "drift min rows too small for its bins": (
+        lambda d: d["drift"].update(min_rows=50),
+        "drift: min_rows (50) must be at least 10 x bins (100)",
+    ),
+    "drift bad cron": (
+        lambda d: d["drift"]["retrain_schedule"].update(cron="0 25 * * *"),
+        "drift.retrain_schedule.cron: '0 25 * * *' is not a five-field cron string",
+    ),
+    "drift unknown timezone": (
+        lambda d: d["drift"]["retrain_schedule"].update(timezone="Mars/Olympus"),
+        "drift.retrain_schedule.timezone: unknown timezone 'Mars/Olympus'",
+    ),
+    "drift unknown field": (
+        lambda d: d["drift"].update(psi_retrian=0.3),
+        "drift.psi_retrian: Extra inputs are not permitted",
     ),
     "unknown expectation": (
         lambda d: source(d, "income")["expectations"].append(

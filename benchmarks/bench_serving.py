@@ -1,0 +1,311 @@
+"""Scoring latency and throughput: the BentoML service against a bare FastAPI endpoint.
+
+Both serve the same fitted model (the shipped spec's settings, trained on generated data) with
+one worker each. The BentoML service does everything it does in production: bearer-token check,
+body limit, validation against the spec, PII pseudonymisation, reason codes for refer/decline,
+the audit-log append (SQLite) and metrics. The bare endpoint computes the same features and
+probability and returns the decision, nothing else. The load generator (raw HTTP/1.1 over
+keep-alive sockets, one process) sends recorded applications:
+
+- p50 / p99 latency at concurrency 1, throughput at concurrency 16, both endpoints;
+- the same through the blue/green router (`lending-pipeline serve`, the public port);
+- one `/score_batch` of 10,000 applications.
+
+Writes benchmarks/results/serving.json.
+
+    .venv/bin/python benchmarks/bench_serving.py [--requests 3000] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "serving.json"
+TARGETS = {"p50_ms": 5.0, "p99_ms": 15.0, "throughput_ratio": 0.8, "batch_10k_s": 1.0}
+KEY = "bench-key-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def request_bytes(port: int, path: str, body: dict, token: str | None) -> bytes:
+    payload = json.dumps(body).encode()
+    head = [
+        f"POST {path} HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(payload)}",
+    ]
+    if token:
+        head.append(f"Authorization: Bearer {token}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + payload
+
+
+async def _one(reader, writer, request: bytes) -> int:
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    await reader.readexactly(length)
+    return status
+
+
+async def _load(
+    port: int, requests: list[bytes], concurrency: int, seconds: float | None, count: int | None
+) -> dict:
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + (seconds or 1e9)
+    sent = 0
+
+    async def worker(offset: int):
+        nonlocal errors, sent
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        i = offset
+        while time.perf_counter() < deadline and (count is None or sent < count):
+            sent += 1
+            began = time.perf_counter()
+            status = await _one(reader, writer, requests[i % len(requests)])
+            latencies.append(time.perf_counter() - began)
+            errors += status != 200
+            i += concurrency
+        writer.close()
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    elapsed = time.perf_counter() - began
+    latencies.sort()
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "p50_ms": 1e3 * latencies[len(latencies) // 2],
+        "p99_ms": 1e3 * latencies[int(len(latencies) * 0.99)],
+        "throughput_rps": len(latencies) / elapsed,
+    }
+
+
+def load(port, requests, concurrency, seconds=None, count=None) -> dict:
+    return asyncio.run(_load(port, requests, concurrency, seconds, count))
+
+
+def wait_ready(port: int, path: str = "/readyz", timeout: float = 240) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"nothing ready on port {port}")
+
+
+def prepare(root: Path) -> dict:
+    """Train and register one model, package it, and record applications to send."""
+    import pickle
+
+    from lending_pipeline.defs.resources import MlflowTracking
+    from lending_pipeline.ml import tracking
+    from lending_pipeline.ml.features import build_features
+    from lending_pipeline.ml.scoring import records_from_tables
+    from lending_pipeline.ml.train import labelled, out_of_time_split
+    from lending_pipeline.serving.operations import deploy_version
+    from lending_pipeline.spec import load_spec
+    from lending_pipeline_tests.ml.test_scoring import typed_tables
+    from lending_pipeline_tests.serving.conftest import register
+
+    spec = load_spec()
+    tables = typed_tables(spec, days=90, per_day=700, seed=9)
+    features = build_features(spec, tables).features
+    frame = labelled(spec, features, tables["outcomes"], dt.date(2025, 7, 1))
+    split = out_of_time_split(frame, "application_date", 10, 10)
+    config = MlflowTracking().config(spec.name)
+    version, trained = register(spec, config, split)
+    tracking.promote(config, version)
+    bundle = deploy_version(spec, config, version, root / "data", "benchmark")
+    (root / "model.pkl").write_bytes(pickle.dumps((spec, trained.model, trained.cutoff)))
+    records = records_from_tables(spec, tables)
+    return {"bento_tag": bundle.bento_tag, "records": records, "train_rows": len(split)}
+
+
+BARE_APP = """
+import os, pickle
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+from fastapi import FastAPI, Request
+from lending_pipeline.ml.scoring import Scorer
+spec, model, cutoff = pickle.loads(open(os.environ["BENCH_MODEL"], "rb").read())
+scorer = Scorer(spec, model, cutoff, {n: None for n in spec.features.model_inputs})
+app = FastAPI()
+
+@app.post("/score")
+async def score(request: Request):
+    application = (await request.json())["application"]
+    probability = float(scorer.probabilities(scorer.matrix(scorer.features([application])))[0])
+    return {"probability_of_default": probability, "decision": scorer.decide(probability)}
+"""
+
+
+def start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
+    with log.open("wb") as handle:
+        return subprocess.Popen(
+            command, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def stop(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def measure(port: int, requests: list[bytes], args) -> dict:
+    load(port, requests, 1, count=200)  # warm up
+    single = load(port, requests, 1, count=args.requests)
+    many = load(port, requests, 16, seconds=args.seconds)
+    return {"c1": single, "c16": many}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=3000, help="requests at concurrency 1")
+    parser.add_argument("--seconds", type=float, default=10, help="seconds at concurrency 16")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from lending_pipeline.serving.auth import new_token
+
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as scratch:
+        root = Path(scratch)
+        token, line = new_token("bench", "scorer")
+        env = {
+            **os.environ,
+            "LENDING_DATA_DIR": str(root / "data"),
+            "LENDING_PII_KEY": KEY,
+            "LENDING_API_TOKENS": line,
+            "BENTOML_DO_NOT_TRACK": "true",
+            "BENCH_MODEL": str(root / "model.pkl"),
+            "PYTHONPATH": str(ROOT),
+        }
+        env.pop("MLFLOW_TRACKING_URI", None)
+        os.environ.update({k: env[k] for k in ("LENDING_DATA_DIR", "LENDING_PII_KEY")})
+        prepared = prepare(root)
+        records = prepared["records"]
+        results: dict = {"train_rows": prepared["train_rows"], "bento": prepared["bento_tag"]}
+
+        bare_port = free_port()
+        (root / "bare_app.py").write_text(BARE_APP)
+        bare = start(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bare_app:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(bare_port),
+                "--workers",
+                "1",
+                "--log-level",
+                "warning",
+                "--app-dir",
+                str(root),
+            ],
+            env,
+            root / "bare.log",
+        )
+        try:
+            wait_ready(bare_port, "/docs")
+            bare_requests = [
+                request_bytes(bare_port, "/score", {"application": r}, None) for r in records[:2000]
+            ]
+            results["bare"] = measure(bare_port, bare_requests, args)
+        finally:
+            stop(bare)
+
+        public, blue, green = free_port(), free_port(), free_port()
+        server = start(
+            [
+                sys.executable,
+                "-m",
+                "lending_pipeline.cli",
+                "serve",
+                "--port",
+                str(public),
+                "--slot-ports",
+                str(blue),
+                str(green),
+            ],
+            env,
+            root / "serve.log",
+        )
+        try:
+            wait_ready(blue)
+            direct = [
+                request_bytes(blue, "/score", {"application": r}, token) for r in records[:2000]
+            ]
+            results["bentoml"] = measure(blue, direct, args)
+            routed = [
+                request_bytes(public, "/score", {"application": r}, token) for r in records[:2000]
+            ]
+            results["bentoml_via_router"] = measure(public, routed, args)
+            batch = request_bytes(blue, "/score_batch", {"applications": records[:10_000]}, token)
+            timings = [load(blue, [batch], 1, count=1)["p50_ms"] / 1e3 for _ in range(3)]
+            results["batch_10k_s"] = statistics.median(timings)
+        finally:
+            stop(server)
+
+    report(results)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def report(results: dict) -> None:
+    print(f"\nmodel trained on {results['train_rows']:,} applications; bento {results['bento']}")
+    print(f"{'endpoint':<22}{'p50 ms':>9}{'p99 ms':>9}{'c16 req/s':>11}{'errors':>8}")
+    for name in ("bare", "bentoml", "bentoml_via_router"):
+        row = results[name]
+        errors = row["c1"]["errors"] + row["c16"]["errors"]
+        print(
+            f"{name:<22}{row['c1']['p50_ms']:>9.2f}{row['c1']['p99_ms']:>9.2f}"
+            f"{row['c16']['throughput_rps']:>11.0f}{errors:>8}"
+        )
+    ratio = results["bentoml"]["c16"]["throughput_rps"] / results["bare"]["c16"]["throughput_rps"]
+    results["throughput_ratio"] = ratio
+    single = results["bentoml"]["c1"]
+    figures = {
+        "p50_ms": (single["p50_ms"], "<"),
+        "p99_ms": (single["p99_ms"], "<"),
+        "throughput_ratio": (ratio, ">="),
+        "batch_10k_s": (results["batch_10k_s"], "<"),
+    }
+    for name, (value, sense) in figures.items():
+        target = TARGETS[name]
+        met = value < target if sense == "<" else value >= target
+        print(f"{name:<18}{value:>9.2f}   target {sense} {target:<6} {'met' if met else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()

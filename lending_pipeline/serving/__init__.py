@@ -1,0 +1,2 @@
+"""The scoring service: request models, authentication, the BentoML service, packaging and
+deploys."""

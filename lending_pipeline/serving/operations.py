@@ -1,0 +1,97 @@
+"""Operations on the served model: package and deploy a version, roll back to the previous one.
+
+Both leave a trace: the deployment record's history, and for a rollback the promotion history and
+the audit log as well.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import getpass
+import os
+from pathlib import Path
+
+import yaml
+
+from lending_pipeline.ml import audit, tracking
+from lending_pipeline.serving.bundle import Bundle
+from lending_pipeline.serving.deploy import read_record, request_deploy
+from lending_pipeline.serving.package import package_version
+from lending_pipeline.spec import PipelineSpec
+
+
+def spec_file(spec: PipelineSpec, data_dir: Path) -> Path:
+    """The spec in force, written out for packaging (named by its digest)."""
+    path = data_dir / "serving" / "specs" / f"{spec.name}-{spec.digest[:12]}.yaml"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), "utf-8")
+    return path
+
+
+def deploy_version(
+    spec: PipelineSpec, config: tracking.TrackingConfig, version: str, data_dir: Path, reason: str
+) -> Bundle:
+    """Build (or reuse) the Bento of a model version and make it the desired deployment."""
+    bundle = package_version(
+        spec_file(spec, data_dir), config.tracking_uri, config.registered_model, version, data_dir
+    )
+    request_deploy(data_dir, bundle.bento_tag, version, reason)
+    return bundle
+
+
+class RollbackError(RuntimeError):
+    """A rollback that cannot be done (e.g. there is no previous version)."""
+
+
+def rollback(
+    spec: PipelineSpec,
+    config: tracking.TrackingConfig,
+    history: Path,
+    data_dir: Path,
+    actor: str | None = None,
+    to_version: str | None = None,
+) -> dict:
+    """Swap the `champion` and `previous` aliases, record it everywhere, deploy the new champion.
+
+    Running it again undoes it (the aliases swap back). With `to_version` it is idempotent:
+    nothing moves when that version is already the champion, and it refuses when that version
+    is not the previous one. Rollbacks are serialised by a lock file; the audit entry is written
+    before the aliases move, so no rollback goes unaudited.
+    """
+    actor = (actor or os.environ.get("USER") or getpass.getuser())[:300]
+    history.parent.mkdir(parents=True, exist_ok=True)
+    with open(history.with_name(".rollback.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        champion = tracking.alias_version(config, tracking.CHAMPION)
+        previous = tracking.alias_version(config, tracking.PREVIOUS)
+        if to_version is not None and champion == to_version:
+            return {"event": "rollback", "to_version": champion, "by": actor, "noop": True}
+        if champion is None or previous is None or to_version not in (None, previous):
+            raise RollbackError(
+                f"cannot roll back to {to_version or 'the previous version'}: champion is "
+                f"{champion or 'unset'}, previous is {previous or 'unset'}"
+            )
+        entry = {
+            "event": "rollback",
+            "from_version": champion,
+            "to_version": previous,
+            "registered_model": config.registered_model,
+            "by": actor,
+        }
+        store = audit.open_store(data_dir)
+        try:
+            store.append("rollback", [entry])
+        finally:
+            store.close()
+        tracking.promote(config, previous)
+        tracking.append_history(
+            history, {**entry, "version": previous, "previous_version": champion}
+        )
+    bundle = deploy_version(spec, config, previous, data_dir, reason=f"rollback by {actor}")
+    return {**entry, "bento_tag": bundle.bento_tag}
+
+
+def active_version(data_dir: Path) -> str | None:
+    active = read_record(data_dir).get("active")
+    return active["model_version"] if active else None

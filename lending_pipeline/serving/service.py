@@ -1,0 +1,235 @@
+"""The BentoML scoring service: one champion model version, explained and audited decisions.
+
+Run from a built Bento (`make serve`, or `bentoml serve <tag>`); the Bento's `serving.json` names
+the model and carries its cutoff and reason-code references, `spec.yaml` the spec it was trained
+for. Every request body is authenticated and size-checked by `AuthMiddleware` first; every
+decision is appended to the audit log before it is answered.
+"""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one request's trees: threads cost more than help
+
+import logging  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import anyio  # noqa: E402
+import bentoml  # noqa: E402
+
+from lending_pipeline import telemetry  # noqa: E402, F401
+from lending_pipeline.ml import audit, pii, tracking  # noqa: E402
+from lending_pipeline.ml.scoring import Decision, Scorer, request_columns  # noqa: E402
+from lending_pipeline.serving import operations  # noqa: E402
+from lending_pipeline.serving.auth import AuthMiddleware, load_callers  # noqa: E402
+from lending_pipeline.serving.bundle import SPEC_FILE, Bundle, bundle_dir  # noqa: E402
+from lending_pipeline.serving.requests import RequestError, RequestValidator  # noqa: E402
+from lending_pipeline.spec import load_spec  # noqa: E402
+
+BUNDLE = Bundle.load(bundle_dir())
+SPEC = load_spec(bundle_dir() / SPEC_FILE)
+DECISIONS = ("approve", "refer", "decline")
+LOG = logging.getLogger("lending_pipeline.serving")
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("LENDING_DATA_DIR", "data"))
+
+
+@bentoml.service(
+    name="lending_scoring",
+    workers=int(os.environ.get("LENDING_SERVING_WORKERS", "1")),
+    traffic={"timeout": 60},
+)
+class Scoring:
+    model_ref = bentoml.models.BentoModel(BUNDLE.model_tag)
+
+    def __init__(self):
+        key = pii.key_bytes(os.environ.get("LENDING_PII_KEY"))
+        load_callers()  # refuse to start without tokens (the middleware loads them lazily)
+        self.validate = RequestValidator(SPEC, key)
+        self.audit = audit.open_store(data_dir())
+        self.model_info = {"name": BUNDLE.registered_model, "version": BUNDLE.model_version}
+        self.fields = list(request_columns(SPEC))
+        self.scorer: Scorer | None = None
+        self._metrics()
+        threading.Thread(target=self._load, name="load-model", daemon=True).start()
+
+    def _load(self) -> None:
+        """Load the model in the background; /readyz stays 503 until it is in (or forever, with
+        the reason in the log, when it cannot be loaded)."""
+        import mlflow.sklearn
+
+        try:
+            model = mlflow.sklearn.load_model(self.model_ref.path)
+            self.scorer = Scorer(SPEC, model, BUNDLE.cutoff, BUNDLE.reference)
+        except Exception as exc:
+            LOG.error("model %s could not be loaded: %s", BUNDLE.model_tag, type(exc).__name__)
+            raise
+        LOG.info("model %s loaded", BUNDLE.model_tag)
+
+    def _metrics(self) -> None:
+        from prometheus_client import Counter, Histogram
+
+        self.decided = Counter("lending_decisions", "Decisions made", ["decision"])
+        self.missing = Counter(
+            "lending_missing_fields", "Applications scored with a field missing", ["field"]
+        )
+        self.scored = Counter("lending_applications", "Applications scored")
+        self.seconds = Histogram(
+            "lending_scoring_seconds",
+            "Validation, scoring, reasons and audit per request",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1, 5),
+        )
+
+    def __is_ready__(self) -> bool:
+        return self.scorer is not None
+
+    @bentoml.api(route="/score")
+    async def score(self, ctx: bentoml.Context, application: Any = None) -> dict[str, Any]:
+        """Score one application: probability of default, score, decision, reason codes."""
+        began = time.perf_counter()
+        if self.scorer is None:
+            return _error(ctx, 503, "the model is still loading")
+        try:
+            record = self.validate(application)
+        except RequestError as exc:
+            return _error(ctx, 422, "invalid application", exc.errors)
+        request_id = uuid.uuid4().hex
+        decision = self.scorer.score([record])[0]
+        caller = _caller(ctx)
+        self.audit.append(
+            "decision", [self._entry(request_id, caller, application, record, decision)]
+        )
+        self._count([record], [decision], began)
+        return self._answer(request_id, decision)
+
+    @bentoml.api(route="/score_batch")
+    async def score_batch(self, ctx: bentoml.Context, applications: Any = None) -> dict[str, Any]:
+        """Score many applications at once (at most the spec's `scoring.max_batch`)."""
+        began = time.perf_counter()
+        if self.scorer is None:
+            return _error(ctx, 503, "the model is still loading")
+        limit = SPEC.scoring.max_batch
+        if not isinstance(applications, list) or not 0 < len(applications) <= limit:
+            rule = {"field": "applications", "rule": "batch_size"}
+            return _error(ctx, 422, "invalid batch", [{**rule, "message": f"send 1 to {limit}"}])
+        try:
+            records = self.validate.many(applications)
+        except RequestError as exc:
+            return _error(ctx, 422, "invalid applications", exc.errors[:50])
+        batch_id = uuid.uuid4().hex
+        ids = [f"{batch_id}-{i}" for i in range(len(records))]
+        decisions = self.scorer.score(records)
+        caller = _caller(ctx)
+        self.audit.append(
+            "decision",
+            [
+                self._entry(rid, caller, raw, record, decision)
+                for rid, raw, record, decision in zip(
+                    ids, applications, records, decisions, strict=True
+                )
+            ],
+        )
+        self._count(records, decisions, began)
+        return {
+            "batch_id": batch_id,
+            "results": [self._answer(rid, d) for rid, d in zip(ids, decisions, strict=True)],
+        }
+
+    @bentoml.api(route="/override")
+    async def override(self, ctx: bentoml.Context, override: Any = None) -> dict[str, Any]:
+        """Record a manual decision override (admin only): request id, decision, reason."""
+        override = override if isinstance(override, dict) else {}
+        request_id = str(override.get("request_id", ""))[:80]
+        decision = override.get("decision")
+        reason = str(override.get("reason", ""))[:500]
+        if not request_id or decision not in DECISIONS or not reason:
+            rule = {"field": "override", "rule": "required"}
+            message = f"give request_id, decision ({', '.join(DECISIONS)}) and reason"
+            return _error(ctx, 422, "invalid override", [{**rule, "message": message}])
+        entry = {
+            "request_id": request_id,
+            "decision": decision,
+            "reason": reason,
+            "caller": _caller(ctx),
+        }
+        (written,) = self.audit.append("override", [entry])
+        return {"recorded": True, "audit_seq": written.seq}
+
+    @bentoml.api(route="/rollback")
+    async def rollback(
+        self, ctx: bentoml.Context, reason: Any = None, to_version: Any = None
+    ) -> dict[str, Any]:
+        """Make the previous model version champion and serve it (admin only). With
+        `to_version`, a retry is harmless: nothing moves when it is already the champion."""
+        if not isinstance(reason, str) or not reason.strip():
+            rule = {"field": "reason", "rule": "required", "message": "say why"}
+            return _error(ctx, 422, "invalid rollback", [rule])
+        data = data_dir()
+        config = tracking.registry_config(data, BUNDLE.registered_model)
+        history = tracking.history_path(data)
+        actor = f"{_caller(ctx)} (API): {reason[:200]}"
+        try:
+            done = await anyio.to_thread.run_sync(
+                lambda: operations.rollback(
+                    SPEC, config, history, data, actor, str(to_version) if to_version else None
+                )
+            )
+        except operations.RollbackError as exc:
+            return _error(ctx, 409, str(exc))
+        return done
+
+    def _entry(self, request_id: str, caller: str, raw, record: dict, decision: Decision) -> dict:
+        return {
+            "request_id": request_id,
+            "caller": caller,
+            "model": self.model_info,
+            "input_hmac": self.validate.input_hmac(raw),
+            "inputs": {
+                k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in record.items()
+            },
+            "probability_of_default": decision.probability,
+            "score": decision.score,
+            "decision": decision.decision,
+            "reason_codes": [reason["code"] for reason in decision.reasons],
+        }
+
+    def _answer(self, request_id: str, decision: Decision) -> dict[str, Any]:
+        return {
+            "request_id": request_id,
+            "model": self.model_info,
+            "probability_of_default": round(decision.probability, 6),
+            "score": decision.score,
+            "decision": decision.decision,
+            "reason_codes": decision.reasons,
+        }
+
+    def _count(self, records: list[dict], decisions: list[Decision], began: float) -> None:
+        self.scored.inc(len(records))
+        for decision in decisions:
+            self.decided.labels(decision.decision).inc()
+        for record in records:
+            for name in self.fields:
+                if record[name] is None:
+                    self.missing.labels(name).inc()
+        self.seconds.observe(time.perf_counter() - began)
+
+
+def _caller(ctx: bentoml.Context) -> str:
+    return ctx.request.scope.get("state", {}).get("caller", "unknown")
+
+
+def _error(ctx: bentoml.Context, status: int, message: str, detail: list | None = None) -> dict:
+    """An error body; the status goes through the context (BentoML applies it last)."""
+    ctx.response.status_code = status
+    body: dict[str, Any] = {"error": message}
+    if detail is not None:
+        body["detail"] = detail
+    return body
+
+
+Scoring.add_asgi_middleware(AuthMiddleware, max_body_bytes=SPEC.scoring.max_body_bytes)

@@ -1,0 +1,171 @@
+"""A real scoring deployment for the serving tests: two registered model versions, their Bentos,
+and `lending-pipeline serve` (router + blue/green `bentoml serve` processes) on free ports."""
+
+import datetime as dt
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lending_pipeline.ml import tracking
+from lending_pipeline.ml.features import build_features
+from lending_pipeline.ml.scoring import REFERENCE_ARTIFACT, records_from_tables, reference_values
+from lending_pipeline.ml.train import SPLIT, fit_candidate, inputs, labelled, out_of_time_split
+from lending_pipeline.serving.auth import new_token
+from lending_pipeline.serving.deploy import read_record
+from lending_pipeline.serving.operations import deploy_version
+from lending_pipeline.spec import load_spec
+from lending_pipeline_tests.conftest import PII_KEY
+from lending_pipeline_tests.ml.test_scoring import typed_tables
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@dataclass
+class Deployment:
+    url: str
+    slots: dict[str, int]
+    data_dir: Path
+    env: dict[str, str]
+    spec: object
+    config: tracking.TrackingConfig
+    versions: dict[str, object]
+    records: list[dict]
+    features: object
+    scorer_token: str
+    admin_token: str
+    log: Path
+
+    def client(self, token: str | None = "scorer") -> httpx.Client:
+        value = {"scorer": self.scorer_token, "admin": self.admin_token}.get(token, token)
+        headers = {"Authorization": f"Bearer {value}"} if value else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+    def served_version(self) -> str:
+        with self.client() as client:
+            response = client.post("/score", json={"application": self.records[0]})
+        return response.json()["model"]["version"]
+
+    def active_version(self) -> str | None:
+        active = read_record(self.data_dir).get("active")
+        return active["model_version"] if active else None
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "lending_pipeline.cli", *args]
+        return subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=600)
+
+
+def register(spec, config, split, **params):
+    """Fit, log and register one model version the way `candidate_model` does."""
+    import mlflow
+
+    run_spec = spec.model_copy(update={"model": spec.model.model_copy(update=params)})
+    trained = fit_candidate(run_spec, split)
+    with tracking.start_run(config, "serving-test", {"code_version": "test"}):
+        mlflow.log_params({"model_type": trained.kind, "cutoff": trained.cutoff})
+        mlflow.log_dict(reference_values(spec, split[split[SPLIT] == "train"]), REFERENCE_ARTIFACT)
+        example = inputs(spec, split[split[SPLIT] == "validation"].head(20))
+        version, _ = tracking.log_model(config, trained.model, example, {})
+    return version, trained
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serving")
+    data_dir = root / "data"
+    scorer_token, scorer_line = new_token("loan-origination", "scorer")
+    admin_token, admin_line = new_token("risk-ops", "admin")
+    env = {
+        **os.environ,
+        "LENDING_DATA_DIR": str(data_dir),
+        "LENDING_PII_KEY": PII_KEY,
+        "LENDING_API_TOKENS": f"{scorer_line};{admin_line}",
+        "BENTOML_DO_NOT_TRACK": "true",
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("LENDING_AUDIT_URL", None)
+    patch = pytest.MonkeyPatch()
+    for key in ("LENDING_DATA_DIR", "LENDING_PII_KEY", "LENDING_API_TOKENS"):
+        patch.setenv(key, env[key])
+    patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    patch.delenv("LENDING_AUDIT_URL", raising=False)
+
+    from lending_pipeline.defs.resources import MlflowTracking
+
+    spec = load_spec()
+    config = MlflowTracking().config(spec.name)
+    tables = typed_tables(spec)
+    features = build_features(spec, tables).features
+    frame = labelled(spec, features, tables["outcomes"], dt.date(2025, 6, 1))
+    split = out_of_time_split(frame, "application_date", 8, 8)
+    first, first_model = register(spec, config, split)
+    second, second_model = register(spec, config, split, seed=11, params={"max_iter": 60})
+    tracking.promote(config, first)
+    tracking.promote(config, second)
+    deploy_version(spec, config, second, data_dir, "test deploy")
+
+    port, blue, green = free_port(), free_port(), free_port()
+    log = root / "serve.log"
+    with log.open("wb") as handle:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "lending_pipeline.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--slot-ports",
+                str(blue),
+                str(green),
+            ],
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deployed = Deployment(
+        url=f"http://127.0.0.1:{port}",
+        slots={"blue": blue, "green": green},
+        data_dir=data_dir,
+        env=env,
+        spec=spec,
+        config=config,
+        versions={first: first_model, second: second_model},
+        records=records_from_tables(spec, tables),
+        features=features,
+        scorer_token=scorer_token,
+        admin_token=admin_token,
+        log=log,
+    )
+    try:
+        wait_for(lambda: deployed.active_version() == second, 240, "the first deploy")
+        yield deployed
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+        patch.undo()

@@ -1,0 +1,296 @@
+"""The scoring API over real HTTP: a `bentoml serve` process behind `lending-pipeline serve`."""
+
+import sqlite3
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from lending_pipeline.defs.resources import MlflowTracking
+from lending_pipeline.ml import audit, tracking
+from lending_pipeline.ml.train import predict
+from lending_pipeline.serving.deploy import read_record
+from lending_pipeline_tests.serving.conftest import wait_for
+
+BUREAU_FIELDS = [
+    "pull_date",
+    "tradeline_count",
+    "revolving_balance",
+    "revolving_limit",
+    "delinquencies_24m",
+    "months_since_last_delinquency",
+    "inquiries_6m",
+    "oldest_account_months",
+    "monthly_debt_payments",
+]
+
+
+def test_a_decision_has_probability_score_decision_and_model(deployment):
+    with deployment.client() as client:
+        response = client.post("/score", json={"application": deployment.records[0]})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {
+        "request_id",
+        "model",
+        "probability_of_default",
+        "score",
+        "decision",
+        "reason_codes",
+    }
+    assert body["model"] == {"name": deployment.config.registered_model, "version": "2"}
+    assert 0 < body["probability_of_default"] < 1
+    scale = deployment.spec.scoring.points
+    assert scale.min_score <= body["score"] <= scale.max_score
+    assert body["decision"] in ("approve", "refer", "decline")
+
+
+@pytest.mark.parametrize(
+    "token, path, status",
+    [
+        (None, "/score", 401),
+        ("not-a-token", "/score", 401),
+        ("scorer", "/override", 403),
+        ("scorer", "/rollback", 403),
+    ],
+)
+def test_authentication_and_roles(deployment, token, path, status):
+    bodies = {"/score": {"application": deployment.records[0]}, "/override": {"override": {}}}
+    body = bodies.get(path, {"reason": "try"})
+    with deployment.client(token) as client:
+        response = client.post(path, json=body)
+    assert response.status_code == status
+    assert deployment.scorer_token not in response.text
+
+
+def test_health_endpoints_stay_open(deployment):
+    with deployment.client(None) as client:
+        for path in ("/livez", "/readyz", "/healthz", "/metrics"):
+            assert client.get(path).status_code == 200, path
+
+
+def test_an_admin_override_is_audited(deployment):
+    override = {"request_id": "abc", "decision": "approve", "reason": "manual review passed"}
+    with deployment.client("admin") as client:
+        response = client.post("/override", json={"override": override})
+    assert response.status_code == 200, response.text
+    store = audit.open_store(deployment.data_dir)
+    entries = list(store.entries())
+    store.close()
+    written = entries[response.json()["audit_seq"]]
+    assert written.kind == "override" and written.data["caller"] == "risk-ops"
+
+
+def test_invalid_fields_get_422_naming_field_and_rule_without_the_value(deployment):
+    application = dict(deployment.records[0])
+    application |= {"loan_amount": 10**8, "purpose": "yacht", "ssn": 123456789}
+    application["pull_date"] = "2099-01-01"
+    with deployment.client() as client:
+        response = client.post("/score", json={"application": application})
+        late = dict(deployment.records[0], pull_date="2099-01-01")
+        point_in_time = client.post("/score", json={"application": late})
+    assert response.status_code == 422
+    rules = {(e["field"], e["rule"]) for e in response.json()["detail"]}
+    assert ("application.loan_amount", "less_than_equal") in rules
+    assert ("application.purpose", "literal_error") in rules
+    assert ("application.ssn", "string_type") in rules
+    assert "123456789" not in response.text and "yacht" not in response.text
+    assert point_in_time.status_code == 422
+    assert point_in_time.json()["detail"][0]["rule"] == "point_in_time"
+
+
+def test_a_joined_source_is_all_or_nothing(deployment):
+    record = next(r for r in deployment.records if r["pull_date"] is not None)
+    partial = dict(record, delinquencies_24m=None, inquiries_6m=None)
+    no_date = dict(record, pull_date=None)
+    no_bureau = dict(record, **{name: None for name in BUREAU_FIELDS})
+    with deployment.client() as client:
+        missing = client.post("/score", json={"application": partial})
+        undated = client.post("/score", json={"application": no_date})
+        without = client.post("/score", json={"application": no_bureau})
+    assert missing.status_code == 422
+    assert {(e["field"], e["rule"]) for e in missing.json()["detail"]} == {
+        ("application.delinquencies_24m", "missing")
+    }
+    assert undated.status_code == 422
+    assert undated.json()["detail"][0]["rule"] == "source_incomplete"
+    assert without.status_code == 200, without.text
+
+
+def test_malformed_bodies_get_422_and_leave_no_trace_in_the_logs(deployment):
+    secret = "Jane Placeholder 987-65-4321"
+    with deployment.client() as client:
+        not_an_object = client.post("/score", json={"application": secret})
+        no_application = client.post("/score", json={"applicant": {"ssn": secret}})
+        not_a_list = client.post("/score_batch", json={"applications": secret})
+    assert [r.status_code for r in (not_an_object, no_application, not_a_list)] == [422] * 3
+    for response in (not_an_object, no_application, not_a_list):
+        assert secret not in response.text
+    time.sleep(1)  # let the access log flush
+    logs = b"".join(p.read_bytes() for p in deployment.data_dir.glob("serving/logs/*.log"))
+    assert secret.encode() not in logs
+
+
+def test_oversized_bodies_get_413_with_or_without_a_length(deployment):
+    limit = deployment.spec.scoring.max_body_bytes
+    with deployment.client() as client:
+        declared = client.post(
+            "/score", content=b" " * (limit + 1), headers={"content-type": "application/json"}
+        )
+        chunked = client.post(
+            "/score",
+            content=(b" " * 65536 for _ in range(limit // 65536 + 2)),
+            headers={"content-type": "application/json"},
+        )
+    assert declared.status_code == 413
+    assert chunked.status_code == 413
+
+
+def test_batch_scores_equal_training_batch_scores(deployment):
+    records = deployment.records[:500]
+    with deployment.client() as client:
+        response = client.post("/score_batch", json={"applications": records})
+        limit = deployment.spec.scoring.max_batch
+        too_many = client.post("/score_batch", json={"applications": records[:1] * (limit + 1)})
+        empty = client.post("/score_batch", json={"applications": []})
+    assert response.status_code == 200, response.text[:500]
+    served = np.array([r["probability_of_default"] for r in response.json()["results"]])
+    model = deployment.versions["2"].model
+    batch = predict(deployment.spec, model, deployment.features.iloc[:500])
+    np.testing.assert_allclose(served, batch, atol=1e-6)  # the API rounds to 6 decimals
+    assert too_many.status_code == 422 and empty.status_code == 422
+    assert too_many.json()["detail"][0]["rule"] == "batch_size"
+
+
+def test_declines_carry_at_most_four_reason_codes_from_the_table(deployment):
+    with deployment.client() as client:
+        response = client.post("/score_batch", json={"applications": deployment.records[:400]})
+    results = response.json()["results"]
+    adverse = [r for r in results if r["decision"] != "approve"]
+    assert adverse, "the sample should hold some refer/decline decisions"
+    table = {v.code: name for name, v in deployment.spec.scoring.reason_codes.items()}
+    for result in adverse:
+        assert 1 <= len(result["reason_codes"]) <= 4
+        for reason in result["reason_codes"]:
+            assert table[reason["code"]] == reason["feature"] and reason["text"]
+    assert all(r["reason_codes"] == [] for r in results if r["decision"] == "approve")
+
+
+def test_every_decision_is_audited_with_pseudonyms_only(deployment):
+    record = deployment.records[3]
+    with deployment.client() as client:
+        request_id = client.post("/score", json={"application": record}).json()["request_id"]
+    store = audit.open_store(deployment.data_dir)
+    entries = [e for e in store.entries() if e.kind == "decision"]
+    store.close()
+    entry = next(e.data for e in entries if e.data["request_id"] == request_id)
+    assert entry["caller"] == "loan-origination" and entry["model"]["version"] == "2"
+    assert entry["inputs"]["full_name"].startswith("p_") and len(entry["input_hmac"]) == 64
+    assert set(entry) >= {"probability_of_default", "decision", "reason_codes", "score"}
+    raw = [record[c] for c in ("full_name", "ssn", "email", "address", "date_of_birth")]
+    text = b"".join(p.read_bytes() for p in deployment.data_dir.glob("audit/audit.db*"))
+    logs = b"".join(p.read_bytes() for p in deployment.data_dir.glob("serving/logs/*.log"))
+    metrics = deployment.client(None).get("/metrics").text
+    for value in raw:
+        assert value.encode() not in text and value.encode() not in logs and value not in metrics
+    assert deployment.scorer_token.encode() not in logs
+
+
+def test_metrics_count_decisions_and_missing_fields(deployment):
+    with deployment.client(None) as client:
+        text = client.get("/metrics").text
+    assert 'lending_decisions_total{decision="approve"}' in text
+    assert "lending_missing_fields_total" in text and "lending_scoring_seconds" in text
+
+
+def test_audit_verify_passes_then_names_a_tampered_entry(deployment, tmp_path):
+    copy = tmp_path / "copy"
+    (copy / "audit").mkdir(parents=True)
+    source = sqlite3.connect(deployment.data_dir / "audit" / "audit.db")
+    target = sqlite3.connect(copy / "audit" / "audit.db")
+    source.backup(target)
+    source.close()
+    intact = deployment.cli("audit", "verify", "--data-dir", str(copy))
+    seq = target.execute(
+        "SELECT min(seq) FROM audit_log WHERE kind = 'decision' AND payload LIKE '%approve%'"
+    ).fetchone()[0]
+    target.execute(
+        "UPDATE audit_log SET payload = replace(payload, 'approve', 'decline') WHERE seq = ?",
+        (seq,),
+    )
+    target.commit()
+    target.close()
+    tampered = deployment.cli("audit", "verify", "--data-dir", str(copy))
+    assert intact.returncode == 0 and "intact" in intact.stdout
+    assert tampered.returncode == 1 and f"entry {seq} was edited" in tampered.stderr
+
+
+def test_rollback_switches_the_served_version_after_readiness(deployment):
+    assert deployment.served_version() == "2"
+    active = read_record(deployment.data_dir)["active"]["slot"]
+    idle_port = next(port for name, port in deployment.slots.items() if name != active)
+    done = deployment.cli("rollback")
+    assert done.returncode == 0, done.stderr
+    seen = watch_startup(deployment, idle_port)
+    wait_for(lambda: deployment.active_version() == "1", 240, "the rollback deploy")
+    assert deployment.served_version() == "1"
+    assert {("livez", 200), ("readyz", 503), ("score", 503)} <= seen, seen
+    history = tracking.read_history(MlflowTracking().history_path())
+    assert history[-1]["event"] == "rollback" and history[-1]["to_version"] == "1"
+    assert tracking.alias_version(deployment.config, tracking.CHAMPION) == "1"
+    store = audit.open_store(deployment.data_dir)
+    assert "rollback" in [e.kind for e in store.entries()] and audit.verify(store.entries()).ok
+    store.close()
+    with deployment.client("admin") as client:
+        body = {"reason": "v1 confirmed worse", "to_version": "2"}
+        again = client.post("/rollback", json=body)
+        retried = client.post("/rollback", json=body)
+    assert again.status_code == 200, again.text
+    assert again.json()["to_version"] == "2" and "risk-ops" in again.json()["by"]
+    assert retried.status_code == 200 and retried.json()["noop"] is True
+    wait_for(lambda: deployment.active_version() == "2", 60, "the API rollback")
+    assert deployment.served_version() == "2"
+    assert tracking.alias_version(deployment.config, tracking.PREVIOUS) == "1"
+
+
+def watch_startup(deployment, port: int) -> set[tuple[str, int]]:
+    """Poll a starting slot: the (endpoint, status) pairs it answers until it is ready."""
+    seen: set[tuple[str, int]] = set()
+    headers = {"Authorization": f"Bearer {deployment.scorer_token}"}
+    application = {"application": deployment.records[0]}
+    deadline = time.monotonic() + 240
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=2) as client:
+        while time.monotonic() < deadline:
+            try:
+                ready = client.get("/readyz").status_code
+                seen |= {("livez", client.get("/livez").status_code), ("readyz", ready)}
+                if ready == 200:
+                    return seen
+                score = client.post("/score", json=application, headers=headers)
+                seen.add(("score", score.status_code))
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.02)
+    return seen
+
+
+def test_no_decision_is_answered_when_the_audit_write_fails(deployment):
+    def decisions() -> int:
+        store = audit.open_store(deployment.data_dir)
+        count = sum(1 for e in store.entries() if e.kind == "decision")
+        store.close()
+        return count
+
+    before = decisions()
+    blocker = sqlite3.connect(deployment.data_dir / "audit" / "audit.db", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        with deployment.client() as client:
+            response = client.post("/score", json={"application": deployment.records[5]})
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert response.status_code == 500
+    assert "decision" not in response.json() and "probability_of_default" not in response.text
+    assert decisions() == before
