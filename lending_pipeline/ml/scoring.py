@@ -3,10 +3,11 @@
 A scoring request carries one application in the raw shape the spec declares: the columns of
 every feature source, flat (the entity key once). Its features are derived by the same
 `features.derive` as in training. The probability comes from the fitted model; for the gradient
-boosted pipeline the categorical encoding is applied with the fitted encoder's categories and the
-trees and calibrator are called on a NumPy matrix (a DataFrame round trip costs milliseconds per
-request); any other model goes through its own `predict_proba`. A parity test holds both ways to
-the batch scores of training.
+boosted pipeline the categorical encoding is applied with the fitted encoder's categories, the
+trees are evaluated by `Forest` (all trees at once; scikit-learn's own prediction for large
+batches) and the fitted calibrator maps the raw score (a DataFrame round trip and one call per
+tree would cost ~10 ms per request); any other model goes through its own `predict_proba`.
+Parity tests hold both ways to the batch scores of training.
 
 Reason codes: for each model input, the applicant's value is replaced by a reference value (the
 median, or the most frequent category, among applicants who repaid in the training split) and the
@@ -257,6 +258,79 @@ class Scorer:
         return out
 
 
+class Forest:
+    """The boosted trees of a fitted binary HistGradientBoostingClassifier, evaluated for all
+    trees at once with NumPy (one pass per tree level).
+
+    scikit-learn evaluates one tree per call, and each call costs about 30 microseconds however
+    few the rows: with a few hundred trees that is ~10 ms per request. Here a request and its
+    reason-code variations cost a few NumPy operations per level. The routing is scikit-learn's
+    (`_predictor.pyx`): NaN follows `missing_go_to_left`; a categorical value goes left when it
+    is in the node's bitset, right when it is a known category, else it is treated as missing;
+    a numeric value goes left when <= the threshold. Only the summation order differs (the
+    result agrees to ~1e-15); large batches go through scikit-learn itself.
+    """
+
+    MAX_ROWS = 48
+
+    def __init__(self, model):
+        trees = [predictor for iteration in model._predictors for predictor in iteration]
+        width = max(len(t.nodes) for t in trees)
+
+        def field(name, dtype):
+            out = np.zeros((len(trees), width), dtype=dtype)
+            for i, tree in enumerate(trees):
+                out[i, : len(tree.nodes)] = tree.nodes[name]
+            return out.ravel()
+
+        offsets = np.cumsum([0] + [len(t.raw_left_cat_bitsets) for t in trees[:-1]])
+        bitsets = [t.raw_left_cat_bitsets for t in trees if len(t.raw_left_cat_bitsets)]
+        self.model = model
+        self.root = (np.arange(len(trees)) * width)[None, :]  # flat index of each tree's root
+        self.feature = field("feature_idx", np.intp)
+        self.threshold = field("num_threshold", np.float64)
+        self.missing_left = field("missing_go_to_left", bool)
+        self.left = field("left", np.intp) + np.repeat(self.root.ravel(), width)
+        self.right = field("right", np.intp) + np.repeat(self.root.ravel(), width)
+        self.leaf = field("is_leaf", bool)
+        self.value = field("value", np.float64)
+        self.categorical = field("is_categorical", bool)
+        self.bitset_row = field("bitset_idx", np.intp) + np.repeat(offsets, width)
+        self.left_bitsets = np.concatenate(bitsets) if bitsets else np.zeros((1, 8), np.uint32)
+        self.known_bitsets, self.known_row = model._bin_mapper.make_known_categories_bitsets()
+        self.depth = int(max(t.nodes["depth"].max() for t in trees))
+        self.baseline = float(np.asarray(model._baseline_prediction).ravel()[0])
+
+    def decision_function(self, x: np.ndarray) -> np.ndarray:
+        """Raw log-odds per row (as `model.decision_function`)."""
+        if len(x) > self.MAX_ROWS:
+            return self.model.decision_function(x)
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        row_start = (np.arange(len(x)) * x.shape[1])[:, None]
+        node = np.repeat(self.root, len(x), axis=0)
+        for _ in range(self.depth):
+            feature = self.feature.take(node)
+            value = x.ravel().take(row_start + feature)
+            missing_left = self.missing_left.take(node)
+            left = value <= self.threshold.take(node)
+            categorical = self.categorical.take(node)
+            if categorical.any():
+                routed = self._category_left(value, node, feature, missing_left)
+                left = np.where(categorical, routed, left)
+            left = np.where(np.isnan(value), missing_left, left)
+            step = np.where(left, self.left.take(node), self.right.take(node))
+            node = np.where(self.leaf.take(node), node, step)
+        return self.baseline + self.value.take(node).sum(axis=1)
+
+    def _category_left(self, value, node, feature, missing_left) -> np.ndarray:
+        code = np.where(np.isnan(value) | (value < 0), 0, value).astype(np.intp) & 255
+        word, bit = code >> 5, (code & 31).astype(np.uint32)
+        in_left = (self.left_bitsets[self.bitset_row.take(node), word] >> bit) & 1
+        known = (self.known_bitsets[self.known_row[feature], word] >> bit) & 1
+        routed = np.where(in_left == 1, True, np.where(known == 1, False, missing_left))
+        return np.where(value < 0, missing_left, routed)
+
+
 @dataclass
 class _TreesPath:
     """The boosted trees and calibrator of a fitted pipeline, called on a NumPy matrix."""
@@ -264,14 +338,14 @@ class _TreesPath:
     order: list[int]
     codes: dict[str, dict[str, int]]
     categories: dict[str, list[str]]
-    trees: object
+    forest: Forest
     calibrator: object | None
 
     def probabilities(self, matrix: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(matrix[:, self.order])
+        raw = self.forest.decision_function(np.ascontiguousarray(matrix[:, self.order]))
         if self.calibrator is None:
-            return self.trees.predict_proba(x)[:, 1]
-        return self.calibrator.predict(self.trees.decision_function(x))
+            return 1.0 / (1.0 + np.exp(-raw))
+        return self.calibrator.predict(raw)
 
 
 def _fast_path(model, inputs: list[str], categorical: list[str]) -> _TreesPath | None:
@@ -306,6 +380,6 @@ def _fast_path(model, inputs: list[str], categorical: list[str]) -> _TreesPath |
         order=[inputs.index(name) for name in categorical + numeric],
         codes={name: {c: i for i, c in enumerate(v)} for name, v in categories.items()},
         categories=categories,
-        trees=pipeline[-1],
+        forest=Forest(pipeline[-1]),
         calibrator=calibrator,
     )
