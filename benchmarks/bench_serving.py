@@ -242,6 +242,9 @@ def main() -> None:
                 request_bytes(bare_port, "/score", {"application": r}, None) for r in records[:2000]
             ]
             results["bare"] = measure(bare_port, bare_requests, args)
+        except ConnectionError:
+            print((root / "bare.log").read_text()[-3000:], file=sys.stderr)
+            raise
         finally:
             stop(bare)
 

@@ -315,18 +315,20 @@ class Forest:
             left = value <= self.threshold.take(node)
             categorical = self.categorical.take(node)
             if categorical.any():
-                routed = self._category_left(value, node, feature, missing_left)
+                routed = self._category_left(value, node, feature, missing_left, categorical)
                 left = np.where(categorical, routed, left)
             left = np.where(np.isnan(value), missing_left, left)
             step = np.where(left, self.left.take(node), self.right.take(node))
             node = np.where(self.leaf.take(node), node, step)
         return self.baseline + self.value.take(node).sum(axis=1)
 
-    def _category_left(self, value, node, feature, missing_left) -> np.ndarray:
+    def _category_left(self, value, node, feature, missing_left, categorical) -> np.ndarray:
         code = np.where(np.isnan(value) | (value < 0), 0, value).astype(np.intp) & 255
         word, bit = code >> 5, (code & 31).astype(np.uint32)
-        in_left = (self.left_bitsets[self.bitset_row.take(node), word] >> bit) & 1
-        known = (self.known_bitsets[self.known_row[feature], word] >> bit) & 1
+        bitset = np.where(categorical, self.bitset_row.take(node), 0)  # numeric nodes have none
+        in_left = (self.left_bitsets[bitset, word] >> bit) & 1
+        known_row = np.where(categorical, self.known_row[feature], 0)
+        known = (self.known_bitsets[known_row, word] >> bit) & 1
         routed = np.where(in_left == 1, True, np.where(known == 1, False, missing_left))
         return np.where(value < 0, missing_left, routed)
 
