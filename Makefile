@@ -66,10 +66,11 @@ serve: $(STAMP) $(PII_KEY_FILE) ## serve the deployed champion on 127.0.0.1:3001
 test: $(STAMP) ## run the test suite
 	$(BIN)/pytest -q
 
-bench: $(STAMP) ## benchmarks: ingestion -> features (100k, 1M), training + evaluation (200k, 1M), drift (100k, 1M)
+bench: $(STAMP) ## benchmarks: ingestion -> features, training + evaluation, drift (100k/200k, 1M), scoring API
 	$(BIN)/python benchmarks/bench_ingestion.py
 	$(BIN)/python benchmarks/bench_training.py
 	$(BIN)/python benchmarks/bench_drift.py
+	$(BIN)/python benchmarks/bench_serving.py
 
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check lending_pipeline lending_pipeline_tests benchmarks

@@ -147,7 +147,7 @@ def cmd_train(args) -> int:
         config = {
             "ops": {name: {"config": settings} for name in ("training_set", "candidate_model")}
         }
-    result = run_training(build_definitions(spec), instance, config)
+    result = run_training(build_definitions(spec), instance, config, package=not args.no_package)
     run = summarize(result)
     print(f"training run {run.run_id} finished in {time.perf_counter() - began:.1f}s")
     for evaluation in result.get_asset_check_evaluations():
@@ -398,6 +398,9 @@ def parser() -> argparse.ArgumentParser:
         "--allow-refusal",
         action="store_true",
         help="exit 0 when the run completed and a gate refused the promotion",
+    )
+    train.add_argument(
+        "--no-package", action="store_true", help="do not build the new champion's Bento"
     )
     train.set_defaults(func=cmd_train)
 

@@ -108,12 +108,22 @@ def summarize(result, partition: str | None = None) -> PartitionRun:
 
 
 def run_training(
-    defs: dg.Definitions, instance: dg.DagsterInstance, run_config: dict | None = None
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    run_config: dict | None = None,
+    package: bool = True,
 ) -> dg.ExecuteInProcessResult:
-    """One run of the training job: training set, candidate, evaluation, gates, promotion."""
+    """One run of the training job: training set, candidate, evaluation, gates, promotion and,
+    unless `package` is false, the new champion's Bento."""
     config = {**QUIET, **(run_config or {})}
     job = defs.resolve_job_def(TRAINING_JOB)
-    return job.execute_in_process(instance=instance, raise_on_error=False, run_config=config)
+    selection = None
+    if not package:
+        keys = job.asset_layer.executable_asset_keys
+        selection = [key for key in keys if key != dg.AssetKey("scoring_bento")]
+    return job.execute_in_process(
+        instance=instance, raise_on_error=False, run_config=config, asset_selection=selection
+    )
 
 
 def run_monitoring(

@@ -99,7 +99,7 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         def score(model) -> np.ndarray:
             return model.predict_proba(test_inputs)[:, 1]
 
-        prob = score(tracking.load_model(settings, candidate["version"]))
+        prob = score(tracking.logged_or_load(settings, candidate["version"]))
         reports = {"candidate": report(spec, test, prob, cutoff)}
         baseline = build_pipeline(spec, "logistic_scorecard")
         baseline.fit(inputs(spec, train), train["target"])

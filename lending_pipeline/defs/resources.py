@@ -14,12 +14,15 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import PrivateAttr
 
 from lending_pipeline.ml.pii import key_bytes
-from lending_pipeline.ml.tracking import TrackingConfig, default_tracking_uri
+from lending_pipeline.ml.tracking import TrackingConfig, default_tracking_uri, history_path
 
 DATA_DIR_ENV = "LENDING_DATA_DIR"
 PII_KEY_ENV = "LENDING_PII_KEY"
+# Asset metadata: downstream steps in the same process get the stored frame from memory.
+HAND_OVER_IN_MEMORY = "lending/hand_over_in_memory"
 
 
 def resolve_data_dir(value: str | None = None) -> Path:
@@ -73,9 +76,15 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
 
     A write replaces exactly one partition file, atomically; no other file is touched. Loading
     several partitions (an unpartitioned asset reading a partitioned one) concatenates them.
+
+    An asset whose metadata sets `HAND_OVER_IN_MEMORY` is still written, and the frame it
+    returned is also kept: a step of the same run and process that loads it while the file is
+    unchanged gets that frame instead of reading the file back (consumers must not modify it).
+    Other processes, and later runs, read the file.
     """
 
     data_dir: str = ""
+    _kept: dict[Path, tuple[tuple[int, int], pd.DataFrame]] = PrivateAttr(default_factory=dict)
 
     def _path(self, asset_key: dg.AssetKey, partition: str | None) -> Path:
         return partition_path(resolve_data_dir(self.data_dir), asset_key, partition)
@@ -97,6 +106,8 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         tmp = path.with_name(path.name + ".tmp")
         pq.write_table(table, tmp)
         tmp.replace(path)
+        if isinstance(obj, pd.DataFrame) and context.definition_metadata.get(HAND_OVER_IN_MEMORY):
+            self._kept[path] = (_signature(path), obj)
         context.add_output_metadata(
             {"rows": table.num_rows, "path": dg.MetadataValue.path(str(path))}
         )
@@ -108,6 +119,9 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         if partitions == [None] and document.exists():
             return json.loads(document.read_text("utf-8"))
         paths = [self._path(key, p) for p in partitions]
+        kept = self._kept.get(paths[0]) if len(paths) == 1 else None
+        if kept and paths[0].exists() and kept[0] == _signature(paths[0]):
+            return kept[1]
         missing = [p for p, path in zip(partitions, paths, strict=True) if not path.exists()]
         if missing and len(paths) == 1:
             raise dg.Failure(
@@ -118,6 +132,11 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             )
         tables = [pq.read_table(path) for path in paths if path.exists()]
         return arrow_to_pandas(pa.concat_tables(tables, promote_options="default"))
+
+
+def _signature(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_size
 
 
 class MlflowTracking(dg.ConfigurableResource):
@@ -138,4 +157,4 @@ class MlflowTracking(dg.ConfigurableResource):
         )
 
     def history_path(self) -> Path:
-        return resolve_data_dir() / "registry" / "promotions.jsonl"
+        return history_path(resolve_data_dir())

@@ -14,7 +14,7 @@ from lending_pipeline.defs.common import (
     validated_key,
     validation_checks,
 )
-from lending_pipeline.defs.resources import MlflowTracking
+from lending_pipeline.defs.resources import HAND_OVER_IN_MEMORY, MlflowTracking
 from lending_pipeline.ml import tracking
 from lending_pipeline.ml.scoring import REFERENCE_ARTIFACT, reference_values
 from lending_pipeline.ml.train import (
@@ -75,6 +75,7 @@ def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         group_name="training",
         kinds={"pandas"},
         owners=OWNERS,
+        metadata={HAND_OVER_IN_MEMORY: True},
         description=(
             "Matured applications (outcome known, maturity window passed) with their label, "
             "split out of time by application date: train, validation (calibration and cutoff) "
@@ -87,7 +88,7 @@ def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         features: pd.DataFrame,
         outcomes: pd.DataFrame,
     ) -> dg.Output:
-        days = sorted(pd.to_datetime(features[date]).dt.strftime("%Y-%m-%d").unique())
+        days = day_strings(features[date])
         require_passed_partitions(context, input_checks, days)
         frame = labelled(spec, features, outcomes, as_of_date(config))
         split = spec.model.split
@@ -121,7 +122,7 @@ def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
     ) -> dg.Output:
         run_spec = with_overrides(spec, config)
         trained = fit_candidate(run_spec, training_set)
-        digests = split_digests(training_set)
+        digests = recorded_digests(context, training_set)
         lineage = lineage_tags(context, run_spec, training_set, digests)
         settings = mlflow.config(run_spec.name)
         with tracking.start_run(settings, f"{spec.name}-candidate", lineage) as run:
@@ -162,6 +163,22 @@ def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
     return [training_set, candidate_model]
 
 
+def day_strings(dates: pd.Series) -> list[str]:
+    """The distinct days of a date column, oldest first (formatted once per day, not per row)."""
+    days = pd.to_datetime(dates).dt.normalize().dropna().drop_duplicates().sort_values()
+    return days.dt.strftime("%Y-%m-%d").tolist()
+
+
+def recorded_digests(context: dg.AssetExecutionContext, frame: pd.DataFrame) -> dict[str, str]:
+    """The split digests recorded with the training set's materialization (the ones its page in
+    the UI shows), computed once there; computed afresh if that record is not this frame's."""
+    event = context.instance.get_latest_materialization_event(TRAINING_SET)
+    metadata = event.asset_materialization.metadata if event else {}
+    if "rows" in metadata and metadata["rows"].value == len(frame):
+        return {name: metadata[f"{name}_digest"].value for name in SPLITS}
+    return split_digests(frame)
+
+
 def lineage_tags(
     context: dg.AssetExecutionContext,
     spec: PipelineSpec,
@@ -191,10 +208,11 @@ def log_datasets(mlflow_api, frame: pd.DataFrame, date: str, digests: dict[str, 
     for name in SPLITS:
         part = frame[frame[SPLIT] == name]
         summary = (
-            part.groupby(part[date].dt.strftime("%Y-%m-%d"))["target"]
+            part.groupby(part[date].dt.normalize())["target"]
             .agg(applications="size", default_rate="mean")
             .reset_index()
         )
+        summary[date] = summary[date].dt.strftime("%Y-%m-%d")
         dataset = mlflow_api.data.from_pandas(
             summary, name=f"{name}_split", digest=digests[name][:16]
         )

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import orjson
+
 GENESIS = "0" * 64
 AUDIT_URL_ENV = "LENDING_AUDIT_URL"
 _LOCK_ID = 7_204_311  # advisory lock serialising appends on PostgreSQL
@@ -54,8 +56,9 @@ class Entry:
         return json.loads(self.payload)
 
 
-def canonical(payload: dict) -> str:
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+def canonical(payload) -> str:
+    """Compact JSON with sorted keys (dates as ISO text): the text that is hashed and stored."""
+    return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def chain_hash(prev_hash: str, time: str, kind: str, payload: str) -> str:
@@ -68,9 +71,11 @@ def now() -> str:
 
 
 def _chain(last_seq: int, last_hash: str, kind: str, payloads: Iterable[dict]) -> list[Entry]:
+    """Entries for payloads appended together (they share one time)."""
     entries = []
+    time = now()
     for payload in payloads:
-        text, time = canonical(payload), now()
+        text = canonical(payload)
         entry_hash = chain_hash(last_hash, time, kind, text)
         last_seq += 1
         entries.append(Entry(last_seq, time, kind, text, last_hash, entry_hash))
@@ -92,7 +97,7 @@ class SqliteAuditStore:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(path, timeout=5, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)

@@ -44,7 +44,7 @@ def _coalesce(*values):
     out = values[0]
     for value in values[1:]:
         out = np.where(_is_null(out), value, out)
-    return out.astype("float64") if isinstance(out, np.ndarray) else out
+    return out
 
 
 def _clip(value, low, high):
@@ -166,6 +166,15 @@ def as_array(values) -> np.ndarray:
     return series.to_numpy(dtype=object, na_value=None)
 
 
+def _as_dates(left, right):
+    """A text constant compared with a date column is read as a date."""
+    for this, other in ((left, right), (right, left)):
+        if isinstance(this, np.ndarray) and this.dtype.kind == "M" and isinstance(other, str):
+            converted = np.datetime64(other, "ns")
+            return (left, converted) if this is left else (converted, right)
+    return left, right
+
+
 def _eval(node: ast.AST, columns: Mapping):
     if isinstance(node, ast.Constant):
         return node.value
@@ -179,8 +188,7 @@ def _eval(node: ast.AST, columns: Mapping):
     if isinstance(node, ast.BinOp):
         return _BINARY[type(node.op)](_eval(node.left, columns), _eval(node.right, columns))
     if isinstance(node, ast.Compare):
-        left = _eval(node.left, columns)
-        right = _eval(node.comparators[0], columns)
+        left, right = _as_dates(_eval(node.left, columns), _eval(node.comparators[0], columns))
         result = np.asarray(_COMPARE[type(node.ops[0])](left, right), dtype="float64")
         unknown = np.logical_or(_is_null(left), _is_null(right))
         return np.where(unknown, np.nan, result)  # a comparison with an unknown is unknown

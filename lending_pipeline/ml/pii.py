@@ -9,7 +9,6 @@ candidates. The key comes from the environment (`LENDING_PII_KEY`); it is never 
 from __future__ import annotations
 
 import hashlib
-import hmac
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -43,19 +42,31 @@ def pseudonymise(values: pa.Array | pa.ChunkedArray, key: bytes) -> pa.Array:
         values = values.combine_chunks() if values.num_chunks else pa.array([], pa.string())
     values = values.cast(pa.string())
     encoded = values.dictionary_encode()
-    inner, outer = _hmac_states(key)
-
-    def one(text: str) -> str:
-        # HMAC-SHA256(key, text) = H((key ^ opad) || H((key ^ ipad) || text)), from
-        # precomputed pad states: the same value as hmac.new(key, text, "sha256").
-        digest = inner.copy()
-        digest.update(text.encode("utf-8"))
-        mac = outer.copy()
-        mac.update(digest.digest())
-        return PREFIX + mac.hexdigest()[:32]
-
+    one = Pseudonymiser(key)
     hashed = pa.array([one(v) for v in encoded.dictionary.to_pylist()], pa.string())
     return pc.take(hashed, encoded.indices)
+
+
+class Pseudonymiser:
+    """Keyed pseudonyms of single values, from precomputed HMAC pad states.
+
+    HMAC-SHA256(key, text) = H((key ^ opad) || H((key ^ ipad) || text)): the same value as
+    `hmac.new(key, text, "sha256")`, without re-deriving the pads for every value.
+    """
+
+    def __init__(self, key: bytes):
+        self._inner, self._outer = _hmac_states(key)
+
+    def digest(self, data: bytes) -> str:
+        """Hex HMAC-SHA256 of `data`."""
+        inner = self._inner.copy()
+        inner.update(data)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
+
+    def __call__(self, text: str) -> str:
+        return PREFIX + self.digest(text.encode("utf-8"))[:32]
 
 
 def _hmac_states(key: bytes):
@@ -70,8 +81,3 @@ def _hmac_states(key: bytes):
 
 def is_pseudonym(text: str) -> bool:
     return len(text) == len(PREFIX) + 32 and text.startswith(PREFIX)
-
-
-def pseudonym(text: str, key: bytes) -> str:
-    """The pseudonym of one value (equal to what `pseudonymise` gives for it)."""
-    return PREFIX + hmac.new(key, text.encode("utf-8"), "sha256").hexdigest()[:32]

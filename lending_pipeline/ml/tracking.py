@@ -31,6 +31,19 @@ def default_tracking_uri(data_dir: Path) -> str:
     return f"sqlite:///{data_dir / 'mlflow' / 'mlflow.db'}"
 
 
+def history_path(data_dir: Path) -> Path:
+    """The append-only promotion history (JSON lines)."""
+    return data_dir / "registry" / "promotions.jsonl"
+
+
+def registry_config(data_dir: Path, registered_model: str) -> TrackingConfig:
+    """Enough configuration to read and move aliases: `MLFLOW_TRACKING_URI` or the default."""
+    import os
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(data_dir)
+    return TrackingConfig(uri, "", "", registered_model)
+
+
 def _client(config: TrackingConfig):
     from mlflow import MlflowClient
 
@@ -73,6 +86,11 @@ def resume_run(config: TrackingConfig, run_id: str):
         yield mlflow
 
 
+# The model this process logged last, by (tracking URI, registered model, version). MLflow has
+# checked, while logging, that the saved artifact loads under the trust list and predicts on the
+# input example; a caller in the same process gets the very object that was serialized.
+_LOGGED: dict[tuple[str, str, str], object] = {}
+
 # Types outside skops' default trust that our pipelines hold. MLflow refuses to log a model
 # with any other untrusted type, so a new estimator is trusted on purpose, here, or not at all.
 TRUSTED_TYPES = [
@@ -104,6 +122,8 @@ def log_model(config: TrackingConfig, model, example: pd.DataFrame, tags: dict[s
         pip_requirements=[f"scikit-learn=={sklearn.__version__}", "skops"],
     )
     version = str(info.registered_model_version)
+    _LOGGED.clear()
+    _LOGGED[(config.tracking_uri, config.registered_model, version)] = model
     client = _client(config)
     for key, value in tags.items():
         client.set_model_version_tag(config.registered_model, version, key, value)
@@ -116,6 +136,12 @@ def load_model(config: TrackingConfig, version: str):
 
     mlflow.set_tracking_uri(config.tracking_uri)
     return mlflow.sklearn.load_model(f"models:/{config.registered_model}/{version}")
+
+
+def logged_or_load(config: TrackingConfig, version: str):
+    """The model of `version`: the object this process logged as it, else loaded (`load_model`)."""
+    logged = _LOGGED.get((config.tracking_uri, config.registered_model, version))
+    return logged if logged is not None else load_model(config, version)
 
 
 def alias_version(config: TrackingConfig, alias: str) -> str | None:

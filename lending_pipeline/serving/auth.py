@@ -5,8 +5,9 @@ one `caller:role:sha256` per line, from `LENDING_API_TOKENS` (lines or `;`-separ
 file named by `LENDING_API_TOKENS_FILE`. `lending-pipeline token` makes a token and its line.
 A presented token is hashed and compared with every stored hash in constant time.
 
-Roles: `scorer` may score; `admin` may also override decisions. Health and metrics endpoints stay
-open. Missing or unknown token: 401; a role without the right: 403; body over the limit: 413.
+Roles: `scorer` may score; `admin` may also override decisions and roll back. Health and metrics
+endpoints stay open. Missing or unknown token: 401; a role without the right: 403; a body over
+the limit: 413.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ TOKENS_ENV = "LENDING_API_TOKENS"
 TOKENS_FILE_ENV = "LENDING_API_TOKENS_FILE"
 ROLES = ("scorer", "admin")
 OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
-ADMIN_PATHS = frozenset({"/override"})
+ADMIN_PATHS = frozenset({"/override", "/rollback"})
 
 
 class TokenConfigError(ValueError):

@@ -56,10 +56,13 @@ def cmd_rollback(args) -> int:
     os.environ["LENDING_DATA_DIR"] = str(data_dir)
     config, history = _tracking(spec)
     try:
-        done = rollback(spec, config, history, data_dir)
+        done = rollback(spec, config, history, data_dir, to_version=args.to)
     except RollbackError as exc:
         print(f"rollback refused: {exc}", file=sys.stderr)
         return 1
+    if done.get("noop"):
+        print(f"version {done['to_version']} is already the champion: nothing to do")
+        return 0
     print(
         f"champion is now version {done['to_version']} (was {done['from_version']}); "
         f"bento {done['bento_tag']} requested"
@@ -130,6 +133,7 @@ def add_commands(sub) -> None:
     back.add_argument(
         "--wait", type=float, default=0.0, help="seconds to wait for the server to switch"
     )
+    back.add_argument("--to", help="the version to roll back to (idempotent: no-op if champion)")
     back.set_defaults(func=cmd_rollback)
 
     token = sub.add_parser("token", help="make an API token (printed once) and its hashed line")

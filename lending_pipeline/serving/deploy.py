@@ -18,6 +18,7 @@ import fcntl
 import json
 import os
 import signal
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +92,36 @@ def _record_failure(data_dir: Path, desired: dict, problem: str) -> None:
         record["history"].append({"event": "failed", **desired, "problem": problem, "time": _now()})
 
 
+def _record_event(data_dir: Path, event: str, slot: Slot, problem: str) -> None:
+    with _locked(data_dir) as record:
+        record["history"].append(
+            {
+                "event": event,
+                "slot": slot.name,
+                "bento_tag": slot.bento_tag,
+                "problem": problem,
+                "time": _now(),
+            }
+        )
+
+
+def _request_key(desired: dict) -> tuple[str, str]:
+    """A deploy request: the same Bento requested again (a new time) is tried again."""
+    return desired["bento_tag"], desired["time"]
+
+
+def _port_taken(port: int) -> str | None:
+    """A problem when something already listens on the slot's port (e.g. a server left over
+    from a supervisor that was killed): its answers must not be mistaken for the new Bento's."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no listener
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return f"port {port} is already in use; stop what listens there"
+    return None
+
+
 def slot_home(data_dir: Path, slot: str) -> Path:
     """A BentoML home per slot (two servers sharing one wipe each other's metrics dir), with
     the shared Bento and model stores linked in."""
@@ -150,8 +181,13 @@ class Supervisor:
                 await self._stop(slot)
 
     async def _converge(self) -> None:
+        if self.active is not None and not self.active.running:
+            code = self.active.process.returncode if self.active.process else None
+            _record_event(self.data_dir, "exited", self.active, f"exit code {code}")
+            print(f"slot {self.active.name} exited (code {code}); starting again", flush=True)
+            self.active = None
         desired = read_record(self.data_dir).get("desired")
-        if not desired or desired["bento_tag"] in self.failed:
+        if not desired or _request_key(desired) in self.failed:
             return
         if self.active is not None and self.active.bento_tag == desired["bento_tag"]:
             return
@@ -166,12 +202,13 @@ class Supervisor:
             )
             or self._idle_slot()
         )
+        problem = None
         if not slot.running or slot.bento_tag != desired["bento_tag"]:
             await self._stop(slot)
-            await self._start(slot, desired["bento_tag"])
-        problem = await self._wait_ready(slot)
+            problem = _port_taken(slot.port) or await self._start(slot, desired["bento_tag"])
+        problem = problem or await self._wait_ready(slot)
         if problem:
-            self.failed.add(desired["bento_tag"])
+            self.failed.add(_request_key(desired))
             _record_failure(self.data_dir, desired, problem)
             print(f"deploy of {desired['bento_tag']} failed: {problem}", flush=True)
             await self._stop(slot)
@@ -183,29 +220,32 @@ class Supervisor:
     def _idle_slot(self) -> Slot:
         return next(s for s in self.slots.values() if s is not self.active)
 
-    async def _start(self, slot: Slot, bento_tag: str) -> None:
+    async def _start(self, slot: Slot, bento_tag: str) -> str | None:
         env = bentoml_env(self.data_dir)
         env["BENTOML_HOME"] = str(slot_home(self.data_dir, slot.name))
-        env.setdefault("LENDING_DATA_DIR", str(self.data_dir))
+        env["LENDING_DATA_DIR"] = str(self.data_dir)
         self.logs.mkdir(parents=True, exist_ok=True)
-        log = open(self.logs / f"{slot.name}.log", "ab")  # noqa: SIM115 (owned by the process)
-        slot.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bentoml",
-            "serve",
-            bento_tag,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(slot.port),
-            env=env,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
-        log.close()
+        with open(self.logs / f"{slot.name}.log", "ab") as log:
+            try:
+                slot.process = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "bentoml",
+                    "serve",
+                    bento_tag,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(slot.port),
+                    env=env,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                return f"the server could not be started ({exc})"
         slot.bento_tag = bento_tag
+        return None
 
     async def _wait_ready(self, slot: Slot) -> str | None:
         deadline = asyncio.get_running_loop().time() + READY_TIMEOUT

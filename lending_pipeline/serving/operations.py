@@ -6,6 +6,7 @@ the audit log as well.
 
 from __future__ import annotations
 
+import fcntl
 import getpass
 import os
 from pathlib import Path
@@ -49,33 +50,44 @@ def rollback(
     history: Path,
     data_dir: Path,
     actor: str | None = None,
+    to_version: str | None = None,
 ) -> dict:
     """Swap the `champion` and `previous` aliases, record it everywhere, deploy the new champion.
 
-    Running it again undoes it (the aliases swap back).
+    Running it again undoes it (the aliases swap back). With `to_version` it is idempotent:
+    nothing moves when that version is already the champion, and it refuses when that version
+    is not the previous one. Rollbacks are serialised by a lock file; the audit entry is written
+    before the aliases move, so no rollback goes unaudited.
     """
-    champion = tracking.alias_version(config, tracking.CHAMPION)
-    previous = tracking.alias_version(config, tracking.PREVIOUS)
-    if champion is None or previous is None:
-        raise RollbackError(
-            f"nothing to roll back to: champion is {champion or 'unset'}, "
-            f"previous is {previous or 'unset'}"
+    actor = (actor or os.environ.get("USER") or getpass.getuser())[:300]
+    history.parent.mkdir(parents=True, exist_ok=True)
+    with open(history.with_name(".rollback.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        champion = tracking.alias_version(config, tracking.CHAMPION)
+        previous = tracking.alias_version(config, tracking.PREVIOUS)
+        if to_version is not None and champion == to_version:
+            return {"event": "rollback", "to_version": champion, "by": actor, "noop": True}
+        if champion is None or previous is None or to_version not in (None, previous):
+            raise RollbackError(
+                f"cannot roll back to {to_version or 'the previous version'}: champion is "
+                f"{champion or 'unset'}, previous is {previous or 'unset'}"
+            )
+        entry = {
+            "event": "rollback",
+            "from_version": champion,
+            "to_version": previous,
+            "registered_model": config.registered_model,
+            "by": actor,
+        }
+        store = audit.open_store(data_dir)
+        try:
+            store.append("rollback", [entry])
+        finally:
+            store.close()
+        tracking.promote(config, previous)
+        tracking.append_history(
+            history, {**entry, "version": previous, "previous_version": champion}
         )
-    actor = actor or os.environ.get("USER") or getpass.getuser()
-    entry = {
-        "event": "rollback",
-        "from_version": champion,
-        "to_version": previous,
-        "registered_model": config.registered_model,
-        "by": actor,
-    }
-    tracking.promote(config, previous)
-    tracking.append_history(history, {**entry, "version": previous, "previous_version": champion})
-    store = audit.open_store(data_dir)
-    try:
-        store.append("rollback", [entry])
-    finally:
-        store.close()
     bundle = deploy_version(spec, config, previous, data_dir, reason=f"rollback by {actor}")
     return {**entry, "bento_tag": bundle.bento_tag}
 

@@ -10,18 +10,20 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # one request's trees: threads cost more than help
 
-import hmac  # noqa: E402
+import logging  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+import anyio  # noqa: E402
 import bentoml  # noqa: E402
 
 from lending_pipeline import telemetry  # noqa: E402, F401
-from lending_pipeline.ml import audit, pii  # noqa: E402
+from lending_pipeline.ml import audit, pii, tracking  # noqa: E402
 from lending_pipeline.ml.scoring import Decision, Scorer, request_columns  # noqa: E402
+from lending_pipeline.serving import operations  # noqa: E402
 from lending_pipeline.serving.auth import AuthMiddleware, load_callers  # noqa: E402
 from lending_pipeline.serving.bundle import SPEC_FILE, Bundle, bundle_dir  # noqa: E402
 from lending_pipeline.serving.requests import RequestError, RequestValidator  # noqa: E402
@@ -30,6 +32,7 @@ from lending_pipeline.spec import load_spec  # noqa: E402
 BUNDLE = Bundle.load(bundle_dir())
 SPEC = load_spec(bundle_dir() / SPEC_FILE)
 DECISIONS = ("approve", "refer", "decline")
+LOG = logging.getLogger("lending_pipeline.serving")
 
 
 def data_dir() -> Path:
@@ -45,9 +48,9 @@ class Scoring:
     model_ref = bentoml.models.BentoModel(BUNDLE.model_tag)
 
     def __init__(self):
-        self.key = pii.key_bytes(os.environ.get("LENDING_PII_KEY"))
+        key = pii.key_bytes(os.environ.get("LENDING_PII_KEY"))
         load_callers()  # refuse to start without tokens (the middleware loads them lazily)
-        self.validate = RequestValidator(SPEC, self.key)
+        self.validate = RequestValidator(SPEC, key)
         self.audit = audit.open_store(data_dir())
         self.model_info = {"name": BUNDLE.registered_model, "version": BUNDLE.model_version}
         self.fields = list(request_columns(SPEC))
@@ -56,10 +59,17 @@ class Scoring:
         threading.Thread(target=self._load, name="load-model", daemon=True).start()
 
     def _load(self) -> None:
+        """Load the model in the background; /readyz stays 503 until it is in (or forever, with
+        the reason in the log, when it cannot be loaded)."""
         import mlflow.sklearn
 
-        model = mlflow.sklearn.load_model(self.model_ref.path)
-        self.scorer = Scorer(SPEC, model, BUNDLE.cutoff, BUNDLE.reference)
+        try:
+            model = mlflow.sklearn.load_model(self.model_ref.path)
+            self.scorer = Scorer(SPEC, model, BUNDLE.cutoff, BUNDLE.reference)
+        except Exception as exc:
+            LOG.error("model %s could not be loaded: %s", BUNDLE.model_tag, type(exc).__name__)
+            raise
+        LOG.info("model %s loaded", BUNDLE.model_tag)
 
     def _metrics(self) -> None:
         from prometheus_client import Counter, Histogram
@@ -79,7 +89,7 @@ class Scoring:
         return self.scorer is not None
 
     @bentoml.api(route="/score")
-    async def score(self, application: dict[str, Any], ctx: bentoml.Context) -> dict[str, Any]:
+    async def score(self, ctx: bentoml.Context, application: Any = None) -> dict[str, Any]:
         """Score one application: probability of default, score, decision, reason codes."""
         began = time.perf_counter()
         if self.scorer is None:
@@ -98,25 +108,19 @@ class Scoring:
         return self._answer(request_id, decision)
 
     @bentoml.api(route="/score_batch")
-    async def score_batch(
-        self, applications: list[dict[str, Any]], ctx: bentoml.Context
-    ) -> dict[str, Any]:
+    async def score_batch(self, ctx: bentoml.Context, applications: Any = None) -> dict[str, Any]:
         """Score many applications at once (at most the spec's `scoring.max_batch`)."""
         began = time.perf_counter()
         if self.scorer is None:
             return _error(ctx, 503, "the model is still loading")
         limit = SPEC.scoring.max_batch
-        if not applications or len(applications) > limit:
+        if not isinstance(applications, list) or not 0 < len(applications) <= limit:
             rule = {"field": "applications", "rule": "batch_size"}
             return _error(ctx, 422, "invalid batch", [{**rule, "message": f"send 1 to {limit}"}])
-        records, errors = [], []
-        for i, application in enumerate(applications):
-            try:
-                records.append(self.validate(application, prefix=f"applications[{i}]"))
-            except RequestError as exc:
-                errors += exc.errors
-        if errors:
-            return _error(ctx, 422, "invalid applications", errors[:50])
+        try:
+            records = self.validate.many(applications)
+        except RequestError as exc:
+            return _error(ctx, 422, "invalid applications", exc.errors[:50])
         batch_id = uuid.uuid4().hex
         ids = [f"{batch_id}-{i}" for i in range(len(records))]
         decisions = self.scorer.score(records)
@@ -137,8 +141,9 @@ class Scoring:
         }
 
     @bentoml.api(route="/override")
-    async def override(self, override: dict[str, Any], ctx: bentoml.Context) -> dict[str, Any]:
+    async def override(self, ctx: bentoml.Context, override: Any = None) -> dict[str, Any]:
         """Record a manual decision override (admin only): request id, decision, reason."""
+        override = override if isinstance(override, dict) else {}
         request_id = str(override.get("request_id", ""))[:80]
         decision = override.get("decision")
         reason = str(override.get("reason", ""))[:500]
@@ -155,12 +160,35 @@ class Scoring:
         (written,) = self.audit.append("override", [entry])
         return {"recorded": True, "audit_seq": written.seq}
 
+    @bentoml.api(route="/rollback")
+    async def rollback(
+        self, ctx: bentoml.Context, reason: Any = None, to_version: Any = None
+    ) -> dict[str, Any]:
+        """Make the previous model version champion and serve it (admin only). With
+        `to_version`, a retry is harmless: nothing moves when it is already the champion."""
+        if not isinstance(reason, str) or not reason.strip():
+            rule = {"field": "reason", "rule": "required", "message": "say why"}
+            return _error(ctx, 422, "invalid rollback", [rule])
+        data = data_dir()
+        config = tracking.registry_config(data, BUNDLE.registered_model)
+        history = tracking.history_path(data)
+        actor = f"{_caller(ctx)} (API): {reason[:200]}"
+        try:
+            done = await anyio.to_thread.run_sync(
+                lambda: operations.rollback(
+                    SPEC, config, history, data, actor, str(to_version) if to_version else None
+                )
+            )
+        except operations.RollbackError as exc:
+            return _error(ctx, 409, str(exc))
+        return done
+
     def _entry(self, request_id: str, caller: str, raw, record: dict, decision: Decision) -> dict:
         return {
             "request_id": request_id,
             "caller": caller,
             "model": self.model_info,
-            "input_hmac": hmac.new(self.key, audit.canonical(raw).encode(), "sha256").hexdigest(),
+            "input_hmac": self.validate.input_hmac(raw),
             "inputs": {
                 k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in record.items()
             },

@@ -9,6 +9,7 @@ import yaml
 
 from lending_pipeline.definitions import build_definitions
 from lending_pipeline.defs.evaluation import CHAMPION_ASSET
+from lending_pipeline.defs.training import TRAINING_SET
 from lending_pipeline.ml import tracking
 from lending_pipeline.ml.synth import generate_consumer_loans
 from lending_pipeline.runs import run_partition, run_training
@@ -161,6 +162,9 @@ def test_lineage_on_run_and_model_version(tmp_path, workspace):
         assert tags.get(key), key
     assert tags["dagster_run_id"] == result.run_id
     assert tags["spec_digest"] == spec.digest
+    training_set = instance.get_latest_materialization_event(TRAINING_SET).asset_materialization
+    for split in ("train", "validation", "test"):  # the digests the training set's page shows
+        assert tags[f"{split}_digest"] == training_set.metadata[f"{split}_digest"].value
     assert tags["partition_range"].startswith("2025-02-03..")
     client = MlflowClient(tracking_uri=config.tracking_uri)
     version = client.get_model_version(config.registered_model, "1")

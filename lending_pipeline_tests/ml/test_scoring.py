@@ -118,3 +118,23 @@ def test_spec_needs_a_reason_code_for_every_model_input(tmp_path):
     path.write_text(yaml.safe_dump(text))
     with pytest.raises(SpecError, match="needs a reason code; missing: utilization"):
         load_spec(path)
+
+
+def test_forest_routes_like_scikit_learn_including_missing_and_unknown_categories(spec, fitted):
+    tables, _, split = fitted
+    trained = fit_candidate(spec, split)
+    scorer = Scorer(spec, trained.model, trained.cutoff, {})
+    forest = scorer._fast.forest
+    records = records_from_tables(spec, tables)[:40]
+    x = scorer.matrix(scorer.features(records))[:, scorer._fast.order]
+    x[::3, 0] = np.nan  # missing category
+    x[1::3, 1] = 250  # a category code the model never saw
+    x[2::5, 2] = -1  # out of range
+    x[::4, -1] = np.nan  # missing number
+    assert forest.categorical.any()
+    np.testing.assert_allclose(
+        forest.decision_function(x),
+        trained.model.calibrated_classifiers_[0].estimator.estimator[-1].decision_function(x),
+        rtol=0,
+        atol=1e-12,
+    )

@@ -89,6 +89,7 @@ def test_every_model_type_logs_and_loads_under_the_trusted_types(spec, tmp_path,
     example = inputs(spec, frame.head(20))
     with tracking.start_run(config, "test", {"purpose": "test"}):
         version, _ = tracking.log_model(config, trained.model, example, {"k": "v"})
+    assert tracking.logged_or_load(config, version) is trained.model  # logged by this process
     loaded = tracking.load_model(config, version)
     np.testing.assert_allclose(
         loaded.predict_proba(example)[:, 1], trained.model.predict_proba(example)[:, 1]

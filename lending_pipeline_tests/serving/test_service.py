@@ -13,6 +13,18 @@ from lending_pipeline.ml.train import predict
 from lending_pipeline.serving.deploy import read_record
 from lending_pipeline_tests.serving.conftest import wait_for
 
+BUREAU_FIELDS = [
+    "pull_date",
+    "tradeline_count",
+    "revolving_balance",
+    "revolving_limit",
+    "delinquencies_24m",
+    "months_since_last_delinquency",
+    "inquiries_6m",
+    "oldest_account_months",
+    "monthly_debt_payments",
+]
+
 
 def test_a_decision_has_probability_score_decision_and_model(deployment):
     with deployment.client() as client:
@@ -36,10 +48,16 @@ def test_a_decision_has_probability_score_decision_and_model(deployment):
 
 @pytest.mark.parametrize(
     "token, path, status",
-    [(None, "/score", 401), ("not-a-token", "/score", 401), ("scorer", "/override", 403)],
+    [
+        (None, "/score", 401),
+        ("not-a-token", "/score", 401),
+        ("scorer", "/override", 403),
+        ("scorer", "/rollback", 403),
+    ],
 )
 def test_authentication_and_roles(deployment, token, path, status):
-    body = {"application": deployment.records[0]} if path == "/score" else {"override": {}}
+    bodies = {"/score": {"application": deployment.records[0]}, "/override": {"override": {}}}
+    body = bodies.get(path, {"reason": "try"})
     with deployment.client(token) as client:
         response = client.post(path, json=body)
     assert response.status_code == status
@@ -82,6 +100,38 @@ def test_invalid_fields_get_422_naming_field_and_rule_without_the_value(deployme
     assert point_in_time.json()["detail"][0]["rule"] == "point_in_time"
 
 
+def test_a_joined_source_is_all_or_nothing(deployment):
+    record = next(r for r in deployment.records if r["pull_date"] is not None)
+    partial = dict(record, delinquencies_24m=None, inquiries_6m=None)
+    no_date = dict(record, pull_date=None)
+    no_bureau = dict(record, **{name: None for name in BUREAU_FIELDS})
+    with deployment.client() as client:
+        missing = client.post("/score", json={"application": partial})
+        undated = client.post("/score", json={"application": no_date})
+        without = client.post("/score", json={"application": no_bureau})
+    assert missing.status_code == 422
+    assert {(e["field"], e["rule"]) for e in missing.json()["detail"]} == {
+        ("application.delinquencies_24m", "missing")
+    }
+    assert undated.status_code == 422
+    assert undated.json()["detail"][0]["rule"] == "source_incomplete"
+    assert without.status_code == 200, without.text
+
+
+def test_malformed_bodies_get_422_and_leave_no_trace_in_the_logs(deployment):
+    secret = "Jane Placeholder 987-65-4321"
+    with deployment.client() as client:
+        not_an_object = client.post("/score", json={"application": secret})
+        no_application = client.post("/score", json={"applicant": {"ssn": secret}})
+        not_a_list = client.post("/score_batch", json={"applications": secret})
+    assert [r.status_code for r in (not_an_object, no_application, not_a_list)] == [422] * 3
+    for response in (not_an_object, no_application, not_a_list):
+        assert secret not in response.text
+    time.sleep(1)  # let the access log flush
+    logs = b"".join(p.read_bytes() for p in deployment.data_dir.glob("serving/logs/*.log"))
+    assert secret.encode() not in logs
+
+
 def test_oversized_bodies_get_413_with_or_without_a_length(deployment):
     limit = deployment.spec.scoring.max_body_bytes
     with deployment.client() as client:
@@ -101,13 +151,16 @@ def test_batch_scores_equal_training_batch_scores(deployment):
     records = deployment.records[:500]
     with deployment.client() as client:
         response = client.post("/score_batch", json={"applications": records})
-        too_many = client.post("/score_batch", json={"applications": []})
+        limit = deployment.spec.scoring.max_batch
+        too_many = client.post("/score_batch", json={"applications": records[:1] * (limit + 1)})
+        empty = client.post("/score_batch", json={"applications": []})
     assert response.status_code == 200, response.text[:500]
     served = np.array([r["probability_of_default"] for r in response.json()["results"]])
     model = deployment.versions["2"].model
     batch = predict(deployment.spec, model, deployment.features.iloc[:500])
     np.testing.assert_allclose(served, batch, atol=1e-6)  # the API rounds to 6 decimals
-    assert too_many.status_code == 422
+    assert too_many.status_code == 422 and empty.status_code == 422
+    assert too_many.json()["detail"][0]["rule"] == "batch_size"
 
 
 def test_declines_carry_at_most_four_reason_codes_from_the_table(deployment):
@@ -136,7 +189,7 @@ def test_every_decision_is_audited_with_pseudonyms_only(deployment):
     assert entry["inputs"]["full_name"].startswith("p_") and len(entry["input_hmac"]) == 64
     assert set(entry) >= {"probability_of_default", "decision", "reason_codes", "score"}
     raw = [record[c] for c in ("full_name", "ssn", "email", "address", "date_of_birth")]
-    text = deployment.data_dir.joinpath("audit", "audit.db").read_bytes()
+    text = b"".join(p.read_bytes() for p in deployment.data_dir.glob("audit/audit.db*"))
     logs = b"".join(p.read_bytes() for p in deployment.data_dir.glob("serving/logs/*.log"))
     metrics = deployment.client(None).get("/metrics").text
     for value in raw:
@@ -189,9 +242,16 @@ def test_rollback_switches_the_served_version_after_readiness(deployment):
     store = audit.open_store(deployment.data_dir)
     assert "rollback" in [e.kind for e in store.entries()] and audit.verify(store.entries()).ok
     store.close()
-    again = deployment.cli("rollback", "--wait", "60")
-    assert again.returncode == 0, again.stderr
+    with deployment.client("admin") as client:
+        body = {"reason": "v1 confirmed worse", "to_version": "2"}
+        again = client.post("/rollback", json=body)
+        retried = client.post("/rollback", json=body)
+    assert again.status_code == 200, again.text
+    assert again.json()["to_version"] == "2" and "risk-ops" in again.json()["by"]
+    assert retried.status_code == 200 and retried.json()["noop"] is True
+    wait_for(lambda: deployment.active_version() == "2", 60, "the API rollback")
     assert deployment.served_version() == "2"
+    assert tracking.alias_version(deployment.config, tracking.PREVIOUS) == "1"
 
 
 def watch_startup(deployment, port: int) -> set[tuple[str, int]]:
@@ -213,3 +273,24 @@ def watch_startup(deployment, port: int) -> set[tuple[str, int]]:
                 pass
             time.sleep(0.02)
     return seen
+
+
+def test_no_decision_is_answered_when_the_audit_write_fails(deployment):
+    def decisions() -> int:
+        store = audit.open_store(deployment.data_dir)
+        count = sum(1 for e in store.entries() if e.kind == "decision")
+        store.close()
+        return count
+
+    before = decisions()
+    blocker = sqlite3.connect(deployment.data_dir / "audit" / "audit.db", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        with deployment.client() as client:
+            response = client.post("/score", json={"application": deployment.records[5]})
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert response.status_code == 500
+    assert "decision" not in response.json() and "probability_of_default" not in response.text
+    assert decisions() == before
