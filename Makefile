@@ -14,7 +14,7 @@ export LENDING_API_TOKENS_FILE ?= $(CURDIR)/.secrets/api_tokens
 DEMO_DAYS ?= 100
 DEMO_PER_DAY ?= 1200
 
-.PHONY: help venv demo drift-demo generate materialize train dev serve test bench lint format clean
+.PHONY: help browser venv demo drift-demo generate materialize train dev serve test bench lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -63,7 +63,13 @@ serve: $(STAMP) $(PII_KEY_FILE) ## serve the deployed champion on 127.0.0.1:3001
 	@test -f $(LENDING_DATA_DIR)/serving/deployments.json || $(WITH_KEY) $(BIN)/lending-pipeline package
 	$(WITH_KEY) $(BIN)/lending-pipeline serve --port 3001
 
-test: $(STAMP) ## run the test suite
+browser: ## install Debian's chromium for the UI test when missing (best effort; the test skips without it)
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; }; }; } || \
+	  echo "chromium is not installed: the UI test will skip"
+
+test: $(STAMP) browser ## run the test suite
 	$(BIN)/pytest -q
 
 bench: $(STAMP) ## benchmarks: ingestion -> features, training + evaluation, drift (100k/200k, 1M), scoring API
