@@ -11,10 +11,11 @@ Parity tests hold both ways to the batch scores of training.
 
 Reason codes: for each model input, the applicant's value is replaced by a reference value (the
 median, or the most frequent category, among applicants who repaid in the training split) and the
-fall in probability of default is that input's contribution. All variations of one application go
-through the model in one call. The inputs with the largest positive contributions, at most
-`max_reason_codes`, give the adverse-action reasons; ties resolve in spec order, so the same input
-always gets the same reasons.
+fall in probability of default is that input's contribution. The variations of all applications
+not approved go through the model in one call (inputs already at their reference are skipped).
+The inputs with the largest positive contributions, at most `max_reason_codes`, give the
+adverse-action reasons; ties resolve in spec order, so the same input always gets the same
+reasons.
 """
 
 from __future__ import annotations
@@ -179,22 +180,16 @@ class Scorer:
         return self.model.predict_proba(model_matrix(self.spec, frame))[:, 1]
 
     def score(self, records: list[dict]) -> list[Decision]:
-        """Decisions for request records, with reason codes for refer and decline.
-
-        One application: it and its variations go through the model in a single call. Many:
-        one call for all, then one for the variations of those not approved.
-        """
+        """Decisions for request records, with reason codes for refer and decline: one model
+        call for the applications, one for the variations of those not approved."""
         matrix = self.matrix(self.features(records))
-        if len(records) == 1:
-            both = self.probabilities(np.vstack([matrix, self._variations(matrix)]))
-            probability, varied = both[:1], both[1:]
-        else:
-            probability, varied = self.probabilities(matrix), None
+        probability = self.probabilities(matrix)
         decisions = [self.decide(p) for p in probability]
         adverse = [i for i, d in enumerate(decisions) if d != APPROVE]
-        if adverse and varied is None:
+        reasons = []
+        if adverse:
             varied = self._varied_probabilities(matrix[adverse], probability[adverse])
-        reasons = self._reasons(probability[adverse], varied) if adverse else []
+            reasons = self._reasons(probability[adverse], varied)
         by_row = dict(zip(adverse, reasons, strict=True))
         return [
             Decision(float(p), self.points(p), d, by_row.get(i, []))
