@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export LENDING_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 PII_KEY_FILE := $(CURDIR)/.secrets/pii_key
-export LENDING_API_TOKENS_FILE ?= $(CURDIR)/.secrets/api_tokens
+API_TOKENS_FILE := $(CURDIR)/.secrets/api_tokens
 DEMO_DAYS ?= 100
 DEMO_PER_DAY ?= 1200
 
@@ -58,10 +58,10 @@ dev: $(STAMP) $(PII_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## Dagster UI + daemo
 	$(WITH_KEY) $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 serve: $(STAMP) $(PII_KEY_FILE) ## serve the deployed champion on 127.0.0.1:3001 (blue/green slots 3101/3102)
-	@test -s $(LENDING_API_TOKENS_FILE) || { echo "a scorer token for this machine (shown once; only its hash is kept):"; \
-	  $(BIN)/lending-pipeline token --caller local --role scorer --file $(LENDING_API_TOKENS_FILE); }
+	@test -s $${LENDING_API_TOKENS_FILE:-$(API_TOKENS_FILE)} || { echo "a scorer token for this machine (shown once; only its hash is kept):"; \
+	  $(BIN)/lending-pipeline token --caller local --role scorer --file $${LENDING_API_TOKENS_FILE:-$(API_TOKENS_FILE)}; }
 	@test -f $(LENDING_DATA_DIR)/serving/deployments.json || $(WITH_KEY) $(BIN)/lending-pipeline package
-	$(WITH_KEY) $(BIN)/lending-pipeline serve --port 3001
+	LENDING_API_TOKENS_FILE="$${LENDING_API_TOKENS_FILE:-$(API_TOKENS_FILE)}" $(WITH_KEY) $(BIN)/lending-pipeline serve --port 3001
 
 browser: ## install Debian's chromium for the UI test when missing (best effort; the test skips without it)
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \

@@ -103,13 +103,13 @@ def deployment(tmp_path_factory):
         "LENDING_API_TOKENS": f"{scorer_line};{admin_line}",
         "BENTOML_DO_NOT_TRACK": "true",
     }
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.pop("LENDING_AUDIT_URL", None)
+    for key in ("MLFLOW_TRACKING_URI", "LENDING_AUDIT_URL", "LENDING_API_TOKENS_FILE"):
+        env.pop(key, None)
     patch = pytest.MonkeyPatch()
     for key in ("LENDING_DATA_DIR", "LENDING_PII_KEY", "LENDING_API_TOKENS"):
         patch.setenv(key, env[key])
-    patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    patch.delenv("LENDING_AUDIT_URL", raising=False)
+    for key in ("MLFLOW_TRACKING_URI", "LENDING_AUDIT_URL", "LENDING_API_TOKENS_FILE"):
+        patch.delenv(key, raising=False)
 
     from lending_pipeline.defs.resources import MlflowTracking
 

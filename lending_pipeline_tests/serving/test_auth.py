@@ -6,6 +6,11 @@ import pytest
 from lending_pipeline.serving import auth
 
 
+@pytest.fixture(autouse=True)
+def no_token_file(monkeypatch):
+    monkeypatch.delenv(auth.TOKENS_FILE_ENV, raising=False)
+
+
 def test_tokens_are_kept_as_hashes_and_identify_their_caller(monkeypatch):
     token, line = auth.new_token("origination", "scorer")
     admin, admin_line = auth.new_token("ops", "admin")
