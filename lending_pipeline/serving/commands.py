@@ -16,10 +16,15 @@ def _data_dir(args) -> Path:
     return resolve_data_dir(getattr(args, "data_dir", None))
 
 
-def _tracking(spec):
+def _registry(args):
+    """Spec, data dir (exported for the resources), MLflow registry config, promotion history."""
     from lending_pipeline.defs.resources import MlflowTracking
 
-    return MlflowTracking().config(spec.name), MlflowTracking().history_path()
+    spec = load_spec(args.spec)
+    data_dir = _data_dir(args)
+    os.environ["LENDING_DATA_DIR"] = str(data_dir)
+    tracking = MlflowTracking()
+    return spec, data_dir, tracking.config(spec.name), tracking.history_path()
 
 
 def cmd_serve(args) -> int:
@@ -34,10 +39,7 @@ def cmd_package(args) -> int:
     from lending_pipeline.ml import tracking
     from lending_pipeline.serving.operations import deploy_version
 
-    spec = load_spec(args.spec)
-    data_dir = _data_dir(args)
-    os.environ["LENDING_DATA_DIR"] = str(data_dir)
-    config, _ = _tracking(spec)
+    spec, data_dir, config, _ = _registry(args)
     version = args.version or tracking.alias_version(config, tracking.CHAMPION)
     if version is None:
         print("no champion model yet: run `make demo` or `lending-pipeline train`", file=sys.stderr)
@@ -51,10 +53,7 @@ def cmd_rollback(args) -> int:
     from lending_pipeline.serving.deploy import read_record
     from lending_pipeline.serving.operations import RollbackError, active_version, rollback
 
-    spec = load_spec(args.spec)
-    data_dir = _data_dir(args)
-    os.environ["LENDING_DATA_DIR"] = str(data_dir)
-    config, history = _tracking(spec)
+    spec, data_dir, config, history = _registry(args)
     try:
         done = rollback(spec, config, history, data_dir, to_version=args.to)
     except RollbackError as exc:

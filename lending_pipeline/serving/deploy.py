@@ -87,22 +87,9 @@ def _record_switch(data_dir: Path, slot: str, desired: dict) -> None:
         record["history"].append({"event": "switched", "slot": slot, **desired, "time": _now()})
 
 
-def _record_failure(data_dir: Path, desired: dict, problem: str) -> None:
+def _append_history(data_dir: Path, entry: dict) -> None:
     with _locked(data_dir) as record:
-        record["history"].append({"event": "failed", **desired, "problem": problem, "time": _now()})
-
-
-def _record_event(data_dir: Path, event: str, slot: Slot, problem: str) -> None:
-    with _locked(data_dir) as record:
-        record["history"].append(
-            {
-                "event": event,
-                "slot": slot.name,
-                "bento_tag": slot.bento_tag,
-                "problem": problem,
-                "time": _now(),
-            }
-        )
+        record["history"].append({**entry, "time": _now()})
 
 
 def _request_key(desired: dict) -> tuple[str, str]:
@@ -183,7 +170,15 @@ class Supervisor:
     async def _converge(self) -> None:
         if self.active is not None and not self.active.running:
             code = self.active.process.returncode if self.active.process else None
-            _record_event(self.data_dir, "exited", self.active, f"exit code {code}")
+            _append_history(
+                self.data_dir,
+                {
+                    "event": "exited",
+                    "slot": self.active.name,
+                    "bento_tag": self.active.bento_tag,
+                    "problem": f"exit code {code}",
+                },
+            )
             print(f"slot {self.active.name} exited (code {code}); starting again", flush=True)
             self.active = None
         desired = read_record(self.data_dir).get("desired")
@@ -209,7 +204,7 @@ class Supervisor:
         problem = problem or await self._wait_ready(slot)
         if problem:
             self.failed.add(_request_key(desired))
-            _record_failure(self.data_dir, desired, problem)
+            _append_history(self.data_dir, {"event": "failed", **desired, "problem": problem})
             print(f"deploy of {desired['bento_tag']} failed: {problem}", flush=True)
             await self._stop(slot)
             return

@@ -9,21 +9,12 @@ import pytest
 
 from lending_pipeline.defs.resources import MlflowTracking
 from lending_pipeline.ml import audit, tracking
+from lending_pipeline.ml.synth import BUREAU_COLUMNS
 from lending_pipeline.ml.train import predict
 from lending_pipeline.serving.deploy import read_record
 from lending_pipeline_tests.serving.conftest import wait_for
 
-BUREAU_FIELDS = [
-    "pull_date",
-    "tradeline_count",
-    "revolving_balance",
-    "revolving_limit",
-    "delinquencies_24m",
-    "months_since_last_delinquency",
-    "inquiries_6m",
-    "oldest_account_months",
-    "monthly_debt_payments",
-]
+BUREAU_FIELDS = ["pull_date", *BUREAU_COLUMNS]
 
 
 def test_a_decision_has_probability_score_decision_and_model(deployment):
