@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
+from sklearn.calibration import _SigmoidCalibration
 
 from lending_pipeline.ml.features import derive, join_sources, model_matrix
 from lending_pipeline.ml.train import column_roles
@@ -180,16 +182,15 @@ class Scorer:
         return self.model.predict_proba(model_matrix(self.spec, frame))[:, 1]
 
     def score(self, records: list[dict]) -> list[Decision]:
-        """Decisions for request records, with reason codes for refer and decline: one model
-        call for the applications, one for the variations of those not approved."""
+        """Decisions for request records, with reason codes for refer and decline (only those
+        need the variations)."""
         matrix = self.matrix(self.features(records))
         probability = self.probabilities(matrix)
         decisions = [self.decide(p) for p in probability]
         adverse = [i for i, d in enumerate(decisions) if d != APPROVE]
         reasons = []
         if adverse:
-            varied = self._varied_probabilities(matrix[adverse], probability[adverse])
-            reasons = self._reasons(probability[adverse], varied)
+            reasons = self._reasons(self._contributions(matrix[adverse], probability[adverse]))
         by_row = dict(zip(adverse, reasons, strict=True))
         return [
             Decision(float(p), self.points(p), d, by_row.get(i, []))
@@ -211,29 +212,22 @@ class Scorer:
         score = scale.base_score + scale.pdo / math.log(2) * math.log((1 - p) / p / scale.base_odds)
         return int(round(min(max(score, scale.min_score), scale.max_score)))
 
-    def _variations(self, matrix: np.ndarray) -> np.ndarray:
-        """Each row repeated once per input, that input set to its reference value."""
+    def _contributions(self, matrix: np.ndarray, probability: np.ndarray) -> np.ndarray:
+        """Per row and input, the fall in probability when the input is set to its reference
+        value (exactly 0 when it already is)."""
+        if self._fast is not None:
+            return self._fast.contributions(matrix, self._reference_row)
         rows, k = matrix.shape
+        reference = self._reference_row[None, :]
+        same = (matrix == reference) | (np.isnan(matrix) & np.isnan(reference))
         varied = np.repeat(matrix, k, axis=0)
         column = np.tile(np.arange(k), rows)
         varied[np.arange(rows * k), column] = self._reference_row[column]
-        return varied
+        contribution = probability[:, None] - self.probabilities(varied).reshape(rows, k)
+        return np.where(same, 0.0, contribution)
 
-    def _varied_probabilities(self, matrix: np.ndarray, probability: np.ndarray) -> np.ndarray:
-        """Probabilities of the variations; a variation equal to its row keeps the row's."""
-        k = len(self.inputs)
-        reference = self._reference_row[None, :]
-        same = (matrix == reference) | (np.isnan(matrix) & np.isnan(reference))
-        changed = ~same.reshape(-1)
-        out = np.repeat(probability, k)
-        if changed.any():
-            out[changed] = self.probabilities(self._variations(matrix)[changed])
-        return out
-
-    def _reasons(self, probability: np.ndarray, varied: np.ndarray) -> list[list[dict]]:
+    def _reasons(self, contribution: np.ndarray) -> list[list[dict]]:
         """Per row, the inputs whose reference value lowers the probability most."""
-        k = len(self.inputs)
-        contribution = probability[:, None] - varied.reshape(len(probability), k)
         table = self.spec.scoring.reason_codes
         limit = self.spec.scoring.max_reason_codes
         out = []
@@ -278,54 +272,106 @@ class Forest:
                 out[i, : len(tree.nodes)] = tree.nodes[name]
             return out.ravel()
 
-        offsets = np.cumsum([0] + [len(t.raw_left_cat_bitsets) for t in trees[:-1]])
-        bitsets = [t.raw_left_cat_bitsets for t in trees if len(t.raw_left_cat_bitsets)]
+        first = np.repeat(np.arange(len(trees)) * width, width)  # flat index of each node's root
         self.model = model
-        self.root = (np.arange(len(trees)) * width)[None, :]  # flat index of each tree's root
+        self.root = (np.arange(len(trees)) * width)[None, :]
         self.feature = field("feature_idx", np.intp)
         self.threshold = field("num_threshold", np.float64)
         self.missing_left = field("missing_go_to_left", bool)
-        self.left = field("left", np.intp) + np.repeat(self.root.ravel(), width)
-        self.right = field("right", np.intp) + np.repeat(self.root.ravel(), width)
-        self.leaf = field("is_leaf", bool)
+        self.left = field("left", np.intp) + first
+        self.right = field("right", np.intp) + first
+        leaf = np.flatnonzero(field("is_leaf", bool))
+        self.left[leaf] = self.right[leaf] = leaf  # a leaf routes to itself
         self.value = field("value", np.float64)
-        self.categorical = field("is_categorical", bool)
-        self.bitset_row = field("bitset_idx", np.intp) + np.repeat(offsets, width)
-        self.left_bitsets = np.concatenate(bitsets) if bitsets else np.zeros((1, 8), np.uint32)
-        self.known_bitsets, self.known_row = model._bin_mapper.make_known_categories_bitsets()
+        offsets = np.cumsum([0] + [len(t.raw_left_cat_bitsets) for t in trees[:-1]])
+        categorical = np.flatnonzero(field("is_categorical", bool))
+        bitset = (field("bitset_idx", np.intp) + np.repeat(offsets, width))[categorical]
+        bitsets = [t.raw_left_cat_bitsets for t in trees if len(t.raw_left_cat_bitsets)]
+        self.category_row = np.zeros(len(first), dtype=np.intp)
+        self.category_row[categorical] = np.arange(1, len(categorical) + 1)
+        self.category_left = self._category_table(model, categorical, bitset, bitsets)
         self.depth = int(max(t.nodes["depth"].max() for t in trees))
         self.baseline = float(np.asarray(model._baseline_prediction).ravel()[0])
+        self.trees = trees
+        self.tree_inputs = [
+            np.unique(t.nodes["feature_idx"][t.nodes["is_leaf"] == 0]) for t in trees
+        ]
+        self.pair_tree = np.repeat(np.arange(len(trees)), [len(f) for f in self.tree_inputs])
+        self.pair_input = np.concatenate(self.tree_inputs)
+        self.pair_onehot = np.eye(model.n_features_in_)[self.pair_input]
+
+    def _category_table(self, model, nodes, bitset, bitsets) -> np.ndarray:
+        """Row 1.. per categorical node: whether code 0..255 goes left, and in column 256 the
+        missing direction (for NaN and negative codes). Row 0 (numeric nodes) is unused."""
+        table = np.zeros((len(nodes) + 1, 257), dtype=bool)
+        if len(nodes) == 0:
+            return table
+        known_bitsets, known_row = model._bin_mapper.make_known_categories_bitsets()
+        code = np.arange(256)
+        word, bit = code >> 5, (code & 31).astype(np.uint32)
+        in_left = (np.concatenate(bitsets)[bitset][:, word] >> bit) & 1
+        known = (known_bitsets[known_row[self.feature[nodes]]][:, word] >> bit) & 1
+        missing = self.missing_left[nodes][:, None]
+        table[1:, :256] = np.where(in_left == 1, True, np.where(known == 1, False, missing))
+        table[1:, 256] = missing[:, 0]
+        return table
 
     def decision_function(self, x: np.ndarray) -> np.ndarray:
         """Raw log-odds per row (as `model.decision_function`)."""
         if len(x) > self.MAX_ROWS:
             return self.model.decision_function(x)
+        return self.baseline + self._leaf_values(x, self.root[0]).sum(axis=1)
+
+    def deltas(self, x: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw log-odds per row, and its change when each input in turn is set to `reference`
+        (rows x inputs; exactly 0 where the value already is the reference).
+
+        Only the trees that split on an input can change with it, so each tree is evaluated
+        once per input it uses: about a third of the work of every tree on every variation.
+        """
         x = np.ascontiguousarray(x, dtype=np.float64)
+        if len(x) <= self.MAX_ROWS:
+            base = self._leaf_values(x, self.root[0])
+            varied = self._leaf_values(
+                x, self.root[0, self.pair_tree], self.pair_input, reference[self.pair_input]
+            )
+            change = (varied - base[:, self.pair_tree]) @ self.pair_onehot
+            return self.baseline + base.sum(axis=1), change
+        known_bitsets, known_row = self.model._bin_mapper.make_known_categories_bitsets()
+        raw = np.full(len(x), self.baseline)
+        change = np.zeros(x.shape)
+        for tree, inputs in zip(self.trees, self.tree_inputs, strict=True):
+            base = tree.predict(x, known_bitsets, known_row, 1)
+            raw += base
+            if len(inputs):
+                varied = np.repeat(x, len(inputs), axis=0)
+                varied.reshape(len(x), len(inputs), -1)[:, np.arange(len(inputs)), inputs] = (
+                    reference[inputs]
+                )
+                values = tree.predict(varied, known_bitsets, known_row, 1)
+                change[:, inputs] += values.reshape(len(x), len(inputs)) - base[:, None]
+        return raw, change
+
+    def _leaf_values(self, x, roots, swap_input=None, swap_value=None) -> np.ndarray:
+        """The leaf value each row reaches in each tree given by its root (rows x roots); with
+        `swap_input`, the tree of column c reads `swap_value[c]` for input `swap_input[c]`."""
         row_start = (np.arange(len(x)) * x.shape[1])[:, None]
-        node = np.repeat(self.root, len(x), axis=0)
+        x = np.ascontiguousarray(x, dtype=np.float64).ravel()
+        node = np.repeat(roots[None, :], len(row_start), axis=0)
         for _ in range(self.depth):
             feature = self.feature.take(node)
-            value = x.ravel().take(row_start + feature)
-            missing_left = self.missing_left.take(node)
-            left = value <= self.threshold.take(node)
-            categorical = self.categorical.take(node)
-            if categorical.any():
-                routed = self._category_left(value, node, feature, missing_left, categorical)
-                left = np.where(categorical, routed, left)
-            left = np.where(np.isnan(value), missing_left, left)
-            step = np.where(left, self.left.take(node), self.right.take(node))
-            node = np.where(self.leaf.take(node), node, step)
-        return self.baseline + self.value.take(node).sum(axis=1)
-
-    def _category_left(self, value, node, feature, missing_left, categorical) -> np.ndarray:
-        code = np.where(np.isnan(value) | (value < 0), 0, value).astype(np.intp) & 255
-        word, bit = code >> 5, (code & 31).astype(np.uint32)
-        bitset = np.where(categorical, self.bitset_row.take(node), 0)  # numeric nodes have none
-        in_left = (self.left_bitsets[bitset, word] >> bit) & 1
-        known_row = np.where(categorical, self.known_row[feature], 0)
-        known = (self.known_bitsets[known_row, word] >> bit) & 1
-        routed = np.where(in_left == 1, True, np.where(known == 1, False, missing_left))
-        return np.where(value < 0, missing_left, routed)
+            value = x.take(row_start + feature)
+            if swap_input is not None:
+                value = np.where(feature == swap_input, swap_value, value)
+            missing = np.isnan(value)
+            left = np.where(
+                missing, self.missing_left.take(node), value <= self.threshold.take(node)
+            )
+            code = np.where(missing | (value < 0), 256, np.fmin(value, 255)).astype(np.intp)
+            category = self.category_row.take(node)
+            left = np.where(category > 0, self.category_left[category, code], left)
+            node = np.where(left, self.left.take(node), self.right.take(node))
+        return self.value.take(node)
 
 
 @dataclass
@@ -339,9 +385,25 @@ class _TreesPath:
     calibrator: object | None
 
     def probabilities(self, matrix: np.ndarray) -> np.ndarray:
-        raw = self.forest.decision_function(np.ascontiguousarray(matrix[:, self.order]))
+        return self.calibrate(
+            self.forest.decision_function(np.ascontiguousarray(matrix[:, self.order]))
+        )
+
+    def contributions(self, matrix: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        """Per row and input (spec order), the fall in probability when the input is set to
+        its reference value."""
+        raw, change = self.forest.deltas(matrix[:, self.order], reference[self.order])
+        fall = self.calibrate(raw)[:, None] - self.calibrate(raw[:, None] + change)
+        out = np.empty_like(fall)
+        out[:, self.order] = fall
+        return out
+
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        """Probability of default from raw log-odds (the fitted calibrator, if any)."""
         if self.calibrator is None:
-            return 1.0 / (1.0 + np.exp(-raw))
+            return expit(raw)
+        if isinstance(self.calibrator, _SigmoidCalibration):  # its predict, without the checks
+            return expit(-(self.calibrator.a_ * raw + self.calibrator.b_))
         return self.calibrator.predict(raw)
 
 
