@@ -9,7 +9,9 @@ keep-alive sockets, one process) sends recorded applications:
 
 - p50 / p99 latency at concurrency 1, throughput at concurrency 16, both endpoints;
 - the same through the blue/green router (`lending-pipeline serve`, the public port);
-- one `/score_batch` of 10,000 applications.
+- one `/score_batch` of 10,000 applications;
+- the frameworks' own floor: a BentoML service and a FastAPI app that parse the same bodies and
+  answer a constant (no model, no auth, no audit), to show what BentoML itself costs per request.
 
 Writes benchmarks/results/serving.json.
 
@@ -166,6 +168,64 @@ async def score(request: Request):
 """
 
 
+FLOOR_APP = """
+from fastapi import FastAPI, Request
+from starlette.responses import Response
+
+app = FastAPI()
+
+@app.post("/score")
+async def score(request: Request):
+    await request.json()
+    return Response(b'{"decision": "approve"}', media_type="application/json")
+"""
+
+FLOOR_SERVICE = """
+from typing import Any
+import bentoml
+from starlette.responses import Response
+
+@bentoml.service(name="floor", workers=1, tracing={"excluded_urls": ["/score"]})
+class Floor:
+    @bentoml.api(route="/score")
+    async def score(self, application: Any = None) -> Any:
+        return Response(b'{"decision": "approve"}', media_type="application/json")
+"""
+
+
+def uvicorn(app: str, port: int, root: Path) -> list[str]:
+    return [
+        *(sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)),
+        *("--workers", "1", "--log-level", "warning", "--app-dir", str(root)),
+    ]
+
+
+def measure_floor(root: Path, env: dict, records: list[dict], args) -> dict:
+    """Both frameworks answering a constant to the same bodies, one worker each."""
+    (root / "floor_app.py").write_text(FLOOR_APP)
+    (root / "floor_service.py").write_text(FLOOR_SERVICE)
+    out = {}
+    for name, path in (("fastapi", "/docs"), ("bentoml", "/readyz")):
+        port = free_port()
+        if name == "fastapi":
+            command = uvicorn("floor_app:app", port, root)
+        else:
+            command = [sys.executable, "-m", "bentoml", "serve", "floor_service:Floor"]
+            command += ["--host", "127.0.0.1", "--port", str(port), "--working-dir", str(root)]
+        process = start(
+            command, {**env, "BENTOML_HOME": str(root / "floor_home")}, root / f"floor_{name}.log"
+        )
+        try:
+            wait_ready(port, path)
+            bodies = [
+                request_bytes(port, "/score", {"application": r}, None) for r in records[:2000]
+            ]
+            out[name] = measure(port, bodies, args)
+        finally:
+            stop(process)
+    return out
+
+
 def start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
     with log.open("wb") as handle:
         return subprocess.Popen(
@@ -216,26 +276,7 @@ def main() -> None:
 
         bare_port = free_port()
         (root / "bare_app.py").write_text(BARE_APP)
-        bare = start(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "bare_app:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(bare_port),
-                "--workers",
-                "1",
-                "--log-level",
-                "warning",
-                "--app-dir",
-                str(root),
-            ],
-            env,
-            root / "bare.log",
-        )
+        bare = start(uvicorn("bare_app:app", bare_port, root), env, root / "bare.log")
         try:
             wait_ready(bare_port, "/docs")
             bare_requests = [
@@ -279,6 +320,7 @@ def main() -> None:
             results["batch_10k_s"] = statistics.median(timings)
         finally:
             stop(server)
+        results["floor"] = measure_floor(root, env, records, args)
 
     report(results)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -295,6 +337,21 @@ def report(results: dict) -> None:
             f"{name:<22}{row['c1']['p50_ms']:>9.2f}{row['c1']['p99_ms']:>9.2f}"
             f"{row['c16']['throughput_rps']:>11.0f}{errors:>8}"
         )
+    for name, row in results["floor"].items():
+        print(
+            f"{'floor ' + name:<22}{row['c1']['p50_ms']:>9.2f}{row['c1']['p99_ms']:>9.2f}"
+            f"{row['c16']['throughput_rps']:>11.0f}{row['c1']['errors'] + row['c16']['errors']:>8}"
+        )
+    per_request = {
+        name: 1e3 / results[name]["c16"]["throughput_rps"] for name in ("bare", "bentoml")
+    }
+    floor = {name: 1e3 / row["c16"]["throughput_rps"] for name, row in results["floor"].items()}
+    results["ms_per_request_c16"] = {**per_request, **{f"floor_{k}": v for k, v in floor.items()}}
+    print(
+        f"ms per request at c=16: bare {per_request['bare']:.2f}, service "
+        f"{per_request['bentoml']:.2f}; frameworks alone: FastAPI {floor['fastapi']:.2f}, "
+        f"BentoML {floor['bentoml']:.2f}"
+    )
     ratio = results["bentoml"]["c16"]["throughput_rps"] / results["bare"]["c16"]["throughput_rps"]
     results["throughput_ratio"] = ratio
     single = results["bentoml"]["c1"]

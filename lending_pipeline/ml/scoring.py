@@ -11,8 +11,8 @@ Parity tests hold both ways to the batch scores of training.
 
 Reason codes: for each model input, the applicant's value is replaced by a reference value (the
 median, or the most frequent category, among applicants who repaid in the training split) and the
-fall in probability of default is that input's contribution. The variations of all applications
-not approved go through the model in one call (inputs already at their reference are skipped).
+fall in probability of default is that input's contribution (computed for refer and decline
+only). For the boosted trees, only the trees that split on an input are evaluated again for it.
 The inputs with the largest positive contributions, at most `max_reason_codes`, give the
 adverse-action reasons; ties resolve in spec order, so the same input always gets the same
 reasons.
@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 from sklearn.calibration import _SigmoidCalibration
+from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 
 from lending_pipeline.ml.features import derive, join_sources, model_matrix
 from lending_pipeline.ml.train import column_roles
@@ -52,12 +53,10 @@ def column_arrays(spec: PipelineSpec, records: list[dict]) -> dict[str, np.ndarr
     arrays = {}
     for name, column in request_columns(spec).items():
         values = [record.get(name) for record in records]
-        if column.dtype in ("float", "int"):
-            arrays[name] = np.array([np.nan if v is None else v for v in values], dtype="float64")
+        if column.dtype in ("float", "int", "bool"):
+            arrays[name] = np.array(values, dtype="float64")  # None becomes NaN
         elif column.dtype == "date":
             arrays[name] = np.array(values, dtype="datetime64[ns]")
-        elif column.dtype == "bool":
-            arrays[name] = np.array([np.nan if v is None else float(v) for v in values])
         else:
             arrays[name] = np.array(values, dtype=object)
     return arrays
@@ -192,9 +191,10 @@ class Scorer:
         if adverse:
             reasons = self._reasons(self._contributions(matrix[adverse], probability[adverse]))
         by_row = dict(zip(adverse, reasons, strict=True))
+        points = self.points(probability).tolist()
         return [
-            Decision(float(p), self.points(p), d, by_row.get(i, []))
-            for i, (p, d) in enumerate(zip(probability, decisions, strict=True))
+            Decision(p, points[i], d, by_row.get(i, []))
+            for i, (p, d) in enumerate(zip(probability.tolist(), decisions, strict=True))
         ]
 
     def decide(self, probability: float) -> str:
@@ -206,11 +206,12 @@ class Scorer:
             return APPROVE
         return REFER
 
-    def points(self, probability: float) -> int:
+    def points(self, probability: np.ndarray) -> np.ndarray:
+        """Scores on the spec's points scale (integers, clipped to its range)."""
         scale = self.spec.scoring.points
-        p = min(max(probability, 1e-9), 1 - 1e-9)
-        score = scale.base_score + scale.pdo / math.log(2) * math.log((1 - p) / p / scale.base_odds)
-        return int(round(min(max(score, scale.min_score), scale.max_score)))
+        p = np.clip(probability, 1e-9, 1 - 1e-9)
+        score = scale.base_score + scale.pdo / math.log(2) * np.log((1 - p) / p / scale.base_odds)
+        return np.rint(np.clip(score, scale.min_score, scale.max_score)).astype(int)
 
     def _contributions(self, matrix: np.ndarray, probability: np.ndarray) -> np.ndarray:
         """Per row and input, the fall in probability when the input is set to its reference
@@ -338,17 +339,18 @@ class Forest:
             change = (varied - base[:, self.pair_tree]) @ self.pair_onehot
             return self.baseline + base.sum(axis=1), change
         known_bitsets, known_row = self.model._bin_mapper.make_known_categories_bitsets()
+        threads = _openmp_effective_n_threads()
         raw = np.full(len(x), self.baseline)
         change = np.zeros(x.shape)
         for tree, inputs in zip(self.trees, self.tree_inputs, strict=True):
-            base = tree.predict(x, known_bitsets, known_row, 1)
+            base = tree.predict(x, known_bitsets, known_row, threads)
             raw += base
             if len(inputs):
                 varied = np.repeat(x, len(inputs), axis=0)
                 varied.reshape(len(x), len(inputs), -1)[:, np.arange(len(inputs)), inputs] = (
                     reference[inputs]
                 )
-                values = tree.predict(varied, known_bitsets, known_row, 1)
+                values = tree.predict(varied, known_bitsets, known_row, threads)
                 change[:, inputs] += values.reshape(len(x), len(inputs)) - base[:, None]
         return raw, change
 

@@ -11,9 +11,10 @@ the rule, never the value sent (it may be personal data).
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from typing_extensions import TypedDict
 
 from lending_pipeline.ml.audit import canonical
 from lending_pipeline.ml.pii import Pseudonymiser
@@ -23,11 +24,7 @@ from lending_pipeline.spec import ColumnSpec, PipelineSpec
 _TYPES: dict[str, type] = {"float": float, "int": int, "date": dt.date, "bool": bool, "string": str}
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _field(column: ColumnSpec, optional: bool) -> tuple[Any, Any]:
+def _field(column: ColumnSpec, optional: bool) -> Any:
     kind: Any = _TYPES.get(column.dtype, str)
     if column.allowed:
         kind = Literal[tuple(column.allowed)]
@@ -39,19 +36,21 @@ def _field(column: ColumnSpec, optional: bool) -> tuple[Any, Any]:
     if column.dtype == "string":
         limits["max_length"] = 256
     if column.nullable or optional:
-        return kind | None, Field(default=None, **limits)
-    return kind, Field(..., **limits)
+        return NotRequired[Annotated[kind | None, Field(**limits)]]
+    return Annotated[kind, Field(**limits)]
 
 
-def application_model(spec: PipelineSpec) -> type[BaseModel]:
-    """The pydantic model of one application for `spec`."""
+def application_schema(spec: PipelineSpec) -> type:
+    """The typed dict of one application for `spec` (pydantic validates it; unknown fields are
+    refused, optional ones may be left out)."""
     primary = spec.primary_source.columns
     fields = {
         name: _field(column, optional=name not in primary)
         for name, column in request_columns(spec).items()
     }
-    name = spec.name.title().replace("_", "") + "Application"
-    return create_model(name, __base__=_Request, **fields)
+    schema = TypedDict(spec.name.title().replace("_", "") + "Application", fields)
+    schema.__pydantic_config__ = ConfigDict(extra="forbid")
+    return schema
 
 
 class RequestError(ValueError):
@@ -66,8 +65,10 @@ class RequestValidator:
     """Validates applications against the spec and pseudonymises their PII fields."""
 
     def __init__(self, spec: PipelineSpec, pii_key: bytes):
-        self.model = application_model(spec)
-        self.batch = TypeAdapter(list[self.model])
+        schema = application_schema(spec)
+        self.one = TypeAdapter(schema)
+        self.batch = TypeAdapter(list[schema])
+        self.blank = dict.fromkeys(request_columns(spec))
         self.pseudonym = Pseudonymiser(pii_key)
         self.pii = [name for name, column in request_columns(spec).items() if column.pii]
         self.applied = spec.primary_source.date_column
@@ -80,7 +81,7 @@ class RequestValidator:
     def __call__(self, data: Any) -> dict:
         """A validated application, PII replaced by pseudonyms (raises RequestError)."""
         try:
-            record = self.model.model_validate(data).model_dump()
+            record = {**self.blank, **self.one.validate_python(data)}
         except ValidationError as exc:
             raise RequestError(safe_errors(exc, "application")) from None
         errors = self._finish(record, "application")
@@ -91,7 +92,7 @@ class RequestValidator:
     def many(self, data: list) -> list[dict]:
         """Validated applications (errors name `applications[i].field`)."""
         try:
-            records = [item.model_dump() for item in self.batch.validate_python(data)]
+            records = [{**self.blank, **item} for item in self.batch.validate_python(data)]
         except ValidationError as exc:
             raise RequestError(safe_errors(exc, "applications")) from None
         errors = [e for i, r in enumerate(records) for e in self._finish(r, f"applications[{i}]")]

@@ -8,7 +8,9 @@ decision is appended to the audit log before it is answered.
 
 import os
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # scikit-learn batch trees: 2 threads ran 8x slower
+# scikit-learn's trees for large batches use OpenMP threads: let them sleep at barriers (spinning
+# ones ran 8x slower than one thread while another process kept the second core busy)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import logging  # noqa: E402
 import threading  # noqa: E402

@@ -108,11 +108,11 @@ def test_the_top_reason_is_the_input_that_moves_risk_most(spec, fitted, scorer):
 
 def test_points_fall_as_risk_rises_and_decisions_follow_the_bands(spec, scorer):
     probabilities = [0.001, 0.02, 0.1, 0.3, 0.6, 0.999]
-    points = [scorer.points(p) for p in probabilities]
-    assert points == sorted(points, reverse=True)
+    points = scorer.points(np.array(probabilities)).tolist()
+    assert points == sorted(points, reverse=True) and len(set(points)) > 3
     scale = spec.scoring.points
     assert points[0] <= scale.max_score and points[-1] >= scale.min_score
-    assert scorer.points(1 / (1 + scale.base_odds)) == scale.base_score
+    assert scorer.points(np.array([1 / (1 + scale.base_odds)])).tolist() == [scale.base_score]
     assert scorer.decide(scorer.cutoff) == "approve"
     assert scorer.decide(scorer.cutoff + 1e-6) in ("refer", "decline")
     assert scorer.decide(spec.scoring.decline_above_pd + 1e-6) == "decline"
