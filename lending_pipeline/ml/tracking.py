@@ -114,7 +114,8 @@ TRUSTED_TYPES = [
 
 
 def log_model(config: TrackingConfig, model, example: pd.DataFrame, tags: dict[str, str]):
-    """Log the model (skops, signature, input example), register it, tag the version."""
+    """Log the model (skops, signature, input example) and register it; the tags go on both the
+    logged model and the new version."""
     import mlflow
     import mlflow.sklearn
     import sklearn
@@ -127,6 +128,7 @@ def log_model(config: TrackingConfig, model, example: pd.DataFrame, tags: dict[s
         signature=signature,
         input_example=example.head(3),
         registered_model_name=config.registered_model,
+        tags=tags,
         serialization_format="skops",
         skops_trusted_types=TRUSTED_TYPES,
         pip_requirements=[f"scikit-learn=={sklearn.__version__}", "skops"],
@@ -134,9 +136,6 @@ def log_model(config: TrackingConfig, model, example: pd.DataFrame, tags: dict[s
     version = str(info.registered_model_version)
     _LOGGED.clear()
     _LOGGED[(config.tracking_uri, config.registered_model, version)] = model
-    client = _client(config)
-    for key, value in tags.items():
-        client.set_model_version_tag(config.registered_model, version, key, value)
     return version, info.model_uri
 
 
