@@ -168,9 +168,10 @@ def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
 
 
 def day_strings(dates: pd.Series) -> list[str]:
-    """The distinct days of a date column, oldest first (formatted once per day, not per row)."""
-    days = pd.to_datetime(dates).dt.normalize().dropna().drop_duplicates().sort_values()
-    return days.dt.strftime("%Y-%m-%d").tolist()
+    """The distinct days of a date column, oldest first (converted and formatted once per distinct
+    value, not per row)."""
+    days = pd.to_datetime(pd.Series(dates.unique())).dt.normalize().dropna().drop_duplicates()
+    return days.sort_values().dt.strftime("%Y-%m-%d").tolist()
 
 
 def recorded_digests(
