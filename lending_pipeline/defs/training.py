@@ -1,6 +1,7 @@
 """Training: `training_set` (out-of-time split of matured applications) and `candidate_model`."""
 
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 import pandas as pd
@@ -18,13 +19,13 @@ from lending_pipeline.defs.resources import HAND_OVER_IN_MEMORY, MlflowTracking
 from lending_pipeline.ml import tracking
 from lending_pipeline.ml.scoring import REFERENCE_ARTIFACT, reference_values
 from lending_pipeline.ml.train import (
-    SPLIT,
     SPLITS,
     fit_candidate,
     inputs,
     labelled,
     out_of_time_split,
     split_digests,
+    split_parts,
 )
 from lending_pipeline.spec import PipelineSpec
 
@@ -94,9 +95,9 @@ def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         split = spec.model.split
         frame = out_of_time_split(frame, date, split.validation_days, split.test_days)
         metadata = {"rows": len(frame), "input_partitions": len(days)}
-        digests = split_digests(frame)
-        for name in SPLITS:
-            part = frame[frame[SPLIT] == name]
+        parts = split_parts(frame)
+        digests = split_digests(parts)
+        for name, part in parts.items():
             metadata[f"{name}_rows"] = len(part)
             metadata[f"{name}_default_rate"] = round(float(part["target"].mean()), 4)
             metadata[f"{name}_dates"] = f"{part[date].min():%Y-%m-%d}..{part[date].max():%Y-%m-%d}"
@@ -121,10 +122,14 @@ def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         training_set: pd.DataFrame,
     ) -> dg.Output:
         run_spec = with_overrides(spec, config)
-        trained = fit_candidate(run_spec, training_set)
-        digests = recorded_digests(context, training_set)
-        lineage = lineage_tags(context, run_spec, training_set, digests)
         settings = mlflow.config(run_spec.name)
+        with ThreadPoolExecutor(max_workers=1) as pool:  # the store opens while the model fits
+            opening = pool.submit(tracking.open_store, settings)
+            trained = fit_candidate(run_spec, training_set)
+            opening.result()
+        parts = split_parts(training_set)
+        digests = recorded_digests(context, parts)
+        lineage = lineage_tags(context, run_spec, training_set, digests)
         with tracking.start_run(settings, f"{spec.name}-candidate", lineage) as run:
             import mlflow as mlflow_api
 
@@ -132,10 +137,9 @@ def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             params |= {f"monotonic.{k}": v for k, v in run_spec.model.monotonic.items()}
             params |= {"calibration": run_spec.model.calibration, "seed": run_spec.model.seed}
             mlflow_api.log_params(params)
-            log_datasets(mlflow_api, training_set, date, digests)
-            train = training_set[training_set[SPLIT] == "train"]
-            mlflow_api.log_dict(reference_values(run_spec, train), REFERENCE_ARTIFACT)
-            example = inputs(run_spec, training_set[training_set[SPLIT] == "validation"].head(50))
+            log_datasets(mlflow_api, parts, date, digests)
+            mlflow_api.log_dict(reference_values(run_spec, parts["train"]), REFERENCE_ARTIFACT)
+            example = inputs(run_spec, parts["validation"].head(50))
             version, uri = tracking.log_model(settings, trained.model, example, lineage)
             mlflow_api.set_tag("model_version", version)
             run_id = run.info.run_id
@@ -164,19 +168,22 @@ def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
 
 
 def day_strings(dates: pd.Series) -> list[str]:
-    """The distinct days of a date column, oldest first (formatted once per day, not per row)."""
-    days = pd.to_datetime(dates).dt.normalize().dropna().drop_duplicates().sort_values()
-    return days.dt.strftime("%Y-%m-%d").tolist()
+    """The distinct days of a date column, oldest first (converted and formatted once per distinct
+    value, not per row)."""
+    days = pd.to_datetime(pd.Series(dates.unique())).dt.normalize().dropna().drop_duplicates()
+    return days.sort_values().dt.strftime("%Y-%m-%d").tolist()
 
 
-def recorded_digests(context: dg.AssetExecutionContext, frame: pd.DataFrame) -> dict[str, str]:
+def recorded_digests(
+    context: dg.AssetExecutionContext, parts: dict[str, pd.DataFrame]
+) -> dict[str, str]:
     """The split digests recorded with the training set's materialization (the ones its page in
-    the UI shows), computed once there; computed afresh if that record is not this frame's."""
+    the UI shows), computed once there; computed afresh if that record is not these splits'."""
     event = context.instance.get_latest_materialization_event(TRAINING_SET)
     metadata = event.asset_materialization.metadata if event else {}
-    if "rows" in metadata and metadata["rows"].value == len(frame):
+    if "rows" in metadata and metadata["rows"].value == sum(map(len, parts.values())):
         return {name: metadata[f"{name}_digest"].value for name in SPLITS}
-    return split_digests(frame)
+    return split_digests(parts)
 
 
 def lineage_tags(
@@ -203,10 +210,11 @@ def lineage_tags(
     return tags
 
 
-def log_datasets(mlflow_api, frame: pd.DataFrame, date: str, digests: dict[str, str]) -> None:
+def log_datasets(
+    mlflow_api, parts: dict[str, pd.DataFrame], date: str, digests: dict[str, str]
+) -> None:
     """Record each split as an MLflow dataset input: its digest and a per-day summary."""
-    for name in SPLITS:
-        part = frame[frame[SPLIT] == name]
+    for name, part in parts.items():
         summary = (
             part.groupby(part[date].dt.normalize())["target"]
             .agg(applications="size", default_rate="mean")

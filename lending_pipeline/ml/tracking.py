@@ -66,6 +66,16 @@ def experiment_id(config: TrackingConfig) -> str:
     return client.create_experiment(config.experiment, artifact_location=config.artifact_location)
 
 
+def open_store(config: TrackingConfig) -> str:
+    """Import MLflow and skops (what `log_model` uses) and open the store, creating and migrating
+    it when new; returns the experiment's id. Seconds of mostly Python work, which overlaps well
+    with a model fit (native code that releases the GIL)."""
+    import mlflow.sklearn  # noqa: F401
+    import skops.io  # noqa: F401
+
+    return experiment_id(config)
+
+
 @contextmanager
 def start_run(config: TrackingConfig, run_name: str, tags: dict[str, str]):
     """An MLflow run that always ends (FINISHED, or FAILED on an exception)."""
@@ -104,7 +114,8 @@ TRUSTED_TYPES = [
 
 
 def log_model(config: TrackingConfig, model, example: pd.DataFrame, tags: dict[str, str]):
-    """Log the model (skops, signature, input example), register it, tag the version."""
+    """Log the model (skops, signature, input example) and register it; the tags go on both the
+    logged model and the new version."""
     import mlflow
     import mlflow.sklearn
     import sklearn
@@ -117,6 +128,7 @@ def log_model(config: TrackingConfig, model, example: pd.DataFrame, tags: dict[s
         signature=signature,
         input_example=example.head(3),
         registered_model_name=config.registered_model,
+        tags=tags,
         serialization_format="skops",
         skops_trusted_types=TRUSTED_TYPES,
         pip_requirements=[f"scikit-learn=={sklearn.__version__}", "skops"],
@@ -124,9 +136,6 @@ def log_model(config: TrackingConfig, model, example: pd.DataFrame, tags: dict[s
     version = str(info.registered_model_version)
     _LOGGED.clear()
     _LOGGED[(config.tracking_uri, config.registered_model, version)] = model
-    client = _client(config)
-    for key, value in tags.items():
-        client.set_model_version_tag(config.registered_model, version, key, value)
     return version, info.model_uri
 
 

@@ -78,8 +78,14 @@ def frame_digest(frame: pd.DataFrame) -> str:
     return hashlib.sha256(sink.getvalue()).hexdigest()
 
 
-def split_digests(frame: pd.DataFrame) -> dict[str, str]:
-    return {name: frame_digest(frame[frame[SPLIT] == name]) for name in SPLITS}
+def split_parts(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The rows of each split, by name (train, validation, test)."""
+    return {name: frame[frame[SPLIT] == name] for name in SPLITS}
+
+
+def split_digests(parts: dict[str, pd.DataFrame]) -> dict[str, str]:
+    """The content hash of each split's rows (`split_parts`)."""
+    return {name: frame_digest(part) for name, part in parts.items()}
 
 
 def column_roles(spec: PipelineSpec) -> tuple[list[str], list[str]]:

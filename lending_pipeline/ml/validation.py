@@ -15,15 +15,18 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
 import pyarrow as pa_arrow
 import pyarrow.compute as pc
 
 from lending_pipeline.ml.ingest import INGEST_ERROR, SOURCE_FILE, SOURCE_ROW
 from lending_pipeline.spec import ColumnSpec, SourceSpec
+
+if TYPE_CHECKING:
+    import pandera.pandas as pa
 
 STRUCTURAL_RULES = ("encoding", "row_format", "required_column", "unique_key")
 RULE = "_rule"
@@ -93,6 +96,8 @@ def _rule_text(column: str, spec: ColumnSpec) -> dict[str, str]:
 
 def build_schema(source: SourceSpec, day: str, today: dt.date) -> pa.DataFrameSchema:
     """The Pandera schema of a typed source partition, from the spec."""
+    import pandera.pandas as pa  # imported where used: jobs that do not validate skip its cost
+
     columns = {}
     day_ts = pd.Timestamp(day)
     today_ts = pd.Timestamp(today)
@@ -196,6 +201,8 @@ def _parse(text: pd.Series, dtype: str) -> pd.Series:
 
 def run_schema(typed: pd.DataFrame, schema: pa.DataFrameSchema) -> list[tuple]:
     """Run the Pandera schema lazily; return (mask, rule, column, detail) per failed rule."""
+    import pandera.pandas as pa
+
     try:
         schema.validate(typed, lazy=True)
         return []
