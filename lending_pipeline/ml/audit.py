@@ -19,10 +19,11 @@ import hashlib
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import orjson
 
@@ -42,8 +43,9 @@ CREATE TABLE IF NOT EXISTS audit_log (
 """
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
+    """One entry of the log, in the order of the table's columns."""
+
     seq: int
     time: str
     kind: str
@@ -92,7 +94,12 @@ class AuditStore(Protocol):
 
 
 class SqliteAuditStore:
-    """The audit log in one SQLite file (WAL; safe for several processes)."""
+    """The audit log in one SQLite file (WAL; safe for several processes).
+
+    The store remembers the last entry it wrote and links the next one to it in a single
+    insert. `seq` is the primary key, so that insert fails if any other writer appended in
+    between; then, and on the first append, the last entry is read under the write lock.
+    """
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,19 +108,35 @@ class SqliteAuditStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
+        self._head: tuple[int, str] | None = None
+        self._lock = threading.Lock()
 
     def append(self, kind: str, payloads: list[dict]) -> list[Entry]:
+        with self._lock:
+            entries = None
+            if self._head is not None:
+                entries = _chain(*self._head, kind, payloads)
+                try:
+                    self._insert("BEGIN", entries)
+                except sqlite3.IntegrityError:  # another writer appended since
+                    entries = None
+            if entries is None:
+                entries = self._insert("BEGIN IMMEDIATE", None, kind, payloads)
+            self._head = (entries[-1].seq, entries[-1].entry_hash)
+            return entries
+
+    def _insert(self, begin: str, entries, kind: str = "", payloads=()) -> list[Entry]:
+        """Insert `entries` in one transaction; without them, chain `payloads` to the last
+        entry in the log, read inside the transaction."""
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
+        db.execute(begin)
         try:
-            last = db.execute(
-                "SELECT seq, entry_hash FROM audit_log ORDER BY seq DESC LIMIT 1"
-            ).fetchone()
-            entries = _chain(*(last or (-1, GENESIS)), kind, payloads)
-            db.executemany(
-                "INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?)",
-                [_row(e) for e in entries],
-            )
+            if entries is None:
+                last = db.execute(
+                    "SELECT seq, entry_hash FROM audit_log ORDER BY seq DESC LIMIT 1"
+                ).fetchone()
+                entries = _chain(*(last or (-1, GENESIS)), kind, payloads)
+            db.executemany("INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?)", entries)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -144,10 +167,7 @@ class PostgresAuditStore:
             cursor.execute("SELECT seq, entry_hash FROM audit_log ORDER BY seq DESC LIMIT 1")
             last = cursor.fetchone()
             entries = _chain(*(last or (-1, GENESIS)), kind, payloads)
-            cursor.executemany(
-                "INSERT INTO audit_log VALUES (%s, %s, %s, %s, %s, %s)",
-                [_row(e) for e in entries],
-            )
+            cursor.executemany("INSERT INTO audit_log VALUES (%s, %s, %s, %s, %s, %s)", entries)
         return entries
 
     def entries(self) -> Iterator[Entry]:
@@ -159,17 +179,6 @@ class PostgresAuditStore:
 
     def close(self) -> None:
         self._db.close()
-
-
-def _row(entry: Entry) -> tuple:
-    return (
-        entry.seq,
-        entry.time,
-        entry.kind,
-        entry.payload,
-        entry.prev_hash,
-        entry.entry_hash,
-    )
 
 
 def default_path(data_dir: Path) -> Path:

@@ -24,7 +24,13 @@ class ExpressionError(ValueError):
 
 
 def _is_null(value):
-    return pd.isna(value) if isinstance(value, np.ndarray) else value is None or value != value
+    if not isinstance(value, np.ndarray):
+        return value is None or value != value
+    if value.dtype.kind == "f":
+        return np.isnan(value)
+    if value.dtype.kind == "M":
+        return np.isnat(value)
+    return pd.isna(value)
 
 
 def _divide(numerator, denominator):
@@ -141,16 +147,24 @@ def evaluate_array(expression: str, columns: Mapping, rows: int) -> np.ndarray:
 
     Training (whole tables) and scoring (one application) both come through here.
     """
-    tree = _parsed(expression)
+    compiled = _compiled(expression)
     with np.errstate(all="ignore"):
-        value = _eval(tree.body, columns)
-    value = np.broadcast_to(np.asarray(value, dtype="float64"), (rows,))
+        value = np.asarray(compiled(columns), dtype="float64")
+    if value.shape != (rows,):
+        value = np.broadcast_to(value, (rows,))
     return np.where(np.isfinite(value), value, np.nan)
 
 
 @functools.lru_cache(maxsize=512)
 def _parsed(expression: str) -> ast.Expression:
     return parse(expression)
+
+
+@functools.lru_cache(maxsize=512)
+def _compiled(expression: str) -> Callable[[Mapping], object]:
+    """The checked expression as nested closures: the tree is walked once, not per call (on one
+    application, walking it cost more than the arithmetic)."""
+    return _compile(_parsed(expression).body)
 
 
 def as_array(values) -> np.ndarray:
@@ -175,24 +189,39 @@ def _as_dates(left, right):
     return left, right
 
 
-def _eval(node: ast.AST, columns: Mapping):
+def _compile(node: ast.AST) -> Callable[[Mapping], object]:
     if isinstance(node, ast.Constant):
-        return node.value
+        constant = node.value
+        return lambda columns: constant
     if isinstance(node, ast.Name):
-        if node.id not in columns:
-            raise ExpressionError(f"unknown column '{node.id}'")
-        return as_array(columns[node.id])
+        name = node.id
+
+        def column(columns: Mapping):
+            if name not in columns:
+                raise ExpressionError(f"unknown column '{name}'")
+            return as_array(columns[name])
+
+        return column
     if isinstance(node, ast.UnaryOp):
-        operand = _eval(node.operand, columns)
-        return -operand if isinstance(node.op, ast.USub) else operand
+        operand = _compile(node.operand)
+        return (lambda columns: -operand(columns)) if isinstance(node.op, ast.USub) else operand
     if isinstance(node, ast.BinOp):
-        return _BINARY[type(node.op)](_eval(node.left, columns), _eval(node.right, columns))
+        binary = _BINARY[type(node.op)]
+        left, right = _compile(node.left), _compile(node.right)
+        return lambda columns: binary(left(columns), right(columns))
     if isinstance(node, ast.Compare):
-        left, right = _as_dates(_eval(node.left, columns), _eval(node.comparators[0], columns))
-        result = np.asarray(_COMPARE[type(node.ops[0])](left, right), dtype="float64")
-        unknown = np.logical_or(_is_null(left), _is_null(right))
-        return np.where(unknown, np.nan, result)  # a comparison with an unknown is unknown
+        compare = _COMPARE[type(node.ops[0])]
+        left, right = _compile(node.left), _compile(node.comparators[0])
+
+        def comparison(columns: Mapping):
+            a, b = _as_dates(left(columns), right(columns))
+            result = np.asarray(compare(a, b), dtype="float64")
+            unknown = np.logical_or(_is_null(a), _is_null(b))
+            return np.where(unknown, np.nan, result)  # a comparison with an unknown is unknown
+
+        return comparison
     if isinstance(node, ast.Call):
         function = FUNCTIONS[node.func.id][0]
-        return function(*(_eval(arg, columns) for arg in node.args))
+        arguments = [_compile(argument) for argument in node.args]
+        return lambda columns: function(*(argument(columns) for argument in arguments))
     raise ExpressionError(f"'{type(node).__name__}' is not allowed")  # pragma: no cover

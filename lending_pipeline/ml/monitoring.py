@@ -19,7 +19,7 @@ from lending_pipeline.ml.audit import Entry
 from lending_pipeline.ml.drift import monitored_columns
 from lending_pipeline.ml.features import derive
 from lending_pipeline.ml.metrics import confusion_at_cutoff
-from lending_pipeline.ml.scoring import column_arrays
+from lending_pipeline.ml.scoring import column_arrays, request_columns
 from lending_pipeline.spec import DriftSpec, PipelineSpec
 
 DECISION = "decision"
@@ -79,7 +79,7 @@ def served_features(
             probabilities.append(payload["probability_of_default"])
     if not records:
         return pd.DataFrame(columns=columns), np.empty(0)
-    derived = derive(spec, column_arrays(spec, records), len(records))
+    derived = derive(spec, column_arrays(request_columns(spec), records), len(records))
     frame = pd.DataFrame({c: derived[c] for c in columns})
     return frame, np.asarray(probabilities, dtype="float64")
 

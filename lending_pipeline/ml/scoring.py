@@ -4,15 +4,15 @@ A scoring request carries one application in the raw shape the spec declares: th
 every feature source, flat (the entity key once). Its features are derived by the same
 `features.derive` as in training. The probability comes from the fitted model; for the gradient
 boosted pipeline the categorical encoding is applied with the fitted encoder's categories, the
-trees are evaluated by `Forest` (all trees at once; scikit-learn's own prediction for large
-batches) and the fitted calibrator maps the raw score (a DataFrame round trip and one call per
-tree would cost ~10 ms per request); any other model goes through its own `predict_proba`.
+trees are evaluated by `forest.Forest` (compiled loops over all trees) and the fitted calibrator
+maps the raw score (a DataFrame round trip and one call per tree would cost ~10 ms per
+request); any other model goes through its own `predict_proba`.
 Parity tests hold both ways to the batch scores of training.
 
 Reason codes: for each model input, the applicant's value is replaced by a reference value (the
 median, or the most frequent category, among applicants who repaid in the training split) and the
 fall in probability of default is that input's contribution (computed for refer and decline
-only). For the boosted trees, only the trees that split on an input are evaluated again for it.
+only). For the boosted trees, only the splits on an input along each row's path are revisited.
 The inputs with the largest positive contributions, at most `max_reason_codes`, give the
 adverse-action reasons; ties resolve in spec order, so the same input always gets the same
 reasons.
@@ -20,18 +20,22 @@ reasons.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
 from scipy.special import expit
 from sklearn.calibration import _SigmoidCalibration
-from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 
 from lending_pipeline.ml.features import derive, join_sources, model_matrix
 from lending_pipeline.ml.train import column_roles
 from lending_pipeline.spec import ColumnSpec, PipelineSpec
+
+if TYPE_CHECKING:
+    from lending_pipeline.ml.forest import Forest
 
 APPROVE, REFER, DECLINE = "approve", "refer", "decline"
 REFERENCE_SAMPLE = 50_000
@@ -47,19 +51,32 @@ def request_columns(spec: PipelineSpec) -> dict[str, ColumnSpec]:
     return columns
 
 
-def column_arrays(spec: PipelineSpec, records: list[dict]) -> dict[str, np.ndarray]:
-    """Typed column arrays from request records, as training sees them (`as_array`): numbers
-    and booleans float64, dates datetime64, text object."""
+def column_arrays(columns: dict[str, ColumnSpec], records: list[dict]) -> dict[str, np.ndarray]:
+    """Typed arrays of request records' columns (`request_columns`), as training sees them
+    (`as_array`): numbers and booleans float64, dates datetime64, text object."""
     arrays = {}
-    for name, column in request_columns(spec).items():
+    for name, column in columns.items():
         values = [record.get(name) for record in records]
         if column.dtype in ("float", "int", "bool"):
             arrays[name] = np.array(values, dtype="float64")  # None becomes NaN
         elif column.dtype == "date":
-            arrays[name] = np.array(values, dtype="datetime64[ns]")
+            arrays[name] = _dates(values)
         else:
             arrays[name] = np.array(values, dtype=object)
     return arrays
+
+
+def _dates(values: list) -> np.ndarray:
+    """Dates (date objects or ISO text; None for missing) as datetime64[ns]. Date objects go
+    through their day number: NumPy converts them one by one, ~2 microseconds each."""
+    if all(value is None or type(value) is dt.date for value in values):
+        days = [_NAT if value is None else value.toordinal() - _EPOCH for value in values]
+        return np.array(days, dtype=np.int64).astype("datetime64[D]").astype("datetime64[ns]")
+    return np.array(values, dtype="datetime64[ns]")
+
+
+_EPOCH = dt.date(1970, 1, 1).toordinal()
+_NAT = np.datetime64("NaT").astype(np.int64)
 
 
 def records_from_tables(spec: PipelineSpec, tables: dict[str, pd.DataFrame]) -> list[dict]:
@@ -102,8 +119,7 @@ def reference_values(spec: PipelineSpec, train: pd.DataFrame) -> dict[str, float
     return reference
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     probability: float
     score: int
     decision: str
@@ -120,6 +136,7 @@ class Scorer:
         self.model = model
         self.cutoff = float(cutoff)
         self.inputs = list(spec.features.model_inputs)
+        self._columns = request_columns(spec)
         self.categorical, _ = column_roles(spec)
         self._fast = _fast_path(model, self.inputs, self.categorical)
         self._reference_row = self._encode_reference(reference)
@@ -130,7 +147,7 @@ class Scorer:
         return self._fast is not None
 
     def features(self, records: list[dict]) -> dict[str, np.ndarray]:
-        columns = column_arrays(self.spec, records)
+        columns = column_arrays(self._columns, records)
         return derive(self.spec, columns, len(records))
 
     def matrix(self, features: dict[str, np.ndarray]) -> np.ndarray:
@@ -248,134 +265,6 @@ class Scorer:
         return out
 
 
-class Forest:
-    """The boosted trees of a fitted binary HistGradientBoostingClassifier, evaluated for all
-    trees at once with NumPy (one pass per tree level).
-
-    scikit-learn evaluates one tree per call, and each call costs about 30 microseconds however
-    few the rows: with a few hundred trees that is ~10 ms per request. Here a request and its
-    reason-code variations cost a few NumPy operations per level. The routing is scikit-learn's
-    (`_predictor.pyx`): NaN follows `missing_go_to_left`; a categorical value goes left when it
-    is in the node's bitset, right when it is a known category, else it is treated as missing;
-    a numeric value goes left when <= the threshold. Only the summation order differs (the
-    result agrees to ~1e-15); large batches go through scikit-learn itself.
-    """
-
-    MAX_ROWS = 48
-
-    def __init__(self, model):
-        trees = [predictor for iteration in model._predictors for predictor in iteration]
-        width = max(len(t.nodes) for t in trees)
-
-        def field(name, dtype):
-            out = np.zeros((len(trees), width), dtype=dtype)
-            for i, tree in enumerate(trees):
-                out[i, : len(tree.nodes)] = tree.nodes[name]
-            return out.ravel()
-
-        first = np.repeat(np.arange(len(trees)) * width, width)  # flat index of each node's root
-        self.model = model
-        self.root = (np.arange(len(trees)) * width)[None, :]
-        self.feature = field("feature_idx", np.intp)
-        self.threshold = field("num_threshold", np.float64)
-        self.missing_left = field("missing_go_to_left", bool)
-        self.left = field("left", np.intp) + first
-        self.right = field("right", np.intp) + first
-        leaf = np.flatnonzero(field("is_leaf", bool))
-        self.left[leaf] = self.right[leaf] = leaf  # a leaf routes to itself
-        self.value = field("value", np.float64)
-        offsets = np.cumsum([0] + [len(t.raw_left_cat_bitsets) for t in trees[:-1]])
-        categorical = np.flatnonzero(field("is_categorical", bool))
-        bitset = (field("bitset_idx", np.intp) + np.repeat(offsets, width))[categorical]
-        bitsets = [t.raw_left_cat_bitsets for t in trees if len(t.raw_left_cat_bitsets)]
-        self.category_row = np.zeros(len(first), dtype=np.intp)
-        self.category_row[categorical] = np.arange(1, len(categorical) + 1)
-        self.category_left = self._category_table(model, categorical, bitset, bitsets)
-        self.depth = int(max(t.nodes["depth"].max() for t in trees))
-        self.baseline = float(np.asarray(model._baseline_prediction).ravel()[0])
-        self.trees = trees
-        self.tree_inputs = [
-            np.unique(t.nodes["feature_idx"][t.nodes["is_leaf"] == 0]) for t in trees
-        ]
-        self.pair_tree = np.repeat(np.arange(len(trees)), [len(f) for f in self.tree_inputs])
-        self.pair_input = np.concatenate(self.tree_inputs)
-        self.pair_onehot = np.eye(model.n_features_in_)[self.pair_input]
-
-    def _category_table(self, model, nodes, bitset, bitsets) -> np.ndarray:
-        """Row 1.. per categorical node: whether code 0..255 goes left, and in column 256 the
-        missing direction (for NaN and negative codes). Row 0 (numeric nodes) is unused."""
-        table = np.zeros((len(nodes) + 1, 257), dtype=bool)
-        if len(nodes) == 0:
-            return table
-        known_bitsets, known_row = model._bin_mapper.make_known_categories_bitsets()
-        code = np.arange(256)
-        word, bit = code >> 5, (code & 31).astype(np.uint32)
-        in_left = (np.concatenate(bitsets)[bitset][:, word] >> bit) & 1
-        known = (known_bitsets[known_row[self.feature[nodes]]][:, word] >> bit) & 1
-        missing = self.missing_left[nodes][:, None]
-        table[1:, :256] = np.where(in_left == 1, True, np.where(known == 1, False, missing))
-        table[1:, 256] = missing[:, 0]
-        return table
-
-    def decision_function(self, x: np.ndarray) -> np.ndarray:
-        """Raw log-odds per row (as `model.decision_function`)."""
-        if len(x) > self.MAX_ROWS:
-            return self.model.decision_function(x)
-        return self.baseline + self._leaf_values(x, self.root[0]).sum(axis=1)
-
-    def deltas(self, x: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Raw log-odds per row, and its change when each input in turn is set to `reference`
-        (rows x inputs; exactly 0 where the value already is the reference).
-
-        Only the trees that split on an input can change with it, so each tree is evaluated
-        once per input it uses: about a third of the work of every tree on every variation.
-        """
-        x = np.ascontiguousarray(x, dtype=np.float64)
-        if len(x) <= self.MAX_ROWS:
-            base = self._leaf_values(x, self.root[0])
-            varied = self._leaf_values(
-                x, self.root[0, self.pair_tree], self.pair_input, reference[self.pair_input]
-            )
-            change = (varied - base[:, self.pair_tree]) @ self.pair_onehot
-            return self.baseline + base.sum(axis=1), change
-        known_bitsets, known_row = self.model._bin_mapper.make_known_categories_bitsets()
-        threads = _openmp_effective_n_threads()
-        raw = np.full(len(x), self.baseline)
-        change = np.zeros(x.shape)
-        for tree, inputs in zip(self.trees, self.tree_inputs, strict=True):
-            base = tree.predict(x, known_bitsets, known_row, threads)
-            raw += base
-            if len(inputs):
-                varied = np.repeat(x, len(inputs), axis=0)
-                varied.reshape(len(x), len(inputs), -1)[:, np.arange(len(inputs)), inputs] = (
-                    reference[inputs]
-                )
-                values = tree.predict(varied, known_bitsets, known_row, threads)
-                change[:, inputs] += values.reshape(len(x), len(inputs)) - base[:, None]
-        return raw, change
-
-    def _leaf_values(self, x, roots, swap_input=None, swap_value=None) -> np.ndarray:
-        """The leaf value each row reaches in each tree given by its root (rows x roots); with
-        `swap_input`, the tree of column c reads `swap_value[c]` for input `swap_input[c]`."""
-        row_start = (np.arange(len(x)) * x.shape[1])[:, None]
-        x = np.ascontiguousarray(x, dtype=np.float64).ravel()
-        node = np.repeat(roots[None, :], len(row_start), axis=0)
-        for _ in range(self.depth):
-            feature = self.feature.take(node)
-            value = x.take(row_start + feature)
-            if swap_input is not None:
-                value = np.where(feature == swap_input, swap_value, value)
-            missing = np.isnan(value)
-            left = np.where(
-                missing, self.missing_left.take(node), value <= self.threshold.take(node)
-            )
-            code = np.where(missing | (value < 0), 256, np.fmin(value, 255)).astype(np.intp)
-            category = self.category_row.take(node)
-            left = np.where(category > 0, self.category_left[category, code], left)
-            node = np.where(left, self.left.take(node), self.right.take(node))
-        return self.value.take(node)
-
-
 @dataclass
 class _TreesPath:
     """The boosted trees and calibrator of a fitted pipeline, called on a NumPy matrix."""
@@ -415,6 +304,8 @@ def _fast_path(model, inputs: list[str], categorical: list[str]) -> _TreesPath |
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.frozen import FrozenEstimator
     from sklearn.pipeline import Pipeline
+
+    from lending_pipeline.ml.forest import Forest  # compiled code: imported only to score
 
     calibrator = None
     pipeline = model

@@ -36,6 +36,8 @@ SERVING_PACKAGES = [
     "pydantic",
     "PyYAML",
     "psycopg",
+    "orjson",
+    "numba",
 ]
 
 

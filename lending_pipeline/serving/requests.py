@@ -72,11 +72,13 @@ class RequestValidator:
         self.pseudonym = Pseudonymiser(pii_key)
         self.pii = [name for name, column in request_columns(spec).items() if column.pii]
         self.applied = spec.primary_source.date_column
-        self.joined = [
-            (s.date_column, [c for c in s.columns if c not in (s.date_column, spec.entity.key)], s)
-            for s in spec.feature_sources
-            if s.name != spec.entity.source
-        ]
+        self.joined = []
+        for source in spec.feature_sources:
+            if source.name == spec.entity.source:
+                continue
+            fields = [c for c in source.columns if c not in (source.date_column, spec.entity.key)]
+            required = [c for c in fields if not source.columns[c].nullable]
+            self.joined.append((source.date_column, fields, required, source.name))
 
     def __call__(self, data: Any) -> dict:
         """A validated application, PII replaced by pseudonyms (raises RequestError)."""
@@ -116,15 +118,15 @@ class RequestValidator:
             if record[name] is not None:
                 record[name] = self.pseudonym(record[name])
         errors = []
-        for date, fields, source in self.joined:
+        for date, fields, required, source in self.joined:
             if record[date] is None:
                 sent = ", ".join(f for f in fields if record[f] is not None)
                 if sent:
-                    message = f"{sent} sent without {date} (a {source.name} record needs its date)"
+                    message = f"{sent} sent without {date} (a {source} record needs its date)"
                     errors.append(_error(prefix, date, "source_incomplete", message))
                 continue
-            for name in fields:
-                if record[name] is None and not source.columns[name].nullable:
+            for name in required:
+                if record[name] is None:
                     errors.append(_error(prefix, name, "missing", f"required with {date}"))
             if record[date] > record[self.applied]:
                 message = f"{date} is after {self.applied}: data from after the application"

@@ -12,6 +12,7 @@ import os
 # ones ran 8x slower than one thread while another process kept the second core busy)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import gc  # noqa: E402
 import logging  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -100,20 +101,26 @@ class Scoring:
 
         try:
             model = mlflow.sklearn.load_model(self.model_ref.path)
-            self.scorer = Scorer(SPEC, model, BUNDLE.cutoff, BUNDLE.reference)
+            scorer = Scorer(SPEC, model, BUNDLE.cutoff, BUNDLE.reference)
         except Exception as exc:
             LOG.error("model %s could not be loaded: %s", BUNDLE.model_tag, type(exc).__name__)
             raise
+        # what is loaded by now lives as long as the process: the collector need not walk it
+        gc.collect()
+        gc.freeze()
+        self.scorer = scorer
         LOG.info("model %s loaded", BUNDLE.model_tag)
 
     def _metrics(self) -> None:
         from prometheus_client import Counter as Total
         from prometheus_client import Histogram
 
-        self.decided = Total("lending_decisions", "Decisions made", ["decision"])
-        self.missing = Total(
+        decided = Total("lending_decisions", "Decisions made", ["decision"])
+        self.decided = {outcome: decided.labels(outcome) for outcome in DECISIONS}
+        missing = Total(
             "lending_missing_fields", "Applications scored with a field missing", ["field"]
         )
+        self.missing = {name: missing.labels(name) for name in self.fields}
         self.scored = Total("lending_applications", "Applications scored")
         self.seconds = Histogram(
             "lending_scoring_seconds",
@@ -243,11 +250,11 @@ class Scoring:
     def _count(self, records: list[dict], decisions: list[Decision], began: float) -> None:
         self.scored.inc(len(records))
         for outcome, count in Counter(d.decision for d in decisions).items():
-            self.decided.labels(outcome).inc(count)
-        for name in self.fields:
-            missing = sum(record[name] is None for record in records)
-            if missing:
-                self.missing.labels(name).inc(missing)
+            self.decided[outcome].inc(count)
+        fields = self.fields
+        missing = Counter(name for record in records for name in fields if record[name] is None)
+        for name, count in missing.items():
+            self.missing[name].inc(count)
         self.seconds.observe(time.perf_counter() - began)
 
 

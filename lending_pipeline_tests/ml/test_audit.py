@@ -104,6 +104,26 @@ def test_a_failed_append_leaves_the_chain_intact(sqlite_store):
     assert audit.verify(sqlite_store.entries()).ok
 
 
+def test_writers_sharing_the_file_keep_one_chain(sqlite_store):
+    """Each store links to the last entry it wrote; when another writer appended in between,
+    its insert fails on `seq` and it chains to the real last entry instead."""
+    other = audit.SqliteAuditStore(sqlite_store.path)
+    try:
+        for i in range(4):
+            other.append("decision", [{"other": i}])
+            sqlite_store.append("decision", [{"mine": i}, {"mine": i, "second": True}])
+        entries = list(sqlite_store.entries())
+        assert audit.verify(entries).ok
+        assert [e.seq for e in entries] == list(range(6 + 4 * 3))
+        assert [e.data for e in entries[6:9]] == [
+            {"other": 0},
+            {"mine": 0},
+            {"mine": 0, "second": True},
+        ]
+    finally:
+        other.close()
+
+
 def test_open_store_refuses_an_unknown_scheme(tmp_path):
     with pytest.raises(ValueError, match="LENDING_AUDIT_URL"):
         audit.open_store(tmp_path, "mysql://somewhere")
