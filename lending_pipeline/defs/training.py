@@ -4,6 +4,7 @@ import datetime as dt
 from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from lending_pipeline.defs.blocking import require_passed_partitions
@@ -19,6 +20,7 @@ from lending_pipeline.defs.resources import HAND_OVER_IN_MEMORY, MlflowTracking
 from lending_pipeline.ml import tracking
 from lending_pipeline.ml.scoring import REFERENCE_ARTIFACT, reference_values
 from lending_pipeline.ml.train import (
+    SPLIT,
     SPLITS,
     fit_candidate,
     inputs,
@@ -127,8 +129,7 @@ def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             opening = pool.submit(tracking.open_store, settings)
             trained = fit_candidate(run_spec, training_set)
             opening.result()
-        parts = split_parts(training_set)
-        digests = recorded_digests(context, parts)
+        digests = recorded_digests(context, training_set)
         lineage = lineage_tags(context, run_spec, training_set, digests)
         with tracking.start_run(settings, f"{spec.name}-candidate", lineage) as run:
             import mlflow as mlflow_api
@@ -137,9 +138,10 @@ def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             params |= {f"monotonic.{k}": v for k, v in run_spec.model.monotonic.items()}
             params |= {"calibration": run_spec.model.calibration, "seed": run_spec.model.seed}
             mlflow_api.log_params(params)
-            log_datasets(mlflow_api, parts, date, digests)
-            mlflow_api.log_dict(reference_values(run_spec, parts["train"]), REFERENCE_ARTIFACT)
-            example = inputs(run_spec, parts["validation"].head(50))
+            log_datasets(mlflow_api, training_set, date, digests)
+            mlflow_api.log_dict(reference_values(run_spec, training_set), REFERENCE_ARTIFACT)
+            validation = np.flatnonzero((training_set[SPLIT] == "validation").to_numpy())
+            example = inputs(run_spec, training_set.iloc[validation[:50]])
             version, uri = tracking.log_model(settings, trained.model, example, lineage)
             mlflow_api.set_tag("model_version", version)
             run_id = run.info.run_id
@@ -174,16 +176,14 @@ def day_strings(dates: pd.Series) -> list[str]:
     return days.sort_values().dt.strftime("%Y-%m-%d").tolist()
 
 
-def recorded_digests(
-    context: dg.AssetExecutionContext, parts: dict[str, pd.DataFrame]
-) -> dict[str, str]:
+def recorded_digests(context: dg.AssetExecutionContext, frame: pd.DataFrame) -> dict[str, str]:
     """The split digests recorded with the training set's materialization (the ones its page in
-    the UI shows), computed once there; computed afresh if that record is not these splits'."""
+    the UI shows), computed once there; computed afresh if that record is not this frame's."""
     event = context.instance.get_latest_materialization_event(TRAINING_SET)
     metadata = event.asset_materialization.metadata if event else {}
-    if "rows" in metadata and metadata["rows"].value == sum(map(len, parts.values())):
+    if "rows" in metadata and metadata["rows"].value == len(frame):
         return {name: metadata[f"{name}_digest"].value for name in SPLITS}
-    return split_digests(parts)
+    return split_digests(split_parts(frame))
 
 
 def lineage_tags(
@@ -210,16 +210,14 @@ def lineage_tags(
     return tags
 
 
-def log_datasets(
-    mlflow_api, parts: dict[str, pd.DataFrame], date: str, digests: dict[str, str]
-) -> None:
+def log_datasets(mlflow_api, frame: pd.DataFrame, date: str, digests: dict[str, str]) -> None:
     """Record each split as an MLflow dataset input: its digest and a per-day summary."""
-    for name, part in parts.items():
-        summary = (
-            part.groupby(part[date].dt.normalize())["target"]
-            .agg(applications="size", default_rate="mean")
-            .reset_index()
-        )
+    days = frame[date].dt.normalize().rename(date)
+    summaries = frame.groupby([frame[SPLIT], days])["target"].agg(
+        applications="size", default_rate="mean"
+    )
+    for name in SPLITS:
+        summary = summaries.loc[name].reset_index()
         summary[date] = summary[date].dt.strftime("%Y-%m-%d")
         dataset = mlflow_api.data.from_pandas(
             summary, name=f"{name}_split", digest=digests[name][:16]

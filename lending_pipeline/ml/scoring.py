@@ -31,7 +31,7 @@ from scipy.special import expit
 from sklearn.calibration import _SigmoidCalibration
 
 from lending_pipeline.ml.features import derive, join_sources, model_matrix
-from lending_pipeline.ml.train import column_roles
+from lending_pipeline.ml.train import SPLIT, column_roles
 from lending_pipeline.spec import ColumnSpec, PipelineSpec
 
 if TYPE_CHECKING:
@@ -95,14 +95,18 @@ def records_from_tables(spec: PipelineSpec, tables: dict[str, pd.DataFrame]) -> 
     return [dict(zip(out, row, strict=True)) for row in zip(*out.values(), strict=True)]
 
 
-def reference_values(spec: PipelineSpec, train: pd.DataFrame) -> dict[str, float | str | None]:
+def reference_values(spec: PipelineSpec, frame: pd.DataFrame) -> dict[str, float | str | None]:
     """Per model input, the reason-code reference: median (numeric) or most frequent category
-    among training applicants who repaid (a seeded sample of at most `REFERENCE_SAMPLE`).
+    among training applicants who repaid (a seeded sample of at most `REFERENCE_SAMPLE`): the
+    rows of `frame` in the train split, or all of them when it has no split column.
     Aggregates only: no applicant's own values."""
-    good = train[train["target"] == 0]
-    if len(good) > REFERENCE_SAMPLE:
-        good = good.sample(n=REFERENCE_SAMPLE, random_state=0)
-    matrix = model_matrix(spec, good)
+    good = frame["target"].to_numpy() == 0
+    if SPLIT in frame.columns:
+        good &= (frame[SPLIT] == "train").to_numpy()
+    rows = pd.Series(np.flatnonzero(good))
+    if len(rows) > REFERENCE_SAMPLE:  # the rows good.sample(n, random_state=0) would pick
+        rows = rows.sample(n=REFERENCE_SAMPLE, random_state=0)
+    matrix = model_matrix(spec, frame.iloc[rows.to_numpy()])
     categorical, _ = column_roles(spec)
     reference: dict[str, float | str | None] = {}
     for name in spec.features.model_inputs:

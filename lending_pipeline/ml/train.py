@@ -70,12 +70,32 @@ def out_of_time_split(
 
 
 def frame_digest(frame: pd.DataFrame) -> str:
-    """A stable content hash of a DataFrame (column names, types, order and values)."""
+    """A stable content hash of a DataFrame (column names, types, order and values): SHA-256 of
+    its Arrow IPC stream, hashed as it is written (the stream is never held in memory)."""
     table = pa.Table.from_pandas(frame, preserve_index=False).combine_chunks()
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
+    sink = _HashingSink()
+    with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), table.schema) as writer:
         writer.write_table(table)
-    return hashlib.sha256(sink.getvalue()).hexdigest()
+    return sink.hash.hexdigest()
+
+
+class _HashingSink:
+    """A write-only file that hashes what is written to it."""
+
+    closed = False
+
+    def __init__(self):
+        self.hash = hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.hash.update(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def split_parts(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
