@@ -68,7 +68,7 @@ class RequestValidator:
         schema = application_schema(spec)
         self.one = TypeAdapter(schema)
         self.batch = TypeAdapter(list[schema])
-        self.blank = dict.fromkeys(request_columns(spec))
+        self.blank = dict.fromkeys(sorted(request_columns(spec)))  # records keep this order
         self.pseudonym = Pseudonymiser(pii_key)
         self.pii = [name for name, column in request_columns(spec).items() if column.pii]
         self.applied = spec.primary_source.date_column

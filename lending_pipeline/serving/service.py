@@ -87,7 +87,7 @@ class Scoring:
         key = pii.key_bytes(os.environ.get("LENDING_PII_KEY"))
         load_callers()  # refuse to start without tokens (the middleware loads them lazily)
         self.validate = RequestValidator(SPEC, key)
-        self.audit = audit.open_store(data_dir())
+        self.audit = audit.open_store(data_dir(), checkpoint_every=1.0)
         self.model_info = {"name": BUNDLE.registered_model, "version": BUNDLE.model_version}
         self.fields = list(request_columns(SPEC))
         self.scorer: Scorer | None = None
@@ -225,16 +225,16 @@ class Scoring:
         return done
 
     def _entry(self, request_id: str, caller: str, raw, record: dict, decision: Decision) -> dict:
-        return {
-            "request_id": request_id,
+        return {  # keys (and the record's) in sorted order: the canonical JSON sorts them again
             "caller": caller,
-            "model": self.model_info,
+            "decision": decision.decision,
             "input_hmac": self.validate.input_hmac(raw),
             "inputs": record,  # dates become ISO text in the canonical JSON
+            "model": self.model_info,
             "probability_of_default": decision.probability,
-            "score": decision.score,
-            "decision": decision.decision,
             "reason_codes": [reason["code"] for reason in decision.reasons],
+            "request_id": request_id,
+            "score": decision.score,
         }
 
     def _answer(self, request_id: str, decision: Decision) -> dict[str, Any]:

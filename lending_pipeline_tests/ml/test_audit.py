@@ -1,4 +1,5 @@
 import sqlite3
+import time
 import uuid
 
 import pytest
@@ -122,6 +123,25 @@ def test_writers_sharing_the_file_keep_one_chain(sqlite_store):
         ]
     finally:
         other.close()
+
+
+def test_background_checkpoints_move_appends_into_the_database_file(tmp_path):
+    store = audit.SqliteAuditStore(tmp_path / "audit.db", checkpoint_every=0.05)
+    try:
+        assert store._db.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+        store.append("decision", [{"i": i, "pad": "x" * 1000} for i in range(3000)])
+        deadline = time.monotonic() + 10
+        while store.checkpoints == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert store.checkpoints > 0
+        # the database file alone (its write-ahead log ignored) holds every entry now
+        alone = sqlite3.connect(f"file:{store.path}?immutable=1", uri=True)
+        assert alone.execute("SELECT count(*) FROM audit_log").fetchone() == (3000,)
+        alone.close()
+        assert audit.verify(store.entries()).ok
+    finally:
+        store.close()
+    assert not store._checkpointer.is_alive()
 
 
 def test_open_store_refuses_an_unknown_scheme(tmp_path):
