@@ -122,14 +122,19 @@ class SqliteAuditStore:
         self.checkpoints = 0
         self._checkpointer = None
         if checkpoint_every:
+            checkpoints = sqlite3.connect(
+                path, timeout=5, isolation_level=None, check_same_thread=False
+            )
             self._db.execute("PRAGMA wal_autocheckpoint=0")
             self._checkpointer = threading.Thread(
-                target=self._checkpoint, args=(checkpoint_every,), name="audit-wal", daemon=True
+                target=self._checkpoint,
+                args=(checkpoints, checkpoint_every),
+                name="audit-wal",
+                daemon=True,
             )
             self._checkpointer.start()
 
-    def _checkpoint(self, every: float) -> None:
-        db = sqlite3.connect(self.path, timeout=5, isolation_level=None)
+    def _checkpoint(self, db: sqlite3.Connection, every: float) -> None:
         try:
             while not self._closing.wait(every):
                 if self._appended.is_set():
@@ -143,6 +148,8 @@ class SqliteAuditStore:
             db.close()
 
     def append(self, kind: str, payloads: list[dict]) -> list[Entry]:
+        if not payloads:
+            return []
         with self._lock:
             entries = None
             if self._head is not None:

@@ -20,6 +20,7 @@ split across threads.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -27,7 +28,7 @@ import numpy as np
 
 MISSING_CODE = 256  # column of the category table holding the missing direction
 ROWS_PER_THREAD = 1_000
-THREADS = os.cpu_count() or 1
+THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class Forest:
@@ -50,7 +51,9 @@ class Forest:
         self.baseline = float(np.asarray(model._baseline_prediction).ravel()[0])
         self.category_row, self.category_left = _category_table(model, trees, nodes)
         self.inputs = int(model.n_features_in_)
-        self.deltas(np.zeros((1, self.inputs)), np.zeros(self.inputs))  # compiled (or loaded) now
+        # compiled (or loaded from the cache) now, not on the first request
+        self.decision_function(np.zeros((1, self.inputs)))
+        self.deltas(np.zeros((1, self.inputs)), np.zeros(self.inputs))
 
     def _tables(self) -> tuple:
         return (
@@ -112,6 +115,7 @@ def _category_table(model, trees, nodes) -> tuple[np.ndarray, np.ndarray]:
 
 
 _POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
 
 
 def _in_chunks(rows: int, work) -> list:
@@ -121,8 +125,9 @@ def _in_chunks(rows: int, work) -> list:
     threads = min(THREADS, rows // ROWS_PER_THREAD)
     if threads < 2:
         return [work(slice(0, rows))]
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="forest")
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="forest")
     bounds = np.linspace(0, rows, threads + 1).astype(int)
     return list(
         _POOL.map(work, [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
