@@ -162,7 +162,6 @@ def prepare(root: Path) -> dict:
 BARE_APP = """
 import os, pickle
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-import numpy as np
 import pandas as pd
 from fastapi import FastAPI, Request
 from lending_pipeline.ml.features import derive, model_matrix

@@ -153,34 +153,35 @@ class SqliteAuditStore:
         with self._lock:
             entries = None
             if self._head is not None:
-                entries = _chain(*self._head, kind, payloads)
                 try:
-                    self._insert("BEGIN", entries)
+                    entries = self._write("BEGIN", lambda: self._head, kind, payloads)
                 except sqlite3.IntegrityError:  # another writer appended since
                     entries = None
             if entries is None:
-                entries = self._insert("BEGIN IMMEDIATE", None, kind, payloads)
+                entries = self._write("BEGIN IMMEDIATE", self._last, kind, payloads)
             self._head = (entries[-1].seq, entries[-1].entry_hash)
             self._appended.set()
             return entries
 
-    def _insert(self, begin: str, entries, kind: str = "", payloads=()) -> list[Entry]:
-        """Insert `entries` in one transaction; without them, chain `payloads` to the last
-        entry in the log, read inside the transaction."""
+    def _write(self, begin: str, head, kind: str, payloads: list[dict]) -> list[Entry]:
+        """One transaction: chain `payloads` to `head()` (seq and hash of the entry to follow)
+        and insert them."""
         db = self._db
         db.execute(begin)
         try:
-            if entries is None:
-                last = db.execute(
-                    "SELECT seq, entry_hash FROM audit_log ORDER BY seq DESC LIMIT 1"
-                ).fetchone()
-                entries = _chain(*(last or (-1, GENESIS)), kind, payloads)
+            entries = _chain(*head(), kind, payloads)
             db.executemany("INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?)", entries)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
         return entries
+
+    def _last(self) -> tuple[int, str]:
+        last = self._db.execute(
+            "SELECT seq, entry_hash FROM audit_log ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        return last or (-1, GENESIS)
 
     def entries(self) -> Iterator[Entry]:
         for row in self._db.execute("SELECT * FROM audit_log ORDER BY seq"):

@@ -66,6 +66,10 @@ def column_arrays(columns: dict[str, ColumnSpec], records: list[dict]) -> dict[s
     return arrays
 
 
+_EPOCH = dt.date(1970, 1, 1).toordinal()
+_NAT = np.datetime64("NaT").astype(np.int64)
+
+
 def _dates(values: list) -> np.ndarray:
     """Dates (date objects or ISO text; None for missing) as datetime64[ns]. Date objects go
     through their day number: NumPy converts them one by one, ~2 microseconds each."""
@@ -73,10 +77,6 @@ def _dates(values: list) -> np.ndarray:
         days = [_NAT if value is None else value.toordinal() - _EPOCH for value in values]
         return np.array(days, dtype=np.int64).astype("datetime64[D]").astype("datetime64[ns]")
     return np.array(values, dtype="datetime64[ns]")
-
-
-_EPOCH = dt.date(1970, 1, 1).toordinal()
-_NAT = np.datetime64("NaT").astype(np.int64)
 
 
 def records_from_tables(spec: PipelineSpec, tables: dict[str, pd.DataFrame]) -> list[dict]:
