@@ -19,7 +19,7 @@ from lending_pipeline.ml.evaluate import (
     model_card,
     report,
 )
-from lending_pipeline.ml.train import SPLIT, build_pipeline, inputs
+from lending_pipeline.ml.train import build_pipeline, inputs, split_parts
 from lending_pipeline.spec import PipelineSpec
 
 EVALUATION = dg.AssetKey("model_evaluation")
@@ -91,8 +91,8 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         training_set: pd.DataFrame,
     ):
         settings = mlflow.config(spec.name)
-        train = training_set[training_set[SPLIT] == "train"]
-        test = training_set[training_set[SPLIT] == "test"].reset_index(drop=True)
+        parts = split_parts(training_set)
+        train, test = parts["train"], parts["test"].reset_index(drop=True)
         cutoff = candidate["cutoff"]
         test_inputs = inputs(spec, test)
 

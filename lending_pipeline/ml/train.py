@@ -99,8 +99,14 @@ class _HashingSink:
 
 
 def split_parts(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The rows of each split, by name (train, validation, test)."""
-    return {name: frame[frame[SPLIT] == name] for name in SPLITS}
+    """The rows of each split, by name (train, validation, test). A split whose rows are
+    contiguous (the training set is sorted by date, and split by date) is a slice, not a copy."""
+    parts = {}
+    for name in SPLITS:
+        rows = np.flatnonzero((frame[SPLIT] == name).to_numpy())
+        contiguous = len(rows) > 0 and rows[-1] - rows[0] + 1 == len(rows)
+        parts[name] = frame.iloc[rows[0] : rows[-1] + 1] if contiguous else frame.iloc[rows]
+    return parts
 
 
 def split_digests(parts: dict[str, pd.DataFrame]) -> dict[str, str]:
@@ -173,8 +179,8 @@ def inputs(spec: PipelineSpec, frame: pd.DataFrame) -> pd.DataFrame:
 def fit_candidate(spec: PipelineSpec, split: pd.DataFrame, kind: str | None = None) -> TrainedModel:
     """Fit on train, calibrate and choose the cutoff on validation."""
     settings = spec.model
-    train = split[split[SPLIT] == "train"]
-    validation = split[split[SPLIT] == "validation"]
+    parts = split_parts(split)
+    train, validation = parts["train"], parts["validation"]
     pipeline = build_pipeline(spec, kind).fit(inputs(spec, train), train["target"])
     method = settings.calibration
     if method == "none":

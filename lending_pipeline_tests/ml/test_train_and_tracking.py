@@ -12,6 +12,8 @@ from lending_pipeline.ml.train import (
     inputs,
     labelled,
     out_of_time_split,
+    split_digests,
+    split_parts,
 )
 
 
@@ -61,6 +63,20 @@ def test_split_is_out_of_time_and_refuses_too_few_days(spec):
     assert frame.loc[frame[SPLIT] == "test", "application_date"].nunique() == 3
     with pytest.raises(ValueError, match="needs more than 6 days"):
         out_of_time_split(frame.head(120 * 5), "application_date", 3, 3)
+
+
+@pytest.mark.parametrize("order", ["by date", "shuffled"])
+def test_split_parts_are_the_rows_of_each_split(spec, order):
+    frame = synthetic_frame(spec)
+    if order == "shuffled":
+        frame = frame.sample(frac=1.0, random_state=5)
+    parts = split_parts(frame)
+    for name, part in parts.items():
+        expected = frame[frame[SPLIT] == name]
+        assert len(part) > 0 and part.equals(expected)
+    assert sum(len(p) for p in parts.values()) == len(frame)
+    masks = {name: frame[frame[SPLIT] == name] for name in parts}
+    assert split_digests(parts) == split_digests(masks)
 
 
 def test_digest_changes_with_any_value(spec):
