@@ -103,12 +103,18 @@ def evaluate_gates(
 def integrity_differences(
     spec: PipelineSpec, predictions: pd.DataFrame, logged: dict, cutoff: float, tol: float = 1e-9
 ) -> dict[str, tuple[float, float]]:
-    """Recompute the gated metrics from stored predictions; return those that differ."""
+    """Recompute the gated metrics of the candidate (ROC-AUC, KS, ECE and the lowest adverse
+    impact ratio) from stored predictions; return those that differ as (logged, recomputed)."""
     recomputed = report(spec, predictions, predictions["prob"].to_numpy(), cutoff)
+    pairs = {name: (logged[name], recomputed[name]) for name in GATED_METRICS}
+    pairs["min_adverse_impact_ratio"] = (
+        min_adverse_impact(logged)[0],
+        min_adverse_impact(recomputed)[0],
+    )
     return {
-        name: (logged[name], recomputed[name])
-        for name in GATED_METRICS
-        if not math.isclose(logged[name], recomputed[name], rel_tol=0, abs_tol=tol)
+        name: pair
+        for name, pair in pairs.items()
+        if not math.isclose(*pair, rel_tol=0, abs_tol=tol)
     }
 
 

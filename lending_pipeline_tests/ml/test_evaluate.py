@@ -52,6 +52,17 @@ def test_integrity_detects_edited_predictions(spec):
     assert "roc_auc" in differences and "ks" in differences
 
 
+def test_integrity_detects_approvals_moved_between_groups(spec):
+    data = frame()
+    logged = report(spec, data, data["prob"].to_numpy(), 0.3)
+    tampered = data.copy()
+    older = tampered["age_band"] == "35-44"
+    tampered.loc[older, "prob"] = np.minimum(tampered.loc[older, "prob"] * 1.6, 0.999)
+    differences = integrity_differences(spec, tampered, logged, 0.3)
+    logged_air, recomputed_air = differences["min_adverse_impact_ratio"]
+    assert recomputed_air < logged_air
+
+
 def test_model_card_lists_gates_fairness_and_lineage(spec):
     data = frame()
     candidate = report(spec, data, data["prob"].to_numpy(), 0.3)
