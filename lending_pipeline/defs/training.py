@@ -1,7 +1,6 @@
 """Training: `training_set` (out-of-time split of matured applications) and `candidate_model`."""
 
 import datetime as dt
-from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 import numpy as np
@@ -125,10 +124,7 @@ def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
     ) -> dg.Output:
         run_spec = with_overrides(spec, config)
         settings = mlflow.config(run_spec.name)
-        with ThreadPoolExecutor(max_workers=1) as pool:  # the store opens while the model fits
-            opening = pool.submit(tracking.open_store, settings)
-            trained = fit_candidate(run_spec, training_set)
-            opening.result()
+        trained = fit_candidate(run_spec, training_set)
         digests = recorded_digests(context, training_set)
         lineage = lineage_tags(context, run_spec, training_set, digests)
         with tracking.start_run(settings, f"{spec.name}-candidate", lineage) as run:

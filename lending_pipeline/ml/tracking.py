@@ -66,16 +66,6 @@ def experiment_id(config: TrackingConfig) -> str:
     return client.create_experiment(config.experiment, artifact_location=config.artifact_location)
 
 
-def open_store(config: TrackingConfig) -> str:
-    """Import MLflow and skops (what `log_model` uses) and open the store, creating and migrating
-    it when new; returns the experiment's id. Seconds of mostly Python work, which overlaps well
-    with a model fit (native code that releases the GIL)."""
-    import mlflow.sklearn  # noqa: F401
-    import skops.io  # noqa: F401
-
-    return experiment_id(config)
-
-
 @contextmanager
 def start_run(config: TrackingConfig, run_name: str, tags: dict[str, str]):
     """An MLflow run that always ends (FINISHED, or FAILED on an exception)."""
