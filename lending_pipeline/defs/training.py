@@ -3,7 +3,6 @@
 import datetime as dt
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 
 from lending_pipeline.defs.blocking import require_passed_partitions
@@ -136,8 +135,7 @@ def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             mlflow_api.log_params(params)
             log_datasets(mlflow_api, training_set, date, digests)
             mlflow_api.log_dict(reference_values(run_spec, training_set), REFERENCE_ARTIFACT)
-            validation = np.flatnonzero((training_set[SPLIT] == "validation").to_numpy())
-            example = inputs(run_spec, training_set.iloc[validation[:50]])
+            example = inputs(run_spec, split_parts(training_set)["validation"].head(50))
             version, uri = tracking.log_model(settings, trained.model, example, lineage)
             mlflow_api.set_tag("model_version", version)
             run_id = run.info.run_id
