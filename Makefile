@@ -14,7 +14,7 @@ API_TOKENS_FILE := $(CURDIR)/.secrets/api_tokens
 DEMO_DAYS ?= 100
 DEMO_PER_DAY ?= 1200
 
-.PHONY: help browser venv demo drift-demo generate materialize train dev serve test bench lint format clean
+.PHONY: help browser haproxy venv demo drift-demo generate materialize train dev serve test bench lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -57,7 +57,7 @@ train: $(STAMP) $(PII_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## build the traini
 dev: $(STAMP) $(PII_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## Dagster UI + daemon on 127.0.0.1:3000
 	$(WITH_KEY) $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
-serve: $(STAMP) $(PII_KEY_FILE) ## serve the deployed champion on 127.0.0.1:3001 (blue/green slots 3101/3102)
+serve: $(STAMP) $(PII_KEY_FILE) haproxy ## serve the deployed champion on 127.0.0.1:3001 (blue/green slots 3101/3102)
 	@test -s $${LENDING_API_TOKENS_FILE:-$(API_TOKENS_FILE)} || { echo "a scorer token for this machine (shown once; only its hash is kept):"; \
 	  $(BIN)/lending-pipeline token --caller local --role scorer --file $${LENDING_API_TOKENS_FILE:-$(API_TOKENS_FILE)}; }
 	@test -f $(LENDING_DATA_DIR)/serving/deployments.json || $(WITH_KEY) $(BIN)/lending-pipeline package
@@ -69,7 +69,13 @@ browser: ## install Debian's chromium for the UI test when missing (best effort;
 	    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; }; }; } || \
 	  echo "chromium is not installed: the UI test will skip"
 
-test: $(STAMP) browser ## run the test suite
+haproxy: ## install Debian's HAProxy (the scoring API's proxy) when missing (needs root)
+	@command -v haproxy >/dev/null 2>&1 || test -x /usr/sbin/haproxy || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get install -y -qq haproxy >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq haproxy >/dev/null 2>&1; }; }; } || \
+	  echo "HAProxy is not installed (apt-get install haproxy): make serve and the serving tests need it"
+
+test: $(STAMP) browser haproxy ## run the test suite
 	$(BIN)/pytest -q
 
 bench: $(STAMP) ## benchmarks: ingestion -> features, training + evaluation, drift (100k/200k, 1M), scoring API

@@ -1,9 +1,10 @@
 """Scoring latency and throughput: the BentoML service against bare FastAPI endpoints.
 
 All serve the same fitted model (the shipped spec's settings, trained on generated data) with
-one worker each. The BentoML service does everything it does in production: bearer-token check,
-body limit, validation against the spec, PII pseudonymisation, reason codes for refer/decline,
-the audit-log append (SQLite) and metrics. The bare endpoints compute the features (the
+one worker each (the service runs with `LENDING_SERVING_WORKERS=1` here; its default is 2).
+The BentoML service does everything it does in production: bearer-token check, body limit,
+strict validation against the spec, PII pseudonymisation, reason codes for refer/decline, the
+audit-log append (SQLite) and metrics. The bare endpoints compute the features (the
 project's feature code) and the probability and return the decision, nothing else:
 
 - `bare` (the baseline the targets are judged against): FastAPI serving the scikit-learn
@@ -16,10 +17,16 @@ The load generator (raw HTTP/1.1 over keep-alive sockets, one process) sends rec
 applications:
 
 - p50 / p99 latency at concurrency 1, throughput at concurrency 16, every endpoint;
-- the same through the blue/green router (`lending-pipeline serve`, the public port);
+- the same through the proxy (`lending-pipeline serve`: HAProxy on the public port) against the
+  slot directly: what the proxy adds;
 - one `/score_batch` of 10,000 applications;
 - the frameworks' own floor: a BentoML service and a FastAPI app that parse the same bodies and
-  answer a constant (no model, no auth, no audit), to show what BentoML itself costs per request.
+  answer a constant (no model, no auth, no audit), to show what BentoML itself costs per request;
+- faults, on a stack with the default two workers per slot and a client on one kept-alive
+  connection: requests failed and seconds until service resumed after SIGKILL of the active
+  slot's server, of one of its workers and of the proxy; seconds from a rollback's request to the
+  client's first answer from the rolled-back version, the target cold (its slot starts it) and
+  warm (its slot still runs it).
 
 Writes benchmarks/results/serving.json.
 
@@ -280,6 +287,7 @@ def main() -> None:
         token, line = new_token("bench", "scorer")
         env = {
             **os.environ,
+            "LENDING_SERVING_WORKERS": "1",
             "LENDING_DATA_DIR": str(root / "data"),
             "LENDING_PII_KEY": KEY,
             "LENDING_API_TOKENS": line,
@@ -334,23 +342,127 @@ def main() -> None:
             routed = [
                 request_bytes(public, "/score", {"application": r}, token) for r in records[:2000]
             ]
-            results["bentoml_via_router"] = measure(public, routed, args)
+            results["bentoml_via_proxy"] = measure(public, routed, args)
             batch = request_bytes(blue, "/score_batch", {"applications": records[:10_000]}, token)
             timings = [load(blue, [batch], 1, count=1)["p50_ms"] / 1e3 for _ in range(3)]
             results["batch_10k_s"] = statistics.median(timings)
         finally:
             stop(server)
         results["floor"] = measure_floor(root, env, records, args)
+        results["faults"] = measure_faults(root, env, token, records)
 
     report(results)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
 
+def measure_faults(root: Path, env: dict, token: str, records: list[dict]) -> dict:
+    """Fault recovery as a kept-alive client sees it (see the module docstring)."""
+    from types import SimpleNamespace
+
+    from lending_pipeline.defs.resources import MlflowTracking
+    from lending_pipeline.ml import tracking
+    from lending_pipeline.serving.operations import deploy_version
+    from lending_pipeline.serving.supervision import Supervision
+    from lending_pipeline.spec import load_spec
+    from lending_pipeline_tests.serving.conftest import Load
+
+    data = root / "faults"
+    env = {**env, "LENDING_DATA_DIR": str(data)}
+    env.pop("LENDING_SERVING_WORKERS")
+    os.environ["LENDING_DATA_DIR"] = str(data)
+    spec = load_spec()
+    config = MlflowTracking().config(spec.name)
+    first = second = None
+    for seed in (7, 11):
+        version = prepare_version(spec, config, seed)
+        tracking.promote(config, version)
+        first, second = (version, None) if first is None else (first, version)
+    deploy_version(spec, config, second, data, "benchmark")
+    public, blue, green = free_port(), free_port(), free_port()
+    serve = [sys.executable, "-m", "lending_pipeline.cli", "serve", "--port", str(public)]
+    server = start([*serve, "--slot-ports", str(blue), str(green)], env, root / "faults.log")
+    client = SimpleNamespace(url=f"http://127.0.0.1:{public}", scorer_token=token, records=records)
+    out: dict = {}
+    try:
+        wait_ready(public)
+        manager = Supervision(data)
+
+        def rollback(name: str, target: str) -> None:
+            with Load(client) as load:
+                load.wait_answers(50)
+                asked = time.monotonic()
+                command = [sys.executable, "-m", "lending_pipeline.cli", "rollback"]
+                subprocess.run([*command, "--to", target], env=env, check=True, timeout=600)
+
+                def reached():
+                    answers = [a for a in load.answers if a.sent > asked]
+                    return next((a.sent for a in answers if a.version == target), 0)
+
+                first_new = wait_for(reached, 300) - asked
+                load.wait_answers(50)
+            failed = sum(a.status != 200 for a in load.answers)
+            out[name] = {"seconds_to_reach_client": first_new, "failed": failed}
+
+        rollback("rollback_cold", first)
+        rollback("rollback_warm", second)
+        for name, victim in (
+            ("kill_server", lambda: manager.pid(active_slot(data))),
+            ("kill_worker", lambda: worker_pid(manager.pid(active_slot(data)))),
+            ("kill_proxy", lambda: manager.pid("proxy")),
+        ):
+            with Load(client) as load:
+                load.wait_answers(50)
+                os.kill(victim(), signal.SIGKILL)
+                killed = time.monotonic()
+                outage = load.wait_recovered(killed, timeout=300)
+                load.wait_answers(50)
+            failed = sum(a.status != 200 for a in load.answers)
+            out[name] = {"seconds_to_recover": outage, "failed": failed, "sent": len(load.answers)}
+            wait_ready(public)
+    finally:
+        stop(server)
+    return out
+
+
+def prepare_version(spec, config, seed: int) -> str:
+    from lending_pipeline.ml.features import build_features
+    from lending_pipeline.ml.train import labelled, out_of_time_split
+    from lending_pipeline_tests.ml.test_scoring import typed_tables
+    from lending_pipeline_tests.serving.conftest import register
+
+    tables = typed_tables(spec, days=60, per_day=300, seed=seed)
+    features = build_features(spec, tables).features
+    frame = labelled(spec, features, tables["outcomes"], dt.date(2025, 7, 1))
+    return register(spec, config, out_of_time_split(frame, "application_date", 8, 8), seed=seed)[0]
+
+
+def active_slot(data: Path) -> str:
+    from lending_pipeline.serving.deploy import read_record
+
+    return read_record(data)["active"]["slot"]
+
+
+def worker_pid(server: int) -> int:
+    import psutil
+
+    return psutil.Process(server).children(recursive=True)[0].pid
+
+
+def wait_for(condition, timeout: float):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out after {timeout:.0f} s")
+
+
 def report(results: dict) -> None:
     print(f"\nmodel trained on {results['train_rows']:,} applications; bento {results['bento']}")
     print(f"{'endpoint':<22}{'p50 ms':>9}{'p99 ms':>9}{'c16 req/s':>11}{'errors':>8}")
-    for name in ("bare", "bare_fast", "bentoml", "bentoml_via_router"):
+    for name in ("bare", "bare_fast", "bentoml", "bentoml_via_proxy"):
         row = results[name]
         errors = row["c1"]["errors"] + row["c16"]["errors"]
         print(
@@ -379,6 +491,20 @@ def report(results: dict) -> None:
     fast_ratio = service / results["bare_fast"]["c16"]["throughput_rps"]
     results["throughput_ratio_vs_bare_fast"] = fast_ratio
     print(f"throughput vs bare_fast (the project's scoring path, nothing else): {fast_ratio:.2f}x")
+    direct, proxied = results["bentoml"], results["bentoml_via_proxy"]
+    added = proxied["c1"]["p50_ms"] - direct["c1"]["p50_ms"]
+    results["proxy_added_p50_ms"] = added
+    p50_ratio = proxied["c1"]["p50_ms"] / direct["c1"]["p50_ms"]
+    rps_ratio = proxied["c16"]["throughput_rps"] / direct["c16"]["throughput_rps"]
+    print(
+        f"the proxy adds {added:.2f} ms at p50 ({p50_ratio:.2f}x the slot's p50); "
+        f"c=16 throughput through it {rps_ratio:.2f}x"
+    )
+    for name, row in results["faults"].items():
+        figures_text = ", ".join(
+            f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
+        )
+        print(f"{name:<16}{figures_text}")
     single = results["bentoml"]["c1"]
     figures = {
         "p50_ms": (single["p50_ms"], "<"),

@@ -28,10 +28,17 @@ def _registry(args):
 
 
 def cmd_serve(args) -> int:
+    from lending_pipeline.ml.pii import PiiKeyError
+    from lending_pipeline.serving.auth import TokenConfigError
     from lending_pipeline.serving.deploy import SLOTS, serve
+    from lending_pipeline.serving.proxy import ProxyError
 
     slots = dict(zip(SLOTS, args.slot_ports, strict=True)) if args.slot_ports else None
-    serve(_data_dir(args), args.port, slots)
+    try:
+        serve(_data_dir(args), args.port, slots)
+    except (RuntimeError, ProxyError, TokenConfigError, PiiKeyError) as exc:
+        print(f"serve refused: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

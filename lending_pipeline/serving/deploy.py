@@ -1,17 +1,24 @@
-"""Versioned deploys: a deployment record, blue/green slots behind one port, rollback.
+"""Versioned deploys: the deployment record, the blue/green deployer and `serve`.
 
-`<data>/serving/deployments.json` holds the *desired* Bento (set by the `scoring_bento` asset after
-a promotion, or by a rollback), the *active* one and the history of switches. `lending-pipeline
-serve` (`make serve`) keeps it true: it listens on the public port (3001) and forwards each new
-connection to the active slot; when the desired Bento changes it starts it on the idle slot's port
-(blue 3101 / green 3102), waits until `/readyz` answers (the model is loaded), then switches new
-connections to it. The old slot keeps running, so a rollback to it is immediate; a Bento that does
-not become ready is recorded as failed and the active one stays.
+`<data>/serving/deployments.json` holds the *desired* Bento (set by the `scoring_bento` asset
+after a promotion, by `package` or by a rollback), the *active* one (slot, its port, the proxy's
+port, Bento, model version) and the history of switches, failures and restarts.
+
+`lending-pipeline serve` (`make serve`) runs the serving stack under a process manager
+(`supervision.py`): HAProxy on the public port (3001) routing each request to the active slot
+(`proxy.py`), a `bentoml serve` per slot (blue 3101 / green 3102; `slot.py`) and the deployer
+(`Deployer`, this module's `main`). When the desired Bento changes, the deployer starts it on
+the idle slot, waits until `/readyz` answers (model loaded, audit log writable), then switches the
+proxy: the next request of every client, kept-alive or not, goes to the new slot; requests in
+flight on the old one finish there. The old slot keeps running, so a rollback to it is
+immediate. A Bento that does not become ready is recorded as failed and the active one stays. A
+killed server, worker or proxy is restarted by the process manager on the same slot with the
+same Bento; meanwhile the proxy answers 503 with `retry-after`.
 """
 
 from __future__ import annotations
 
-import asyncio
+import argparse
 import contextlib
 import datetime as dt
 import fcntl
@@ -20,16 +27,20 @@ import os
 import signal
 import socket
 import sys
-from dataclasses import dataclass
+import threading
+import time
+import xmlrpc.client
 from pathlib import Path
 
 import httpx
 
-from lending_pipeline.serving.package import bentoml_env, bentoml_home
+from lending_pipeline.serving import proxy
+from lending_pipeline.serving.slot import read_tag, write_tag
 
 SLOTS = {"blue": 3101, "green": 3102}
 PUBLIC_PORT = 3001
 READY_TIMEOUT = 180.0
+SCORING_TIMEOUT = 60.0
 
 
 def record_path(data_dir: Path) -> Path:
@@ -62,7 +73,7 @@ def read_record(data_dir: Path) -> dict:
 
 
 def request_deploy(data_dir: Path, bento_tag: str, model_version: str, reason: str) -> dict:
-    """Make a Bento the desired one; the serving supervisor switches to it when it is ready."""
+    """Make a Bento the desired one; the deployer switches to it when it is ready."""
     desired = {
         "bento_tag": bento_tag,
         "model_version": model_version,
@@ -75,16 +86,19 @@ def request_deploy(data_dir: Path, bento_tag: str, model_version: str, reason: s
     return desired
 
 
-def _record_switch(data_dir: Path, slot: str, desired: dict) -> None:
+def _record_switch(data_dir: Path, slot: str, port: int, proxy_port: int, desired: dict) -> None:
     with _locked(data_dir) as record:
         record["active"] = {
             "slot": slot,
-            "port": SLOTS[slot],
+            "port": port,
+            "proxy_port": proxy_port,
             "bento_tag": desired["bento_tag"],
             "model_version": desired["model_version"],
             "since": _now(),
         }
-        record["history"].append({"event": "switched", "slot": slot, **desired, "time": _now()})
+        record["history"].append(
+            {"event": "switched", "slot": slot, "port": port, **desired, "time": _now()}
+        )
 
 
 def _append_history(data_dir: Path, entry: dict) -> None:
@@ -97,215 +111,216 @@ def _request_key(desired: dict) -> tuple[str, str]:
     return desired["bento_tag"], desired["time"]
 
 
-def _port_taken(port: int) -> str | None:
-    """A problem when something already listens on the slot's port (e.g. a server left over
-    from a supervisor that was killed): its answers must not be mistaken for the new Bento's."""
+def port_in_use(port: int) -> bool:
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no listener
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
-            return f"port {port} is already in use; stop what listens there"
-    return None
+            return True
+    return False
 
 
-def slot_home(data_dir: Path, slot: str) -> Path:
-    """A BentoML home per slot (two servers sharing one wipe each other's metrics dir), with
-    the shared Bento and model stores linked in."""
-    home = data_dir / "serving" / "slots" / slot
-    home.mkdir(parents=True, exist_ok=True)
-    shared = bentoml_home(data_dir)
-    for store in ("bentos", "models"):
-        (shared / store).mkdir(parents=True, exist_ok=True)
-        link = home / store
-        if not link.exists():
-            link.symlink_to(shared / store, target_is_directory=True)
-    return home
+class Deployer:
+    """Makes the desired Bento the active one, blue/green, through the process manager and the
+    proxy. Everything it needs survives it in files (record, slot tags, proxy configuration), so
+    a restarted deployer carries on where it stopped."""
 
+    def __init__(self, data_dir: Path, port: int, slots: dict[str, int], supervision):
+        from lending_pipeline.serving.supervision import run_dir
 
-@dataclass
-class Slot:
-    name: str
-    port: int
-    bento_tag: str | None = None
-    process: asyncio.subprocess.Process | None = None
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.returncode is None
-
-
-class Supervisor:
-    """Serves the desired Bento on the public port, switching blue/green without downtime."""
-
-    def __init__(self, data_dir: Path, port: int = PUBLIC_PORT, slots: dict | None = None):
         self.data_dir = data_dir
         self.port = port
-        self.slots = {name: Slot(name, p) for name, p in (slots or SLOTS).items()}
-        self.active: Slot | None = None
-        self.failed: set[str] = set()
-        self.logs = data_dir / "serving" / "logs"
+        self.slots = slots
+        self.supervision = supervision
+        self.run_dir = run_dir(data_dir)
+        self.active: str | None = None
+        self.failed: set[tuple[str, str]] = set()
+        self.unrouted: dict | None = None  # a switch the proxy has not confirmed yet
+        self.pids: dict[str, int] = {}
 
-    async def run(self) -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        server = await asyncio.start_server(self._forward, "127.0.0.1", self.port)
-        print(
-            f"serving on http://127.0.0.1:{self.port} (deployment record: "
-            f"{record_path(self.data_dir)})",
-            flush=True,
-        )
-        try:
-            while not stop.is_set():
-                await self._converge()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=0.5)
-        finally:
-            server.close()
-            for slot in self.slots.values():
-                await self._stop(slot)
+    def run(self, stop: threading.Event) -> None:
+        """Recover, then converge every half second until `stop`; a process manager that does
+        not answer (it is shutting down or restarting) is waited for."""
+        recovered = False
+        while not stop.is_set():
+            try:
+                if not recovered:
+                    self.recover()
+                    recovered = True
+                self.converge()
+            except (xmlrpc.client.Fault, OSError) as exc:
+                if not stop.is_set():
+                    print(f"process manager unavailable ({exc}); retrying", flush=True)
+                stop.wait(2.0)
+            stop.wait(0.5)
 
-    async def _converge(self) -> None:
-        if self.active is not None and not self.active.running:
-            code = self.active.process.returncode if self.active.process else None
-            _append_history(
-                self.data_dir,
-                {
-                    "event": "exited",
-                    "slot": self.active.name,
-                    "bento_tag": self.active.bento_tag,
-                    "problem": f"exit code {code}",
-                },
-            )
-            print(f"slot {self.active.name} exited (code {code}); starting again", flush=True)
-            self.active = None
+    def recover(self) -> None:
+        """Take over what a previous deployer (or a previous `serve`) left: the recorded active
+        slot, if it still holds that Bento, and every slot that has a Bento assigned."""
+        active = read_record(self.data_dir).get("active")
+        slot = (active or {}).get("slot")
+        if slot in self.slots and read_tag(self.data_dir, slot) == active["bento_tag"]:
+            self.active = slot
+            self.unrouted = {
+                "bento_tag": active["bento_tag"],
+                "model_version": active["model_version"],
+                "recovered": True,
+            }
+        for name in self.slots:
+            if read_tag(self.data_dir, name) is not None:
+                self.supervision.start(name)
+
+    def converge(self) -> None:
+        if self.unrouted is not None:
+            self._route(self.active, self.unrouted)
+        self._note_restarts()
         desired = read_record(self.data_dir).get("desired")
         if not desired or _request_key(desired) in self.failed:
             return
-        if self.active is not None and self.active.bento_tag == desired["bento_tag"]:
+        tag = desired["bento_tag"]
+        if self.active is not None and read_tag(self.data_dir, self.active) == tag:
             return
-        slot = (
-            next(
-                (
-                    s
-                    for s in self.slots.values()
-                    if s.bento_tag == desired["bento_tag"] and s.running
-                ),
-                None,
-            )
-            or self._idle_slot()
-        )
-        problem = None
-        if not slot.running or slot.bento_tag != desired["bento_tag"]:
-            await self._stop(slot)
-            problem = _port_taken(slot.port) or await self._start(slot, desired["bento_tag"])
-        problem = problem or await self._wait_ready(slot)
+        slot = next((s for s in self.slots if read_tag(self.data_dir, s) == tag), None)
+        slot = slot or self._idle_slot()
+        problem = self._start(slot, tag)
+        problem = problem or self._wait_ready(slot)
         if problem:
             self.failed.add(_request_key(desired))
             _append_history(self.data_dir, {"event": "failed", **desired, "problem": problem})
-            print(f"deploy of {desired['bento_tag']} failed: {problem}", flush=True)
-            await self._stop(slot)
+            print(f"deploy of {tag} failed: {problem}", flush=True)
+            self.supervision.stop(slot)
             return
         self.active = slot
-        _record_switch(self.data_dir, slot.name, desired)
-        print(f"switched to {desired['bento_tag']} on slot {slot.name} ({slot.port})", flush=True)
+        proxy.write_config(self.run_dir, self.port, self.slots, slot, SCORING_TIMEOUT)
+        self._route(slot, desired)
 
-    def _idle_slot(self) -> Slot:
-        return next(s for s in self.slots.values() if s is not self.active)
+    def _idle_slot(self) -> str:
+        free = [s for s in self.slots if s != self.active]
+        return next((s for s in free if read_tag(self.data_dir, s) is None), free[0])
 
-    async def _start(self, slot: Slot, bento_tag: str) -> str | None:
-        env = bentoml_env(self.data_dir)
-        env["BENTOML_HOME"] = str(slot_home(self.data_dir, slot.name))
-        env["LENDING_DATA_DIR"] = str(self.data_dir)
-        self.logs.mkdir(parents=True, exist_ok=True)
-        with open(self.logs / f"{slot.name}.log", "ab") as log:
-            try:
-                slot.process = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "bentoml",
-                    "serve",
-                    bento_tag,
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(slot.port),
-                    env=env,
-                    stdout=log,
-                    stderr=log,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                return f"the server could not be started ({exc})"
-        slot.bento_tag = bento_tag
+    def _start(self, slot: str, tag: str) -> str | None:
+        if read_tag(self.data_dir, slot) != tag:
+            self.supervision.stop(slot)
+            write_tag(self.data_dir, slot, tag)
+        if self.supervision.state(slot) != "RUNNING" and port_in_use(self.slots[slot]):
+            return f"port {self.slots[slot]} is already in use by another process"
+        self.supervision.start(slot)
+        self.pids[slot] = self.supervision.pid(slot)
         return None
 
-    async def _wait_ready(self, slot: Slot) -> str | None:
-        deadline = asyncio.get_running_loop().time() + READY_TIMEOUT
-        async with httpx.AsyncClient(timeout=2.0) as client:
-            while asyncio.get_running_loop().time() < deadline:
-                if not slot.running:
-                    return f"the server exited (code {slot.process.returncode}); see its log"
+    def _wait_ready(self, slot: str) -> str | None:
+        port, pid = self.slots[slot], self.pids.get(slot)
+        log = self.data_dir / "serving" / "logs" / f"{slot}.log"
+        deadline = time.monotonic() + READY_TIMEOUT
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                state = self.supervision.state(slot)
+                current = self.supervision.pid(slot)
+                if state in ("EXITED", "BACKOFF", "FATAL") or (pid and current not in (0, pid)):
+                    return f"the server exited while starting; see {log}"
+                pid = pid or current
                 with contextlib.suppress(httpx.HTTPError):
-                    response = await client.get(f"http://127.0.0.1:{slot.port}/readyz")
-                    if response.status_code == 200:
+                    if client.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                        self.pids[slot] = current
                         return None
-                await asyncio.sleep(0.25)
-        return f"not ready after {READY_TIMEOUT:.0f} s"
+                time.sleep(0.25)
+        return f"not ready after {READY_TIMEOUT:.0f} s; see {log}"
 
-    async def _stop(self, slot: Slot) -> None:
-        if slot.running:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(slot.process.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(slot.process.wait(), timeout=20)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(slot.process.pid, signal.SIGKILL)
-                await slot.process.wait()
-        slot.process, slot.bento_tag = None, None
-
-    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        slot = self.active
-        if slot is None or not slot.running:
-            writer.write(_UNAVAILABLE)
-            await _close(writer)
-            return
+    def _route(self, slot: str, desired: dict) -> None:
+        """Switch the proxy to `slot`; record the switch once the proxy confirmed it (until then
+        it is retried: a restarting proxy routes by its configuration, already written)."""
         try:
-            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", slot.port)
-        except OSError:
-            writer.write(_UNAVAILABLE)
-            await _close(writer)
+            proxy.route_to(self.run_dir, slot, self.slots)
+        except proxy.ProxyError as exc:
+            if self.unrouted is None:
+                print(f"switch to slot {slot} pending: {exc}", flush=True)
+            self.unrouted = desired
             return
-        await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+        self.unrouted = None
+        if desired.get("recovered"):
+            print(f"serving {desired['bento_tag']} on slot {slot} (recovered)", flush=True)
+            return
+        _record_switch(self.data_dir, slot, self.slots[slot], self.port, desired)
+        print(f"switched to {desired['bento_tag']} on slot {slot} ({self.slots[slot]})", flush=True)
 
-
-_BODY = b'{"error":"no model is being served"}'
-_UNAVAILABLE = (
-    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-    + f"content-length: {len(_BODY)}\r\nconnection: close\r\n\r\n".encode()
-    + _BODY
-)
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while chunk := await reader.read(65536):
-            writer.write(chunk)
-            await writer.drain()
-    except (ConnectionError, asyncio.IncompleteReadError):
-        pass
-    finally:
-        await _close(writer)
-
-
-async def _close(writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(Exception):
-        writer.close()
-        await writer.wait_closed()
+    def _note_restarts(self) -> None:
+        """Record a restart of the active slot's server by the process manager."""
+        slot = self.active
+        if slot is None:
+            return
+        pid = self.supervision.pid(slot)
+        if pid and self.pids.get(slot) not in (None, pid):
+            _append_history(
+                self.data_dir,
+                {"event": "restarted", "slot": slot, "bento_tag": read_tag(self.data_dir, slot)},
+            )
+            print(f"slot {slot} was restarted by the process manager", flush=True)
+        if pid:
+            self.pids[slot] = pid
 
 
 def serve(data_dir: Path, port: int = PUBLIC_PORT, slots: dict | None = None) -> None:
-    asyncio.run(Supervisor(data_dir, port, slots).run())
+    """Write the proxy's and the process manager's configuration and run the process manager
+    in the foreground (this process becomes supervisord)."""
+    from lending_pipeline.ml import pii
+    from lending_pipeline.serving.auth import load_callers
+    from lending_pipeline.serving.supervision import logs_dir, render_config, run_dir
+
+    slots = dict(slots or SLOTS)
+    data_dir = data_dir.resolve()
+    pii.key_bytes(os.environ.get("LENDING_PII_KEY"))  # refuse to start without the secrets
+    load_callers()
+    haproxy = proxy.haproxy_binary()
+    run = run_dir(data_dir)
+    _refuse_second_stack(run)
+    taken = [p for p in (port, *slots.values()) if port_in_use(p)]
+    if taken:
+        raise RuntimeError(f"port(s) {', '.join(map(str, taken))} already in use")
+    active = read_record(data_dir).get("active") or {}
+    routed = active.get("slot")
+    if routed not in slots or read_tag(data_dir, routed) != active.get("bento_tag"):
+        routed = None
+    config = proxy.write_config(run, port, slots, routed, SCORING_TIMEOUT)
+    manager = run / "supervisord.conf"
+    manager.write_text(render_config(data_dir, port, slots, config, haproxy), "utf-8")
+    print(
+        f"serving on http://127.0.0.1:{port} (slots {', '.join(map(str, slots.values()))}); "
+        f"deployment record: {record_path(data_dir)}; logs: {logs_dir(data_dir)}",
+        flush=True,
+    )
+    os.environ["BENTOML_DO_NOT_TRACK"] = "true"
+    os.umask(0o077)  # logs, sockets and run files: owner only
+    os.execv(sys.executable, [sys.executable, "-m", "supervisor.supervisord", "-c", str(manager)])
+
+
+def _refuse_second_stack(run: Path) -> None:
+    """Refuse when the process manager of this data dir is still running."""
+    with contextlib.suppress(OSError, ValueError):
+        pid = int((run / "supervisord.pid").read_text().strip())
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if b"supervisord" in command:
+            raise RuntimeError(f"this data dir is already being served (process manager pid {pid})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The deployer program under the process manager."""
+    from lending_pipeline.serving.child import die_with_parent
+    from lending_pipeline.serving.supervision import Supervision
+
+    parser = argparse.ArgumentParser(description="the blue/green deployer")
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--slots", required=True, help="name=port,name=port")
+    args = parser.parse_args(argv)
+    die_with_parent()
+    slots = {name: int(p) for name, p in (item.split("=") for item in args.slots.split(","))}
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    deployer = Deployer(args.data_dir, args.port, slots, Supervision(args.data_dir))
+    deployer.run(stop)
+
+
+if __name__ == "__main__":
+    main()

@@ -3,9 +3,11 @@
 A scoring request is one application in the raw shape the spec declares: every column of every
 feature source, flat, the entity key once. Types, ranges, allowed values and nullability come from
 the spec; the columns of a joined source are all optional (an applicant may have no bureau pull).
-A date of a joined source after the application date is refused (point in time). PII fields are
-replaced by their keyed pseudonyms right after validation. Validation errors name the field and
-the rule, never the value sent (it may be personal data).
+A date of a joined source after the application date is refused (point in time). Types are
+strict: no text for a number, no `true` for a count, no number for text; dates are ISO
+`YYYY-MM-DD` text within their bounds (`date_bounds`). PII fields are replaced by their keyed
+pseudonyms right after validation. Validation errors name the field and the rule, never the
+value sent (it may be personal data).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from lending_pipeline.ml.audit import canonical
@@ -21,14 +23,40 @@ from lending_pipeline.ml.pii import Pseudonymiser
 from lending_pipeline.ml.scoring import request_columns
 from lending_pipeline.spec import ColumnSpec, PipelineSpec
 
-_TYPES: dict[str, type] = {"float": float, "int": int, "date": dt.date, "bool": bool, "string": str}
+_TYPES: dict[str, type] = {"float": float, "int": int, "bool": bool, "string": str}
+ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+EARLIEST = dt.date(1900, 1, 1)
 
 
-def _field(column: ColumnSpec, optional: bool) -> Any:
+def date_bounds(column: ColumnSpec) -> tuple[dt.date, dt.date]:
+    """The dates a request may carry in a date column: from the spec's earliest allowed date to
+    tomorrow (UTC; a day of slack for clients in other time zones)."""
+    return EARLIEST, dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
+
+
+def _date_type(name: str, column: ColumnSpec) -> Any:
+    def parse(text: str) -> dt.date:
+        try:
+            value = dt.date.fromisoformat(text)
+        except ValueError:
+            raise ValueError("not a calendar date (YYYY-MM-DD)") from None
+        earliest, latest = date_bounds(column)
+        if not earliest <= value <= latest:
+            raise ValueError(f"{name} must lie between {earliest} and {latest}")
+        return value
+
+    return Annotated[
+        str, Field(pattern=ISO_DATE, json_schema_extra={"format": "date"}), AfterValidator(parse)
+    ]
+
+
+def _field(name: str, column: ColumnSpec, optional: bool) -> Any:
     kind: Any = _TYPES.get(column.dtype, str)
+    if column.dtype == "date":
+        kind = _date_type(name, column)
     if column.allowed:
         kind = Literal[tuple(column.allowed)]
-    limits = {}
+    limits: dict[str, Any] = {"allow_inf_nan": False} if column.dtype == "float" else {}
     if column.min is not None:
         limits["ge"] = column.min
     if column.max is not None:
@@ -41,15 +69,15 @@ def _field(column: ColumnSpec, optional: bool) -> Any:
 
 
 def application_schema(spec: PipelineSpec) -> type:
-    """The typed dict of one application for `spec` (pydantic validates it; unknown fields are
-    refused, optional ones may be left out)."""
+    """The typed dict of one application for `spec` (pydantic validates it strictly; unknown
+    fields are refused, optional ones may be left out)."""
     primary = spec.primary_source.columns
     fields = {
-        name: _field(column, optional=name not in primary)
+        name: _field(name, column, optional=name not in primary)
         for name, column in request_columns(spec).items()
     }
     schema = TypedDict(spec.name.title().replace("_", "") + "Application", fields)
-    schema.__pydantic_config__ = ConfigDict(extra="forbid")
+    schema.__pydantic_config__ = ConfigDict(extra="forbid", strict=True)
     return schema
 
 
@@ -145,5 +173,6 @@ def safe_errors(exc: ValidationError, prefix: str) -> list[dict[str, str]]:
         location = prefix
         for part in error["loc"]:
             location += f"[{part}]" if isinstance(part, int) else f".{part}"
-        out.append({"field": location, "rule": error["type"], "message": error["msg"]})
+        message = error["msg"].removeprefix("Value error, ")
+        out.append({"field": location, "rule": error["type"], "message": message})
     return out

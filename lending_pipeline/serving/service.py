@@ -2,8 +2,10 @@
 
 Run from a built Bento (`make serve`, or `bentoml serve <tag>`); the Bento's `serving.json` names
 the model and carries its cutoff and reason-code references, `spec.yaml` the spec it was trained
-for. Every request body is authenticated and size-checked by `AuthMiddleware` first; every
-decision is appended to the audit log before it is answered.
+for. Every request passes the front door (`front.FrontDoor`: routes, authentication, roles,
+size, JSON shape) first; every decision is appended to the audit log before it is answered, and
+none is answered when that append fails (503). Exceptions are logged without their message
+(`logs.py`): it may quote request data.
 """
 
 import os
@@ -14,6 +16,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import gc  # noqa: E402
 import logging  # noqa: E402
+import signal  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
@@ -31,8 +34,12 @@ from lending_pipeline import telemetry  # noqa: E402, F401
 from lending_pipeline.ml import audit, pii, tracking  # noqa: E402
 from lending_pipeline.ml.scoring import Decision, Scorer, request_columns  # noqa: E402
 from lending_pipeline.serving import operations  # noqa: E402
-from lending_pipeline.serving.auth import AuthMiddleware, load_callers  # noqa: E402
+from lending_pipeline.serving.auth import load_callers  # noqa: E402
 from lending_pipeline.serving.bundle import SPEC_FILE, Bundle, bundle_dir  # noqa: E402
+from lending_pipeline.serving.child import die_with_parent  # noqa: E402
+from lending_pipeline.serving.front import FrontDoor  # noqa: E402
+from lending_pipeline.serving.logs import withhold_exception_messages  # noqa: E402
+from lending_pipeline.serving.openapi import document_bytes  # noqa: E402
 from lending_pipeline.serving.requests import RequestError, RequestValidator  # noqa: E402
 from lending_pipeline.spec import load_spec  # noqa: E402
 
@@ -41,6 +48,7 @@ SPEC = load_spec(bundle_dir() / SPEC_FILE)
 DECISIONS = ("approve", "refer", "decline")
 SCORING_ROUTES = ("/score", "/score_batch")
 LOG = logging.getLogger("lending_pipeline.serving")
+UNAUDITED = "no decision: the audit log cannot be written; retry"
 
 
 class ModelInfo(pydantic.BaseModel):
@@ -76,14 +84,18 @@ def data_dir() -> Path:
 
 @bentoml.service(
     name="lending_scoring",
-    workers=int(os.environ.get("LENDING_SERVING_WORKERS", "1")),
+    workers=int(os.environ.get("LENDING_SERVING_WORKERS", "2")),  # one killed, one answering
     traffic={"timeout": 60},
     tracing={"excluded_urls": list(SCORING_ROUTES)},  # no span exporter: spans would cost only
+    logging={"access": {"enabled": False}},  # the front door writes an access log without values
 )
 class Scoring:
     model_ref = bentoml.models.BentoModel(BUNDLE.model_tag)
 
     def __init__(self):
+        die_with_parent(signal.SIGKILL)  # a worker never outlives its server (nor keeps its port)
+        withhold_exception_messages()
+        logging.getLogger("lending_pipeline.serving").setLevel(logging.INFO)
         key = pii.key_bytes(os.environ.get("LENDING_PII_KEY"))
         load_callers()  # refuse to start without tokens (the middleware loads them lazily)
         self.validate = RequestValidator(SPEC, key)
@@ -97,10 +109,8 @@ class Scoring:
     def _load(self) -> None:
         """Load the model in the background; /readyz stays 503 until it is in (or forever, with
         the reason in the log, when it cannot be loaded)."""
-        import mlflow.sklearn
-
         try:
-            model = mlflow.sklearn.load_model(self.model_ref.path)
+            model = tracking.load_saved(Path(self.model_ref.path))
             scorer = Scorer(SPEC, model, BUNDLE.cutoff, BUNDLE.reference)
         except Exception as exc:
             LOG.error("model %s could not be loaded: %s", BUNDLE.model_tag, type(exc).__name__)
@@ -144,9 +154,8 @@ class Scoring:
         request_id = uuid.uuid4().hex
         decision = self.scorer.score([record])[0]
         caller = _caller(ctx)
-        self.audit.append(
-            "decision", [self._entry(request_id, caller, application, record, decision)]
-        )
+        if not self._audited([self._entry(request_id, caller, application, record, decision)]):
+            return _error(ctx, 503, UNAUDITED)
         self._count([record], [decision], began)
         return _json(self._answer(request_id, decision))
 
@@ -168,15 +177,14 @@ class Scoring:
         ids = [f"{batch_id}-{i}" for i in range(len(records))]
         decisions = self.scorer.score(records)
         caller = _caller(ctx)
-        self.audit.append(
-            "decision",
-            [
-                self._entry(rid, caller, raw, record, decision)
-                for rid, raw, record, decision in zip(
-                    ids, applications, records, decisions, strict=True
-                )
-            ],
-        )
+        entries = [
+            self._entry(rid, caller, raw, record, decision)
+            for rid, raw, record, decision in zip(
+                ids, applications, records, decisions, strict=True
+            )
+        ]
+        if not self._audited(entries):
+            return _error(ctx, 503, UNAUDITED)
         self._count(records, decisions, began)
         results = [self._answer(rid, d) for rid, d in zip(ids, decisions, strict=True)]
         return _json({"batch_id": batch_id, "results": results})
@@ -224,6 +232,18 @@ class Scoring:
             return _error(ctx, 409, str(exc))
         return done
 
+    def _audited(self, entries: list[dict]) -> bool:
+        """Append decision entries to the audit log; False (logged, without values) when that
+        fails: the decisions must then not be answered."""
+        try:
+            self.audit.append("decision", entries)
+        except Exception as exc:
+            LOG.error(
+                "audit append failed (%s): %d decision(s) refused", type(exc).__name__, len(entries)
+            )
+            return False
+        return True
+
     def _entry(self, request_id: str, caller: str, raw, record: dict, decision: Decision) -> dict:
         return {  # keys (and the record's) in sorted order: the canonical JSON sorts them again
             "caller": caller,
@@ -269,12 +289,17 @@ def _json(body: dict) -> Response:
 
 
 def _error(ctx: bentoml.Context, status: int, message: str, detail: list | None = None) -> Response:
-    """An error answer; the status goes through the context (BentoML applies it last)."""
+    """An error answer in the front door's shape; the status goes through the context (BentoML
+    applies it last)."""
     ctx.response.status_code = status
-    body: dict[str, Any] = {"error": message}
-    if detail is not None:
-        body["detail"] = detail
-    return _json(body)
+    if status == 503:
+        ctx.response.headers["retry-after"] = "1"
+    return _json({"error": message, "detail": detail or []})
 
 
-Scoring.add_asgi_middleware(AuthMiddleware, max_body_bytes=SPEC.scoring.max_body_bytes)
+Scoring.add_asgi_middleware(
+    FrontDoor,
+    max_body_bytes=SPEC.scoring.max_body_bytes,
+    known_fields=tuple(request_columns(SPEC)),
+    openapi=document_bytes(SPEC),
+)

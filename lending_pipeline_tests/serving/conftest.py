@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,95 @@ def wait_for(condition, timeout: float, what: str):
             return value
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@dataclass
+class Answer:
+    sent: float  # time.monotonic() when the request was sent
+    status: int | str  # HTTP status, or the name of the transport error
+    version: str | None = None
+    request_id: str | None = None
+    client_port: int | None = None
+
+
+class Load:
+    """A bounded loop of /score requests on one kept-alive connection, in a thread: every
+    answer with its time, status, model version, request id and the client's port."""
+
+    def __init__(self, deployment, limit: int = 20_000, seconds: float = 300, pause=0.005):
+        self.deployment, self.limit, self.seconds, self.pause = deployment, limit, seconds, pause
+        self.answers: list[Answer] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "Load":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.seconds
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        headers = {"Authorization": f"Bearer {self.deployment.scorer_token}"}
+        records = self.deployment.records
+        with httpx.Client(
+            base_url=self.deployment.url, headers=headers, timeout=30, limits=limits
+        ) as client:
+            for i in range(self.limit):
+                if self._stop.is_set() or time.monotonic() > deadline:
+                    return
+                sent = time.monotonic()
+                try:
+                    response = client.post("/score", json={"application": records[i % 200]})
+                except httpx.HTTPError as exc:
+                    self.answers.append(Answer(sent, type(exc).__name__))
+                else:
+                    port = _client_port(response)
+                    body = response.json() if response.status_code == 200 else {}
+                    self.answers.append(
+                        Answer(
+                            sent,
+                            response.status_code,
+                            body.get("model", {}).get("version"),
+                            body.get("request_id"),
+                            port,
+                        )
+                    )
+                time.sleep(self.pause)
+
+    def wait_answers(self, count: int, timeout: float = 120) -> None:
+        start = len(self.answers)
+        wait_for(lambda: len(self.answers) >= start + count, timeout, f"{count} answers")
+
+    def wait_recovered(self, moment: float, streak: int = 20, timeout: float = 180) -> float:
+        """Seconds from `moment` to the first answer of a run of `streak` successes sent after
+        it, with no failure after that run began (the outage clients saw)."""
+
+        def resumed():
+            run = 0
+            for answer in self.answers:
+                if answer.sent <= moment:
+                    continue
+                run = run + 1 if answer.status == 200 else 0
+                if run == 1:
+                    start = answer.sent
+                if run >= streak:
+                    return start
+            return 0
+
+        return wait_for(resumed, timeout, "service to resume") - moment
+
+
+def _client_port(response: httpx.Response) -> int | None:
+    """The local port of the connection that carried a response (None once it is closed)."""
+    stream = response.extensions.get("network_stream")
+    try:
+        return stream.get_extra_info("client_addr")[1] if stream else None
+    except OSError:
+        return None
 
 
 @dataclass

@@ -1,11 +1,16 @@
 """The scoring API over real HTTP: a `bentoml serve` process behind `lending-pipeline serve`."""
 
+import datetime as dt
+import json
+import os
 import sqlite3
+import stat
 import time
 
 import httpx
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 from lending_pipeline.defs.resources import MlflowTracking
 from lending_pipeline.ml import audit, tracking
@@ -79,7 +84,8 @@ def test_invalid_fields_get_422_naming_field_and_rule_without_the_value(deployme
     application["pull_date"] = "2099-01-01"
     with deployment.client() as client:
         response = client.post("/score", json={"application": application})
-        late = dict(deployment.records[0], pull_date="2099-01-01")
+        applied = dt.date.fromisoformat(deployment.records[0]["application_date"])
+        late = dict(deployment.records[0], pull_date=str(applied + dt.timedelta(days=1)))
         point_in_time = client.post("/score", json={"application": late})
     assert response.status_code == 422
     rules = {(e["field"], e["rule"]) for e in response.json()["detail"]}
@@ -188,11 +194,35 @@ def test_every_decision_is_audited_with_pseudonyms_only(deployment):
     assert deployment.scorer_token.encode() not in logs
 
 
+def metric_values(text: str, name: str) -> dict[str, float]:
+    """The samples of one metric in a Prometheus text page, by their label text."""
+    values = {}
+    for line in text.splitlines():
+        if line.startswith(name):
+            labels, _, number = line[len(name) :].rpartition(" ")
+            values[labels] = float(number)
+    return values
+
+
 def test_metrics_count_decisions_and_missing_fields(deployment):
+    records = deployment.records[:60]
     with deployment.client(None) as client:
-        text = client.get("/metrics").text
-    assert 'lending_decisions_total{decision="approve"}' in text
-    assert "lending_missing_fields_total" in text and "lending_scoring_seconds" in text
+        before = client.get("/metrics").text
+    with deployment.client() as client:
+        results = client.post("/score_batch", json={"applications": records}).json()["results"]
+    with deployment.client(None) as client:
+        after = client.get("/metrics").text
+    made = {d: sum(r["decision"] == d for r in results) for d in ("approve", "refer", "decline")}
+    old, new = (metric_values(t, "lending_decisions_total") for t in (before, after))
+    for decision, count in made.items():
+        label = f'{{decision="{decision}"}}'
+        assert new[label] - old.get(label, 0.0) == count, decision
+    missing = sum(r["pull_date"] is None for r in records)
+    label = '{field="pull_date"}'
+    old, new = (metric_values(t, "lending_missing_fields_total") for t in (before, after))
+    assert new.get(label, 0.0) - old.get(label, 0.0) == missing
+    served = metric_values(after, "lending_scoring_seconds_count")[""]
+    assert served - metric_values(before, "lending_scoring_seconds_count")[""] == 1
 
 
 def test_audit_verify_passes_then_names_a_tampered_entry(deployment, tmp_path):
@@ -282,6 +312,171 @@ def test_no_decision_is_answered_when_the_audit_write_fails(deployment):
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
-    assert response.status_code == 500
+    assert response.status_code == 503 and response.headers["retry-after"] == "1"
     assert "decision" not in response.json() and "probability_of_default" not in response.text
     assert decisions() == before
+
+
+PII_SHAPES = [
+    ("application/json", lambda v: json.dumps([{"ssn": v, "full_name": v}])),
+    ("application/json", lambda v: json.dumps(v)),
+    ("application/json", lambda v: json.dumps({"application": v})),
+    ("application/json", lambda v: json.dumps({"application": [v]})),
+    ("application/json", lambda v: json.dumps({"application": {"ssn": {"nested": v}}})),
+    ("application/json", lambda v: json.dumps({"application": {"full_name": 7, "email": [v]}})),
+    ("application/json", lambda v: json.dumps({v: {"ssn": v}})),
+    ("application/json", lambda v: json.dumps({"applications": {"ssn": v}})),
+    ("application/json", lambda v: '{"application": {"ssn": "' + v + '", "ssn": "' + v + '"}}'),
+    ("application/json", lambda v: '{"application": {"ssn": "' + v + '", "loan_amount": NaN}}'),
+    ("application/json", lambda v: '{"application": {"ssn": "' + v + '"'),
+    (
+        "multipart/form-data",
+        lambda v: f"--b\r\ncontent-disposition: form-data; name=ssn\r\n\r\n{v}",
+    ),
+    ("multipart/form-data; boundary=b", lambda v: f"--b\r\nname={v}\r\n--b--"),
+    ("application/x-www-form-urlencoded", lambda v: f"ssn={v}&full_name={v}"),
+    ("text/plain", lambda v: v),
+]
+
+
+def test_no_personal_data_reaches_any_file_the_service_writes(deployment):
+    """Bodies of every bad shape, each carrying a marked value, on every route; afterwards no
+    file the serving stack wrote holds that value, and its logs are owner-only."""
+    marks = [f"Jane Marker-{i:02d} 900-{i:02d}-7311" for i in range(len(PII_SHAPES))]
+    with deployment.client("admin") as client:
+        for route in ("/score", "/score_batch", "/override", "/rollback"):
+            for (content_type, shape), mark in zip(PII_SHAPES, marks, strict=True):
+                response = client.post(
+                    f"{route}?ssn={mark}",
+                    content=shape(mark),
+                    headers={"content-type": content_type},
+                )
+                assert 400 <= response.status_code < 500, (route, content_type, response.text)
+                assert mark not in response.text
+                assert set(response.json()) == {"error", "detail"}
+        bad_path = client.post(f"/score/{marks[0]}", json={"application": marks[0]})
+        assert bad_path.status_code == 404
+    time.sleep(1.5)  # let the logs flush
+    serving = deployment.data_dir / "serving"
+    written = [p for p in serving.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".log" for p in written)
+    for path in written:
+        content = path.read_bytes()
+        for mark in marks:
+            assert mark.encode() not in content, path
+    for log in serving.glob("logs/*.log"):
+        assert stat.S_IMODE(os.stat(log).st_mode) & 0o077 == 0, log
+
+
+@pytest.mark.parametrize(
+    "field, value, rule",
+    [
+        ("loan_amount", "5000", "float_type"),
+        ("loan_amount", True, "float_type"),
+        ("term_months", True, "literal_error"),
+        ("stated_income", "72000", "float_type"),
+        ("application_date", "9999-12-31", "value_error"),
+        ("application_date", "2025-02-30", "value_error"),
+        ("application_date", "20250101", "string_pattern_mismatch"),
+        ("application_date", 20250101, "string_type"),
+        ("full_name", 12345, "string_type"),
+    ],
+)
+def test_input_types_are_strict(deployment, field, value, rule):
+    application = dict(deployment.records[0], **{field: value})
+    with deployment.client() as client:
+        response = client.post("/score", json={"application": application})
+    assert response.status_code == 422, response.text
+    assert {(e["field"], e["rule"]) for e in response.json()["detail"]} == {
+        (f"application.{field}", rule)
+    }
+    assert str(value) not in json.dumps(response.json()["detail"])
+
+
+def test_multipart_without_a_boundary_is_refused_not_a_server_error(deployment):
+    with deployment.client() as client:
+        for route in ("/score", "/score_batch"):
+            response = client.post(
+                route, content=b"--x\r\n", headers={"content-type": "multipart/form-data"}
+            )
+            assert response.status_code == 415, (route, response.text)
+
+
+def test_the_openapi_document_describes_the_application_and_every_error(deployment):
+    with deployment.client(None) as client:
+        document = client.get("/docs.json").json()
+    application = document["components"]["schemas"]["Application"]
+    spec = deployment.spec
+    primary = spec.primary_source
+    assert set(application["required"]) == set(primary.columns)
+    assert application["additionalProperties"] is False
+    loan = application["properties"]["loan_amount"]
+    assert loan["type"] == "number"
+    assert loan["minimum"] == primary.columns["loan_amount"].min
+    assert loan["maximum"] == primary.columns["loan_amount"].max
+    purpose = application["properties"]["purpose"]
+    assert purpose["enum"] == primary.columns["purpose"].allowed
+    assert application["properties"]["application_date"]["format"] == "date"
+    score = document["paths"]["/score"]["post"]
+    body = score["requestBody"]["content"]["application/json"]["schema"]
+    assert body["properties"]["application"] == {"$ref": "#/components/schemas/Application"}
+    assert {"200", "400", "401", "413", "415", "422", "503"} <= set(score["responses"])
+    assert "403" in document["paths"]["/override"]["post"]["responses"]
+
+
+def test_every_error_has_the_documented_shape(deployment):
+    import jsonschema
+
+    with deployment.client(None) as client:
+        error_schema = client.get("/docs.json").json()["components"]["schemas"]["Error"]
+    application = dict(deployment.records[0], loan_amount="many")
+    calls = [
+        (None, "/score", {"json": {"application": application}}),  # 401
+        ("scorer", "/override", {"json": {"override": {}}}),  # 403
+        ("scorer", "/score", {"content": b"[1]", "headers": {"content-type": "text/plain"}}),
+        ("scorer", "/score", {"content": b"{", "headers": {"content-type": "application/json"}}),
+        ("scorer", "/score", {"json": {"application": application}}),  # 422 (service)
+        ("scorer", "/score_batch", {"json": {"applications": []}}),  # 422 (service)
+        ("scorer", "/nowhere", {"json": {}}),  # 404
+    ]
+    statuses = []
+    for token, route, request in calls:
+        with deployment.client(token) as client:
+            response = client.post(route, **request)
+        statuses.append(response.status_code)
+        jsonschema.validate(response.json(), error_schema)
+    assert statuses == [401, 403, 415, 400, 422, 422, 404]
+
+
+@pytest.mark.parametrize("mode", ["positive", "negative"])
+def test_the_published_openapi_holds_under_generated_requests(deployment, mode):
+    """Schemathesis against the published document with the scorer token, on every operation:
+    no 5xx, every status documented, every body in its documented shape; requests that break
+    the document (negative mode) are refused with a 4xx."""
+    import schemathesis
+    from hypothesis import given
+    from schemathesis import GenerationMode
+
+    checks = schemathesis.checks
+    chosen = [
+        checks.not_a_server_error,
+        checks.status_code_conformance,
+        checks.content_type_conformance,
+        checks.response_schema_conformance,
+    ]
+    if mode == "negative":
+        chosen.append(checks.negative_data_rejection)
+    schema = schemathesis.openapi.from_url(f"{deployment.url}/docs.json")
+    headers = {"Authorization": f"Bearer {deployment.scorer_token}"}
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) == 8
+    for operation in operations:
+        if mode == "negative" and operation.method.upper() == "GET":
+            continue  # nothing to break: no parameters, no body
+
+        @given(case=operation.as_strategy(generation_mode=GenerationMode(mode)))
+        @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+        def call(case):
+            case.call_and_validate(headers=headers, checks=chosen)
+
+        call()

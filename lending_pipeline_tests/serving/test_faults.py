@@ -1,0 +1,148 @@
+"""Faults of the serving stack, for real: killed processes under load, a rollback under keep-alive
+load, the deployment record. Each test measures what clients saw and checks that every answered
+decision is in the audit log."""
+
+import os
+import signal
+import time
+
+import httpx
+import psutil
+
+from lending_pipeline.ml import audit
+from lending_pipeline.serving.deploy import read_record
+from lending_pipeline.serving.supervision import Supervision
+from lending_pipeline_tests.serving.conftest import Load, wait_for
+
+
+def audited_ids(deployment) -> set[str]:
+    store = audit.open_store(deployment.data_dir)
+    try:
+        return {e.data["request_id"] for e in store.entries() if e.kind == "decision"}
+    finally:
+        store.close()
+
+
+def assert_answers_audited(deployment, load: Load) -> None:
+    answered = {a.request_id for a in load.answers if a.status == 200}
+    assert answered, "no request was answered"
+    assert answered <= audited_ids(deployment)
+
+
+def processes(deployment, slot: str) -> tuple[int, list[int]]:
+    """The pid of a slot's server and of its live workers."""
+    server = Supervision(deployment.data_dir).pid(slot)
+    children = psutil.Process(server).children(recursive=True)
+    return server, [c.pid for c in children if c.status() != psutil.STATUS_ZOMBIE]
+
+
+def gone(pids: list[int]) -> bool:
+    return not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids)
+
+
+def ready(port: int) -> int:
+    with httpx.Client(timeout=5) as client:
+        return client.get(f"http://127.0.0.1:{port}/readyz").status_code
+
+
+def test_the_deployment_record_names_the_ports_in_use(deployment):
+    active = read_record(deployment.data_dir)["active"]
+    assert active["port"] == deployment.slots[active["slot"]]
+    assert active["proxy_port"] == int(deployment.url.rsplit(":", 1)[1])
+    switched = [e for e in read_record(deployment.data_dir)["history"] if e["event"] == "switched"]
+    assert switched[-1]["port"] == active["port"]
+
+
+def test_a_rollback_reaches_a_kept_alive_client_on_its_next_request(deployment):
+    with Load(deployment) as load:
+        load.wait_answers(20)
+        done = deployment.cli("rollback", "--wait", "240")
+        switched = time.monotonic()
+        load.wait_answers(30)
+    assert done.returncode == 0, done.stderr
+    assert len({a.client_port for a in load.answers}) == 1  # one kept-alive connection
+    assert {a.status for a in load.answers} == {200}
+    assert load.answers[0].version == "2"
+    after = {a.version for a in load.answers if a.sent > switched}
+    assert after == {"1"}
+    assert_answers_audited(deployment, load)
+
+
+def test_a_killed_worker_is_replaced_while_the_other_answers(deployment):
+    slot = read_record(deployment.data_dir)["active"]["slot"]
+    server, workers = processes(deployment, slot)
+    assert len(workers) == 2
+    with Load(deployment) as load:
+        load.wait_answers(20)
+        os.kill(workers[0], signal.SIGKILL)
+
+        def replaced() -> bool:
+            live = processes(deployment, slot)[1]
+            return len(live) == 2 and workers[0] not in live
+
+        wait_for(replaced, 120, "a new worker")
+        load.wait_answers(30)
+    failed = [a for a in load.answers if a.status != 200]
+    assert len(failed) <= 1, failed  # at most the request in flight on the killed worker
+    assert processes(deployment, slot)[0] == server
+    assert_answers_audited(deployment, load)
+
+
+def test_a_killed_server_restarts_on_its_slot_leaving_no_orphan_twice(deployment):
+    """SIGKILL of the active slot's server, twice: each time the process manager restarts it on
+    the same slot with the same Bento, its workers die with it, the other slot (the rollback
+    target) keeps running untouched, and service resumes."""
+    before = read_record(deployment.data_dir)["active"]
+    other = next(name for name in deployment.slots if name != before["slot"])
+    warm = Supervision(deployment.data_dir).pid(other)
+    outages = []
+    for _ in range(2):
+        server, workers = processes(deployment, before["slot"])
+        killed_pids = [server, *workers]
+        with Load(deployment) as load:
+            load.wait_answers(20)
+            os.kill(server, signal.SIGKILL)
+            killed = time.monotonic()
+            outages.append(load.wait_recovered(killed, timeout=240))
+            load.wait_answers(20)
+        wait_for(lambda: gone(killed_pids), 60, "the killed server's workers to exit")  # noqa: B023
+        failed = [a for a in load.answers if a.status != 200]
+        assert all(killed - 1 <= a.sent < killed + outages[-1] for a in failed), failed
+        assert_answers_audited(deployment, load)
+        assert {a.version for a in load.answers if a.status == 200} == {before["model_version"]}
+    after = read_record(deployment.data_dir)["active"]
+    assert (after["slot"], after["bento_tag"]) == (before["slot"], before["bento_tag"])
+    assert Supervision(deployment.data_dir).pid(other) == warm and ready(deployment.slots[other])
+    restarts = [e for e in read_record(deployment.data_dir)["history"] if e["event"] == "restarted"]
+    assert len(restarts) >= 2
+    print(f"outage after SIGKILL of the server: {', '.join(f'{s:.1f} s' for s in outages)}")
+
+
+def test_a_killed_proxy_comes_back_routing_to_the_same_slot(deployment):
+    version = read_record(deployment.data_dir)["active"]["model_version"]
+    proxy = Supervision(deployment.data_dir).pid("proxy")
+    with Load(deployment) as load:
+        load.wait_answers(20)
+        os.kill(proxy, signal.SIGKILL)
+        killed = time.monotonic()
+        outage = load.wait_recovered(killed, timeout=120)
+        load.wait_answers(20)
+    assert Supervision(deployment.data_dir).pid("proxy") not in (0, proxy)
+    assert {a.version for a in load.answers if a.status == 200} == {version}
+    assert_answers_audited(deployment, load)
+    print(f"outage after SIGKILL of the proxy: {outage:.2f} s")
+
+
+def test_a_killed_deployer_is_restarted_and_deploys_again(deployment):
+    deployer = Supervision(deployment.data_dir).pid("deployer")
+    os.kill(deployer, signal.SIGKILL)
+    wait_for(
+        lambda: Supervision(deployment.data_dir).pid("deployer") not in (0, deployer),
+        60,
+        "the deployer to be restarted",
+    )
+    current = read_record(deployment.data_dir)["active"]["model_version"]
+    target = "2" if current == "1" else "1"
+    done = deployment.cli("rollback", "--to", target, "--wait", "240")
+    assert done.returncode == 0, done.stderr
+    assert deployment.served_version() == target
