@@ -368,16 +368,16 @@ def measure_faults(root: Path, env: dict, token: str, records: list[dict]) -> di
     from lending_pipeline_tests.serving.conftest import Load
 
     data = root / "faults"
-    env = {**env, "LENDING_DATA_DIR": str(data)}
+    store = f"sqlite:///{data / 'mlflow' / 'mlflow.db'}"
+    env = {**env, "LENDING_DATA_DIR": str(data), "MLFLOW_TRACKING_URI": store}
     env.pop("LENDING_SERVING_WORKERS")
-    os.environ["LENDING_DATA_DIR"] = str(data)
+    os.environ.update({"LENDING_DATA_DIR": str(data), "MLFLOW_TRACKING_URI": store})
     spec = load_spec()
     config = MlflowTracking().config(spec.name)
-    first = second = None
-    for seed in (7, 11):
-        version = prepare_version(spec, config, seed)
-        tracking.promote(config, version)
-        first, second = (version, None) if first is None else (first, version)
+    first = prepare_version(spec, config, 7)
+    tracking.promote(config, first)
+    second = prepare_version(spec, config, 11)
+    tracking.promote(config, second)
     deploy_version(spec, config, second, data, "benchmark")
     public, blue, green = free_port(), free_port(), free_port()
     serve = [sys.executable, "-m", "lending_pipeline.cli", "serve", "--port", str(public)]
