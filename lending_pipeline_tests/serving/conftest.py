@@ -22,7 +22,7 @@ from lending_pipeline.serving.auth import new_token
 from lending_pipeline.serving.deploy import read_record
 from lending_pipeline.serving.operations import deploy_version
 from lending_pipeline.spec import load_spec
-from lending_pipeline_tests.conftest import PII_KEY
+from lending_pipeline_tests.conftest import AUDIT_ENV, AUDIT_KEY, PII_KEY
 from lending_pipeline_tests.ml.test_scoring import typed_tables
 
 
@@ -100,15 +100,17 @@ def deployment(tmp_path_factory):
         **os.environ,
         "LENDING_DATA_DIR": str(data_dir),
         "LENDING_PII_KEY": PII_KEY,
+        "LENDING_AUDIT_KEY": AUDIT_KEY,
         "LENDING_API_TOKENS": f"{scorer_line};{admin_line}",
         "BENTOML_DO_NOT_TRACK": "true",
     }
-    for key in ("MLFLOW_TRACKING_URI", "LENDING_AUDIT_URL", "LENDING_API_TOKENS_FILE"):
+    unset = ("MLFLOW_TRACKING_URI", "LENDING_API_TOKENS_FILE", *AUDIT_ENV)
+    for key in unset:
         env.pop(key, None)
     patch = pytest.MonkeyPatch()
-    for key in ("LENDING_DATA_DIR", "LENDING_PII_KEY", "LENDING_API_TOKENS"):
+    for key in ("LENDING_DATA_DIR", "LENDING_PII_KEY", "LENDING_AUDIT_KEY", "LENDING_API_TOKENS"):
         patch.setenv(key, env[key])
-    for key in ("MLFLOW_TRACKING_URI", "LENDING_AUDIT_URL", "LENDING_API_TOKENS_FILE"):
+    for key in unset:
         patch.delenv(key, raising=False)
 
     from lending_pipeline.defs.resources import MlflowTracking
