@@ -10,11 +10,12 @@ STAMP := $(VENV)/.installed
 export LENDING_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 PII_KEY_FILE := $(CURDIR)/.secrets/pii_key
+AUDIT_KEY_FILE := $(CURDIR)/.secrets/audit_key
 API_TOKENS_FILE := $(CURDIR)/.secrets/api_tokens
 DEMO_DAYS ?= 100
 DEMO_PER_DAY ?= 1200
 
-.PHONY: help browser haproxy venv demo drift-demo generate materialize train dev serve test bench lint format clean
+.PHONY: help browser haproxy venv demo drift-demo generate materialize train dev serve audit-verify test bench lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -32,36 +33,44 @@ $(PII_KEY_FILE):
 	@mkdir -p $(dir $@) && umask 077 && $(PYTHON) -c "import secrets; print(secrets.token_hex(32))" > $@
 	@echo "created a local pseudonymisation key in $@ (set LENDING_PII_KEY to use your own)"
 
+$(AUDIT_KEY_FILE):
+	@mkdir -p $(dir $@) && umask 077 && $(PYTHON) -c "import secrets; print(secrets.token_hex(32))" > $@
+	@echo "created a local audit log key in $@ (set LENDING_AUDIT_KEY or LENDING_AUDIT_KEY_FILE to use your own)"
+
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	@mkdir -p $(DAGSTER_HOME)/.nux && cp dagster.yaml $@ && echo "seen: 1" > $(DAGSTER_HOME)/.nux/nux.yaml
 
-WITH_KEY = LENDING_PII_KEY="$${LENDING_PII_KEY:-$$(cat $(PII_KEY_FILE))}"
+WITH_KEY = LENDING_PII_KEY="$${LENDING_PII_KEY:-$$(cat $(PII_KEY_FILE))}" \
+  LENDING_AUDIT_KEY_FILE="$${LENDING_AUDIT_KEY_FILE:-$(AUDIT_KEY_FILE)}"
 
 generate: $(STAMP) ## write synthetic landing files (DEMO_DAYS x DEMO_PER_DAY applications)
 	$(BIN)/lending-pipeline generate --days $(DEMO_DAYS) --per-day $(DEMO_PER_DAY)
 
-materialize: $(STAMP) $(PII_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## run the daily job for every landed partition
+materialize: $(STAMP) $(PII_KEY_FILE) $(AUDIT_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## run the daily job for every landed partition
 	$(WITH_KEY) $(BIN)/lending-pipeline materialize
 
-demo: $(STAMP) $(PII_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## the main job: generate data if missing, materialize the whole graph, train, gate, promote, print a summary
+demo: $(STAMP) $(PII_KEY_FILE) $(AUDIT_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## the main job: generate data if missing, materialize the whole graph, train, gate, promote, print a summary
 	@test -d $(LENDING_DATA_DIR)/landing || $(BIN)/lending-pipeline generate --days $(DEMO_DAYS) --per-day $(DEMO_PER_DAY)
 	$(WITH_KEY) $(BIN)/lending-pipeline materialize
 	$(WITH_KEY) $(BIN)/lending-pipeline train --allow-refusal
 
-drift-demo: $(STAMP) $(PII_KEY_FILE) ## drift -> drift sensor -> retraining -> gated promotion, in .drift_demo/ (a few minutes)
+drift-demo: $(STAMP) $(PII_KEY_FILE) $(AUDIT_KEY_FILE) ## drift -> drift sensor -> retraining -> gated promotion, in .drift_demo/ (a few minutes)
 	$(WITH_KEY) $(BIN)/lending-pipeline drift-demo --workdir $(CURDIR)/.drift_demo
 
-train: $(STAMP) $(PII_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## build the training set, train, evaluate against the gates, promote
+train: $(STAMP) $(PII_KEY_FILE) $(AUDIT_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## build the training set, train, evaluate against the gates, promote
 	$(WITH_KEY) $(BIN)/lending-pipeline train
 
-dev: $(STAMP) $(PII_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## Dagster UI + daemon on 127.0.0.1:3000
+dev: $(STAMP) $(PII_KEY_FILE) $(AUDIT_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## Dagster UI + daemon on 127.0.0.1:3000
 	$(WITH_KEY) $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
-serve: $(STAMP) $(PII_KEY_FILE) haproxy ## serve the deployed champion on 127.0.0.1:3001 (blue/green slots 3101/3102)
+serve: $(STAMP) $(PII_KEY_FILE) $(AUDIT_KEY_FILE) haproxy ## serve the deployed champion on 127.0.0.1:3001 (blue/green slots 3101/3102)
 	@test -s $${LENDING_API_TOKENS_FILE:-$(API_TOKENS_FILE)} || { echo "a scorer token for this machine (shown once; only its hash is kept):"; \
 	  $(BIN)/lending-pipeline token --caller local --role scorer --file $${LENDING_API_TOKENS_FILE:-$(API_TOKENS_FILE)}; }
 	@test -f $(LENDING_DATA_DIR)/serving/deployments.json || $(WITH_KEY) $(BIN)/lending-pipeline package
 	LENDING_API_TOKENS_FILE="$${LENDING_API_TOKENS_FILE:-$(API_TOKENS_FILE)}" $(WITH_KEY) $(BIN)/lending-pipeline serve --port 3001
+
+audit-verify: $(STAMP) $(AUDIT_KEY_FILE) ## check the audit log: its MAC chain and the head checkpoints (read-only)
+	$(WITH_KEY) $(BIN)/lending-pipeline audit verify
 
 browser: ## install Debian's chromium for the UI test when missing (best effort; the test skips without it)
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \

@@ -290,13 +290,17 @@ def main() -> None:
             "LENDING_SERVING_WORKERS": "1",
             "LENDING_DATA_DIR": str(root / "data"),
             "LENDING_PII_KEY": KEY,
+            "LENDING_AUDIT_KEY": "benchmark-only-audit-key",
             "LENDING_API_TOKENS": line,
             "BENTOML_DO_NOT_TRACK": "true",
             "BENCH_MODEL": str(root / "model.pkl"),
             "PYTHONPATH": str(ROOT),
         }
-        env.pop("MLFLOW_TRACKING_URI", None)
-        os.environ.update({k: env[k] for k in ("LENDING_DATA_DIR", "LENDING_PII_KEY")})
+        for name in ("MLFLOW_TRACKING_URI", "LENDING_AUDIT_URL", "LENDING_AUDIT_CHECKPOINTS"):
+            env.pop(name, None)
+        os.environ.update(
+            {k: env[k] for k in ("LENDING_DATA_DIR", "LENDING_PII_KEY", "LENDING_AUDIT_KEY")}
+        )
         prepared = prepare(root)
         records = prepared["records"]
         results: dict = {"train_rows": prepared["train_rows"], "bento": prepared["bento_tag"]}

@@ -250,6 +250,8 @@ def cmd_drift_demo(args) -> int:
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{data_dir / 'mlflow' / 'mlflow.db'}"
     os.environ.pop("LENDING_AUDIT_URL", None)
     os.environ.setdefault("LENDING_PII_KEY", "drift-demo-" + os.urandom(16).hex())
+    if not os.environ.get("LENDING_AUDIT_KEY_FILE"):
+        os.environ.setdefault("LENDING_AUDIT_KEY", "drift-demo-audit-" + os.urandom(16).hex())
     instance = _instance()
     today = dt.datetime.now(dt.UTC).date()
     maturity = spec.target.maturity_days

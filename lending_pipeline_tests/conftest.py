@@ -15,10 +15,23 @@ DAYS = 3
 PER_DAY = 150
 AS_OF = dt.date(2025, 8, 1)
 PII_KEY = "test-key-0123456789abcdef"
+AUDIT_KEY = "test-audit-key-0123456789abcdef"
+AUDIT_ENV = ("LENDING_AUDIT_KEY_FILE", "LENDING_AUDIT_CHECKPOINTS", "LENDING_AUDIT_URL")
 
 
 def day(offset: int = 0) -> str:
     return (START + dt.timedelta(days=offset)).isoformat()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def audit_key():
+    """Every test writes audit logs under its own key, to stores in its own temp dirs (a key
+    file, checkpoint file or store URL from the developer's shell is never used)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LENDING_AUDIT_KEY", AUDIT_KEY)
+        for name in AUDIT_ENV:
+            patch.delenv(name, raising=False)
+        yield AUDIT_KEY
 
 
 @pytest.fixture(scope="session")

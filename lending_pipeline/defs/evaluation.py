@@ -222,6 +222,7 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         store = audit.open_store(resolve_data_dir())
         try:
             store.append("promotion", [entry])
+            store.checkpoint_head()
         finally:
             store.close()
         return dg.Output(

@@ -1,26 +1,32 @@
-"""Tamper-evident audit log: every decision, promotion and rollback, hash-chained.
+"""Tamper-evident audit log: every decision, promotion and rollback, chained by a keyed MAC.
 
-Each entry holds its position (`seq`), time, kind, a JSON payload, the hash of the entry before it
-and its own hash: SHA-256 over the previous hash, time, kind and payload. Editing an entry breaks
-its own hash; deleting, inserting or reordering entries breaks a link. `verify` walks the chain
-and names the first entry that is wrong and how. (Rewriting the whole tail with fresh hashes is
-only caught against a head hash kept elsewhere: `verify` prints the head to record.)
+Each entry holds its position (`seq`), time, kind, a JSON payload, the MAC of the entry before it
+(`prev_mac`) and its own `mac`: HMAC-SHA256 under the audit key over all five other fields. The
+key comes from `LENDING_AUDIT_KEY` (hex or text) or the file named by `LENDING_AUDIT_KEY_FILE`,
+separate from the pseudonymisation key. Without the key nobody can edit, insert, delete, renumber
+or reorder entries unnoticed: `verify` names the first bad position and what happened there.
 
-Storage sits behind `AuditStore`: SQLite by default (one file under the data dir; appends
-serialised by an immediate transaction, so several server processes can share it) and
-PostgreSQL for production (appends serialised by a transaction-scoped advisory lock). An append
-that fails raises: callers must not answer a decision they could not audit.
+What a MAC chain alone cannot show (the newest entries deleted, or the chain rewritten by someone
+who holds the key) is caught against head checkpoints: the chain head, itself MAC'd, appended to a
+file kept outside the store (`audit_heads`) at a fixed interval by the scoring service and on every
+promotion and rollback (`store.checkpoint_head()`).
+
+Stores: SQLite by default (`audit_sqlite`), PostgreSQL for production (`audit_pg`). An append that
+fails raises: callers must not answer a decision they could not audit. `open_store` opens a writer
+(it needs the key); `open_reader` and `verify_store` open read-only and never create anything.
+Entries live in the table `audit_log_v2`; `audit_log` is the old unkeyed format (a plain SHA-256
+chain), sealed by the first entry of the keyed chain (kind `legacy_sealed`) and checked against it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
+import hmac
 import json
-import logging
 import os
-import sqlite3
-import threading
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,21 +34,39 @@ from typing import NamedTuple, Protocol
 
 import orjson
 
+from lending_pipeline.ml.pii import Pseudonymiser
+
 GENESIS = "0" * 64
 AUDIT_URL_ENV = "LENDING_AUDIT_URL"
-_LOCK_ID = 7_204_311  # advisory lock serialising appends on PostgreSQL
-LOG = logging.getLogger(__name__)
+AUDIT_KEY_ENV = "LENDING_AUDIT_KEY"
+AUDIT_KEY_FILE_ENV = "LENDING_AUDIT_KEY_FILE"
+CHECKPOINTS_ENV = "LENDING_AUDIT_CHECKPOINTS"
+PII_KEY_ENV = "LENDING_PII_KEY"
+MIN_KEY_BYTES = 16
+TABLE = "audit_log_v2"
+LEGACY_TABLE = "audit_log"
+LEGACY_SEALED = "legacy_sealed"
+COLUMNS = "seq, time, kind, payload, prev_mac, mac"
+_ENTRY_TAG = "lending-audit-entry/v2"
+_RENUMBER_SEARCH = 100_000  # seqs tried to explain an entry moved by a renumbering
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit_log (
-    seq BIGINT PRIMARY KEY,
-    time TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    prev_hash TEXT NOT NULL,
-    entry_hash TEXT NOT NULL
-)
-"""
+# what `verify` found (`Verification.finding`)
+EDITED, DELETED, INSERTED, REORDERED = "edited", "deleted", "inserted", "reordered"
+TRUNCATED, REWRITTEN, KEY_MISMATCH, EMPTY = "truncated", "rewritten", "key_mismatch", "empty"
+CHECKPOINTS, LEGACY = "checkpoints", "legacy"
+
+
+class AuditKeyError(ValueError):
+    """The audit key is missing, unreadable or unfit."""
+
+
+class AuditStoreError(RuntimeError):
+    """The audit store cannot be opened or checked as asked (missing, empty, unreadable, not set
+    up); the message says what is missing."""
+
+
+class AuditUnavailable(RuntimeError):
+    """An append failed because the store cannot be written now (nothing was written)."""
 
 
 class Entry(NamedTuple):
@@ -52,39 +76,12 @@ class Entry(NamedTuple):
     time: str
     kind: str
     payload: str
-    prev_hash: str
-    entry_hash: str
+    prev_mac: str
+    mac: str
 
     @property
     def data(self) -> dict:
         return json.loads(self.payload)
-
-
-def canonical(payload) -> str:
-    """Compact JSON with sorted keys (dates as ISO text): the text that is hashed and stored."""
-    return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS).decode()
-
-
-def chain_hash(prev_hash: str, time: str, kind: str, payload: str) -> str:
-    material = "\n".join((prev_hash, time, kind, payload)).encode()
-    return hashlib.sha256(material).hexdigest()
-
-
-def now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
-
-
-def _chain(last_seq: int, last_hash: str, kind: str, payloads: Iterable[dict]) -> list[Entry]:
-    """Entries for payloads appended together (they share one time)."""
-    entries = []
-    time = now()
-    for payload in payloads:
-        text = canonical(payload)
-        entry_hash = chain_hash(last_hash, time, kind, text)
-        last_seq += 1
-        entries.append(Entry(last_seq, time, kind, text, last_hash, entry_hash))
-        last_hash = entry_hash
-    return entries
 
 
 class AuditStore(Protocol):
@@ -92,194 +89,429 @@ class AuditStore(Protocol):
 
     def entries(self) -> Iterator[Entry]: ...
 
+    def checkpoint_head(self): ...
+
+    def ready(self) -> bool: ...
+
     def close(self) -> None: ...
 
 
-class SqliteAuditStore:
-    """The audit log in one SQLite file (WAL; safe for several processes).
+def audit_key(environ=None) -> bytes:
+    """The audit key from `LENDING_AUDIT_KEY`, else the file `LENDING_AUDIT_KEY_FILE` names.
 
-    The store remembers the last entry it wrote and links the next one to it in a single
-    insert. `seq` is the primary key, so that insert fails if any other writer appended in
-    between; then, and on the first append, the last entry is read under the write lock.
-
-    With `checkpoint_every` (seconds), appends never copy the write-ahead log into the database
-    themselves (SQLite does so on the commit that finds the log over 4 MB, about 3,600 decisions
-    in: a pause in that request); a thread of the store does it instead, on its own connection,
-    when entries were appended since its last pass.
+    Text of hex digits (an even number, 32 or more) is read as hex, anything else as UTF-8 text;
+    either way at least 16 bytes, and not the pseudonymisation key. Errors never show the key.
     """
-
-    def __init__(self, path: Path, checkpoint_every: float | None = None):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._db = sqlite3.connect(path, timeout=5, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
-        self._head: tuple[int, str] | None = None
-        self._lock = threading.Lock()
-        self._appended = threading.Event()
-        self._closing = threading.Event()
-        self.checkpoints = 0
-        self._checkpointer = None
-        if checkpoint_every:
-            checkpoints = sqlite3.connect(
-                path, timeout=5, isolation_level=None, check_same_thread=False
-            )
-            self._db.execute("PRAGMA wal_autocheckpoint=0")
-            self._checkpointer = threading.Thread(
-                target=self._checkpoint,
-                args=(checkpoints, checkpoint_every),
-                name="audit-wal",
-                daemon=True,
-            )
-            self._checkpointer.start()
-
-    def _checkpoint(self, db: sqlite3.Connection, every: float) -> None:
+    env = os.environ if environ is None else environ
+    text, source = env.get(AUDIT_KEY_ENV), AUDIT_KEY_ENV
+    if not text and env.get(AUDIT_KEY_FILE_ENV):
+        path = Path(env[AUDIT_KEY_FILE_ENV])
+        source = f"{AUDIT_KEY_FILE_ENV} ({path})"
         try:
-            while not self._closing.wait(every):
-                if self._appended.is_set():
-                    self._appended.clear()
-                    try:
-                        db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                        self.checkpoints += 1
-                    except sqlite3.Error as exc:  # tried again after the next append
-                        LOG.warning("audit log checkpoint failed: %s", exc)
-        finally:
-            db.close()
-
-    def append(self, kind: str, payloads: list[dict]) -> list[Entry]:
-        if not payloads:
-            return []
-        with self._lock:
-            entries = None
-            if self._head is not None:
-                try:
-                    entries = self._write("BEGIN", lambda: self._head, kind, payloads)
-                except sqlite3.IntegrityError:  # another writer appended since
-                    entries = None
-            if entries is None:
-                entries = self._write("BEGIN IMMEDIATE", self._last, kind, payloads)
-            self._head = (entries[-1].seq, entries[-1].entry_hash)
-            self._appended.set()
-            return entries
-
-    def _write(self, begin: str, head, kind: str, payloads: list[dict]) -> list[Entry]:
-        """One transaction: chain `payloads` to `head()` (seq and hash of the entry to follow)
-        and insert them."""
-        db = self._db
-        db.execute(begin)
-        try:
-            entries = _chain(*head(), kind, payloads)
-            db.executemany("INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?)", entries)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        return entries
-
-    def _last(self) -> tuple[int, str]:
-        last = self._db.execute(
-            "SELECT seq, entry_hash FROM audit_log ORDER BY seq DESC LIMIT 1"
-        ).fetchone()
-        return last or (-1, GENESIS)
-
-    def entries(self) -> Iterator[Entry]:
-        for row in self._db.execute("SELECT * FROM audit_log ORDER BY seq"):
-            yield Entry(*row)
-
-    def close(self) -> None:
-        self._closing.set()
-        if self._checkpointer is not None:
-            self._checkpointer.join()
-        self._db.close()
+            text = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise AuditKeyError(f"{source} cannot be read: {reason}") from None
+        if not text:
+            raise AuditKeyError(f"{source} is empty")
+    if not text:
+        raise AuditKeyError(
+            f"no audit key: set {AUDIT_KEY_ENV} (hex or text, at least {MIN_KEY_BYTES} bytes) or "
+            f"{AUDIT_KEY_FILE_ENV} (a file holding it); `make` creates a local one in "
+            f".secrets/audit_key. Use a key separate from {PII_KEY_ENV}."
+        )
+    key = _key_bytes(text)
+    if len(key) < MIN_KEY_BYTES:
+        raise AuditKeyError(f"the audit key from {source} is shorter than {MIN_KEY_BYTES} bytes")
+    pii = env.get(PII_KEY_ENV)
+    if pii and _key_bytes(pii) == key:
+        raise AuditKeyError(
+            f"the audit key from {source} is the same as {PII_KEY_ENV}: use a separate key"
+        )
+    return key
 
 
-class PostgresAuditStore:
-    """The audit log in a PostgreSQL table (psycopg 3)."""
+def _key_bytes(text: str) -> bytes:
+    if re.fullmatch(r"(?:[0-9a-fA-F]{2}){16,}", text):
+        return bytes.fromhex(text)
+    return text.encode("utf-8")
 
-    def __init__(self, url: str):
-        import psycopg
 
-        self._db = psycopg.connect(url, autocommit=False)
-        with self._db.transaction():
-            self._db.execute(_SCHEMA)
+def canonical(payload) -> str:
+    """Compact JSON with sorted keys (dates as ISO text): the text that is MAC'd and stored."""
+    return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS).decode()
 
-    def append(self, kind: str, payloads: list[dict]) -> list[Entry]:
-        with self._db.transaction(), self._db.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
-            cursor.execute("SELECT seq, entry_hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-            last = cursor.fetchone()
-            entries = _chain(*(last or (-1, GENESIS)), kind, payloads)
-            cursor.executemany("INSERT INTO audit_log VALUES (%s, %s, %s, %s, %s, %s)", entries)
-        return entries
 
-    def entries(self) -> Iterator[Entry]:
-        with self._db.transaction(), self._db.cursor() as cursor:
-            cursor.execute("SELECT * FROM audit_log ORDER BY seq")
-            rows = cursor.fetchall()
-        for row in rows:
-            yield Entry(*row)
+def now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
 
-    def close(self) -> None:
-        self._db.close()
+
+@functools.lru_cache(maxsize=8)
+def hmac_hex(key: bytes):
+    """HMAC-SHA256 under `key` as a function of bytes to hex (its pads derived once per key)."""
+    return Pseudonymiser(key).digest
+
+
+def entry_mac(key: bytes, seq: int, time: str, kind: str, payload: str, prev_mac: str) -> str:
+    """HMAC-SHA256 of every stored field of an entry but its own MAC (as a JSON array: no two
+    different field lists give the same bytes)."""
+    return hmac_hex(key)(orjson.dumps([_ENTRY_TAG, seq, time, kind, payload, prev_mac]))
+
+
+def authentic(key: bytes, entry: Entry) -> bool:
+    """Whether the entry's MAC matches its fields (False for fields of the wrong type)."""
+    seq = entry.seq
+    if type(seq) is not int or not all(isinstance(f, str) for f in entry[1:]):
+        return False
+    try:
+        expected = entry_mac(key, seq, entry.time, entry.kind, entry.payload, entry.prev_mac)
+    except orjson.JSONEncodeError:  # e.g. a seq beyond 64 bits
+        return False
+    return hmac.compare_digest(expected, entry.mac)
+
+
+def chain(
+    key: bytes, last_seq: int, last_mac: str, kind: str, payloads: Iterable[dict]
+) -> list[Entry]:
+    """Entries for payloads appended together after (last_seq, last_mac); they share one time."""
+    entries = []
+    time = now()
+    for payload in payloads:
+        text = canonical(payload)
+        last_seq += 1
+        mac = entry_mac(key, last_seq, time, kind, text, last_mac)
+        entries.append(Entry(last_seq, time, kind, text, last_mac, mac))
+        last_mac = mac
+    return entries
+
+
+def legacy_hash(prev_hash: str, time: str, kind: str, payload: str) -> str:
+    """The old unkeyed format's entry hash (table `audit_log`)."""
+    return hashlib.sha256("\n".join((prev_hash, time, kind, payload)).encode()).hexdigest()
+
+
+def legacy_seal(rows: list[tuple]) -> dict:
+    """The payload of the `legacy_sealed` entry for the old-format rows (seq order)."""
+    return {
+        "table": LEGACY_TABLE,
+        "entries": len(rows),
+        "last_seq": rows[-1][0],
+        "head_hash": rows[-1][5],
+        "format": "plain SHA-256 chain, unkeyed",
+    }
 
 
 def default_path(data_dir: Path) -> Path:
     return data_dir / "audit" / "audit.db"
 
 
-def open_store(
-    data_dir: Path, url: str | None = None, checkpoint_every: float | None = None
-) -> AuditStore:
-    """The audit store `LENDING_AUDIT_URL` names (sqlite:///path or postgresql://...), else
-    SQLite under the data dir (`checkpoint_every`: see `SqliteAuditStore`)."""
+def checkpoints_path(data_dir: Path | None) -> Path | None:
+    """Where head checkpoints go: `LENDING_AUDIT_CHECKPOINTS`, else next to the default store
+    (`<data dir>/audit/head_checkpoints.jsonl`); None without either."""
+    named = os.environ.get(CHECKPOINTS_ENV)
+    if named:
+        return Path(named)
+    return data_dir / "audit" / "head_checkpoints.jsonl" if data_dir is not None else None
+
+
+def _store_url(url: str | None) -> str:
     url = url or os.environ.get(AUDIT_URL_ENV) or ""
-    if url.startswith(("postgresql://", "postgres://")):
-        return PostgresAuditStore(url)
-    if url.startswith("sqlite:///"):
-        return SqliteAuditStore(Path(url.removeprefix("sqlite:///")), checkpoint_every)
-    if url:
+    if url and not url.startswith(("postgresql://", "postgres://", "sqlite:///")):
         raise ValueError(f"{AUDIT_URL_ENV}: expected sqlite:///path or postgresql://...")
-    return SqliteAuditStore(default_path(data_dir), checkpoint_every)
+    return url
+
+
+def open_store(
+    data_dir: Path | None,
+    url: str | None = None,
+    checkpoint_every: float | None = None,
+    head_checkpoint_every: float | None = None,
+    key: bytes | None = None,
+) -> AuditStore:
+    """A writer for the store `LENDING_AUDIT_URL` names (sqlite:///path or postgresql://...),
+    else SQLite under the data dir. It needs the audit key (`key`, else from the environment).
+
+    `checkpoint_every` (seconds, SQLite only): copy the write-ahead log into the database from a
+    background thread. `head_checkpoint_every` (seconds): append the chain head to the head
+    checkpoint file (`checkpoints_path`) from a background thread when entries were appended.
+    """
+    url = _store_url(url)
+    key = audit_key() if key is None else key
+    heads = checkpoints_path(data_dir)
+    if url.startswith(("postgresql://", "postgres://")):
+        from lending_pipeline.ml.audit_pg import PostgresAuditStore
+
+        return PostgresAuditStore(url, key, heads, head_checkpoint_every)
+    from lending_pipeline.ml.audit_sqlite import SqliteAuditStore
+
+    path = Path(url.removeprefix("sqlite:///")) if url else default_path(data_dir)
+    return SqliteAuditStore(path, checkpoint_every, key, heads, head_checkpoint_every)
+
+
+def open_reader(data_dir: Path | None, url: str | None = None):
+    """The store opened read-only (`entries()`, `legacy()`, `close()`, `where`): it never
+    creates a file or table; a missing or unreadable store raises `AuditStoreError`."""
+    url = _store_url(url)
+    if url.startswith(("postgresql://", "postgres://")):
+        from lending_pipeline.ml.audit_pg import PostgresReader
+
+        return PostgresReader(url)
+    from lending_pipeline.ml.audit_sqlite import SqliteReader
+
+    if not url and data_dir is None:
+        raise AuditStoreError(f"no audit store given: set {AUDIT_URL_ENV} or the data dir")
+    return SqliteReader(Path(url.removeprefix("sqlite:///")) if url else default_path(data_dir))
 
 
 @dataclass(frozen=True)
 class Verification:
+    """What `verify` found: `ok`, or the first bad position (0-based, in seq order), the kind of
+    finding (EDITED, DELETED, ...) and a sentence saying what is wrong."""
+
     entries: int
-    head_hash: str
+    head_mac: str = ""
     first_bad: int | None = None
     problem: str | None = None
+    finding: str | None = None
+    checkpoints: int = 0
+    anchored_to: int | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return self.first_bad is None
+        return self.problem is None
+
+    @property
+    def unanchored(self) -> int:
+        """Entries newer than the newest head checkpoint (their deletion would go unnoticed)."""
+        return self.entries - 1 - (-1 if self.anchored_to is None else self.anchored_to)
 
 
-def verify(entries: Iterable[Entry]) -> Verification:
-    """Walk the chain in `seq` order; report the first edited, deleted, inserted or reordered
-    entry by its index (0-based position in the log)."""
-    chain = list(entries)
-    position = {e.entry_hash: i for i, e in enumerate(chain)}
-    expected_prev = GENESIS
-    for i, entry in enumerate(chain):
-        if chain_hash(entry.prev_hash, entry.time, entry.kind, entry.payload) != entry.entry_hash:
-            return Verification(
-                len(chain), "", i, f"entry {i} was edited (its hash does not match its content)"
-            )
-        if entry.prev_hash != expected_prev:
-            return Verification(len(chain), "", *_broken_link(chain, i, expected_prev, position))
-        expected_prev = entry.entry_hash
-    return Verification(len(chain), expected_prev)
+def verify(entries: Iterable[Entry], key: bytes | None = None, checkpoints=None) -> Verification:
+    """Walk the chain in `seq` order and name the first edited, deleted, inserted or reordered
+    entry; then compare it with the head checkpoints (`audit_heads.read_checkpoints`), when
+    given, for the newest entries deleted and a chain rewritten with the key."""
+    key = audit_key() if key is None else key
+    log = list(entries)
+    heads = list(checkpoints or ())
+    if not log:
+        if heads:
+            return _against_checkpoints(log, heads)
+        return Verification(0, first_bad=0, problem="the audit log is empty", finding=EMPTY)
+    valid = [authentic(key, e) for e in log]
+    if len(log) >= 2 and not any(valid):
+        problem = (
+            "no entry's MAC matches the audit key given: the log was written under another "
+            "key (check LENDING_AUDIT_KEY / LENDING_AUDIT_KEY_FILE), or every entry was forged"
+        )
+        return Verification(len(log), first_bad=0, problem=problem, finding=KEY_MISMATCH)
+    expected = GENESIS
+    for i, entry in enumerate(log):
+        if not (valid[i] and entry.seq == i and entry.prev_mac == expected):
+            first_bad, finding, problem = _diagnose(key, log, valid, i)
+            return Verification(len(log), "", first_bad, problem, finding)
+        expected = entry.mac
+    if heads:
+        return _against_checkpoints(log, heads)
+    return Verification(len(log), expected)
 
 
-def _broken_link(chain: list[Entry], i: int, expected_prev: str, position: dict) -> tuple[int, str]:
-    """Which entry is wrong, and how, when entry i does not link to entry i - 1."""
-    link = chain[i].prev_hash
-    if i >= 2 and link == chain[i - 2].entry_hash:
-        return i - 1, f"entry {i - 1} was inserted (entry {i} links past it to entry {i - 2})"
-    following = chain[i + 1] if i + 1 < len(chain) else None
-    if link not in position and following is not None and following.prev_hash == expected_prev:
-        return i, f"entry {i} was inserted (the entry after it links to the one before it)"
-    if link in position:
-        return i, f"entry {i} is out of order (it belongs after entry {position[link]})"
-    return i, f"an entry before entry {i} was deleted (it links to an entry not in the log)"
+def _diagnose(key: bytes, log: list[Entry], valid: list[bool], i: int) -> tuple[int, str, str]:
+    """The first bad position, the kind of finding and the sentence, for entry i (the first that
+    is not authentic, not at its seq, or not linked to entry i - 1)."""
+    entry = log[i]
+    expected = log[i - 1].mac if i else GENESIS
+    following = log[i + 1] if i + 1 < len(log) else None
+    position = {e.mac: p for p, e in enumerate(log)}
+    seq = entry.seq if type(entry.seq) is int else None
+    if valid[i]:
+        if seq is not None and seq > i:
+            gone = f"entry {i} was" if seq == i + 1 else f"entries {i} to {seq - 1} were"
+            after = f"entry {i - 1}" if i else "the start"
+            return i, DELETED, f"{gone} deleted (the log goes from {after} to entry {seq})"
+        if seq is not None and seq < i:
+            return i, REORDERED, f"entry {i} is out of order (it was written as entry {seq})"
+        return (
+            max(i - 1, 0),
+            INSERTED,
+            f"entry {max(i - 1, 0)} does not belong here (entry {i} was written after another "
+            "entry): an entry was replaced or spliced in",
+        )
+    written = _written_as(key, log, i, position)
+    if written is not None:
+        before = position.get(entry.prev_mac)
+        if before is not None and before != i - 1:
+            return i, REORDERED, f"entry {i} is out of order (it was written as entry {written})"
+        if written > i:
+            gone = f"entry {i} was" if written == i + 1 else f"entries {i} to {written - 1} were"
+            return i, DELETED, f"{gone} deleted and the later entries renumbered to hide it"
+        return i, REORDERED, f"entry {i} was renumbered (it was written as entry {written})"
+    if following is not None and following.prev_mac == expected:
+        link = f"entry {i - 1}" if i else "the start"
+        return i, INSERTED, f"entry {i} was inserted (the entry after it links to {link})"
+    return i, EDITED, f"entry {i} was edited or forged (its MAC does not match its content)"
+
+
+def _written_as(key: bytes, log: list[Entry], i: int, position: dict) -> int | None:
+    """The seq under which entry i's MAC verifies when it is not its stored one (an entry moved
+    by a renumbering), or None (its content was changed)."""
+    entry = log[i]
+    if not all(isinstance(f, str) for f in entry[1:]):
+        return None
+    candidates = [0] if entry.prev_mac == GENESIS else []
+    before = position.get(entry.prev_mac)
+    if before is not None:
+        candidates += [before + 1]
+        if type(log[before].seq) is int:
+            candidates.append(log[before].seq + 1)
+    candidates += range(max(0, i - 64), i + 65)
+    if before is None:  # its predecessor is gone: entries before it were deleted
+        candidates += range(i + 65, i + _RENUMBER_SEARCH)
+    for seq in dict.fromkeys(candidates):
+        if seq != entry.seq and authentic(key, entry._replace(seq=seq)):
+            return seq
+    return None
+
+
+def _against_checkpoints(log: list[Entry], heads: list) -> Verification:
+    """Compare an intact chain with the head checkpoints: a checkpointed entry missing from the
+    end is truncation; one whose MAC differs means the chain was rewritten (with the key)."""
+    newest = max(h.seq for h in heads)
+    head_mac = log[-1].mac if log else ""
+    common = {"checkpoints": len(heads), "anchored_to": min(newest, len(log) - 1)}
+    matched, rewritten = -1, None
+    for head in sorted(heads, key=lambda h: h.seq):
+        if head.seq >= len(log):
+            break
+        if log[head.seq].mac == head.entry_mac:
+            matched = head.seq
+        elif rewritten is None:
+            rewritten = (matched + 1, head)
+    if rewritten is not None:
+        start, head = rewritten
+        problem = (
+            f"the chain was rewritten: entry {head.seq} is not the one the head checkpoint "
+            f"written at {head.written} recorded (line {head.line}); the first rewritten entry "
+            f"is between entry {start} and entry {head.seq}"
+        )
+        return Verification(len(log), head_mac, start, problem, REWRITTEN, **common)
+    if newest >= len(log):
+        head = next(h for h in heads if h.seq == newest)
+        ends = f"ends at entry {len(log) - 1}" if log else "is empty"
+        gone = f"entry {len(log)}" if newest == len(log) else f"entries {len(log)} to {newest}"
+        problem = (
+            f"the newest entries were deleted: the log {ends}, but the head checkpoint written "
+            f"at {head.written} (line {head.line}) recorded entry {newest}; {gone} are missing"
+        )
+        return Verification(len(log), head_mac, len(log), problem, TRUNCATED, **common)
+    return Verification(len(log), head_mac, **common)
+
+
+def verify_legacy(rows: list[tuple]) -> int | None:
+    """The first bad position of an old-format chain (rows of `audit_log` in seq order), or None."""
+    expected = GENESIS
+    for i, (seq, time, kind, payload, prev_hash, entry_hash) in enumerate(rows):
+        if seq != i or prev_hash != expected:
+            return i
+        if legacy_hash(prev_hash, time, kind, payload) != entry_hash:
+            return i
+        expected = entry_hash
+    return None
+
+
+def verify_store(
+    data_dir: Path | None,
+    url: str | None = None,
+    key: bytes | None = None,
+    checkpoints: Path | None = None,
+    use_checkpoints: bool = True,
+) -> Verification:
+    """Open the store read-only and verify it, against its head checkpoints unless
+    `use_checkpoints` is False. Raises `AuditStoreError` (or `AuditKeyError`) when it cannot be
+    checked: no key, a missing, unreadable or empty store, no table, no head checkpoints, or a
+    store in the old unkeyed format only."""
+    from lending_pipeline.ml import audit_heads
+
+    key = audit_key() if key is None else key
+    path = checkpoints or checkpoints_path(data_dir)
+    has_heads = path is not None and path.is_file() and path.stat().st_size > 0
+    heads, damaged = None, None
+    if use_checkpoints and has_heads:  # read before the log: every head read is in the log read
+        try:
+            heads = audit_heads.read_checkpoints(path, key)
+        except audit_heads.CheckpointError as exc:
+            damaged = str(exc)
+    reader = open_reader(data_dir, url)
+    try:
+        log, legacy, where = list(reader.entries()), reader.legacy(), reader.where
+    finally:
+        reader.close()
+    if not log and legacy:
+        raise AuditStoreError(_legacy_only(where, legacy))
+    if not log and not heads and not damaged:
+        raise AuditStoreError(f"the audit log at {where} is empty: nothing to verify")
+    if use_checkpoints and not has_heads:
+        raise AuditStoreError(
+            f"no head checkpoints at {path or '(no data dir)'} ({CHECKPOINTS_ENV}): without them "
+            "the deletion of the newest entries and a rewrite by a key holder cannot be "
+            "detected (--no-checkpoints checks the MAC chain alone)"
+        )
+    if damaged:
+        return Verification(len(log), problem=damaged, finding=CHECKPOINTS)
+    result = verify(log, key, heads)
+    if result.ok and (legacy or log[0].kind == LEGACY_SEALED):
+        return _check_legacy(result, log, legacy or [])
+    return result
+
+
+def _legacy_only(where: str, rows: list[tuple]) -> str:
+    broken = verify_legacy(rows)
+    state = "intact" if broken is None else f"broken at entry {broken}"
+    return (
+        f"the audit log at {where} is in the old unkeyed format (table {LEGACY_TABLE}, "
+        f"{len(rows)} entries, written before keyed MACs): its plain SHA-256 chain is {state}, "
+        "but anyone who could write the store could have rewritten it, so it cannot be verified. "
+        f"The next append with {AUDIT_KEY_ENV} set starts the keyed chain (table {TABLE}) and "
+        "seals these entries in its first entry; from then on `audit verify` checks them "
+        "against that seal."
+    )
+
+
+def _check_legacy(result: Verification, log: list[Entry], rows: list[tuple]) -> Verification:
+    """An intact keyed chain, and old-format rows beside it: they must be what entry 0 sealed."""
+    seal = log[0].data if log[0].kind == LEGACY_SEALED else None
+    if seal is None:
+        problem = (
+            f"table {LEGACY_TABLE} holds {len(rows)} entries in the old unkeyed format that the "
+            "keyed chain does not seal (its first entry is not a legacy seal): they were written "
+            "after the keyed chain began (an old version still writing?) or added by hand"
+        )
+        return Verification(result.entries, result.head_mac, None, problem, LEGACY)
+    broken = verify_legacy(rows)
+    changes = []
+    if broken is not None:
+        changes.append(f"their hash chain is broken at old entry {broken}")
+    if not rows:
+        changes.append(f"none is left where {seal['entries']} were sealed")
+    elif len(rows) != seal["entries"]:
+        changes.append(f"there are {len(rows)} where {seal['entries']} were sealed")
+    elif rows[-1][5] != seal["head_hash"]:
+        changes.append("their head hash is not the sealed one")
+    if changes:
+        problem = (
+            f"the old-format entries (table {LEGACY_TABLE}) changed after entry 0 sealed them at "
+            f"{log[0].time}: {'; '.join(changes)}"
+        )
+        return Verification(result.entries, result.head_mac, None, problem, LEGACY)
+    note = (
+        f"{len(rows)} older entries in the old unkeyed format (table {LEGACY_TABLE}) are "
+        f"unchanged since entry 0 sealed them at {log[0].time}; before that only a plain hash "
+        "chain protected them"
+    )
+    return Verification(
+        result.entries,
+        result.head_mac,
+        checkpoints=result.checkpoints,
+        anchored_to=result.anchored_to,
+        notes=(*result.notes, note),
+    )

@@ -1,4 +1,5 @@
-"""`lending-pipeline` commands for serving: serve, package, rollback, token, audit verify."""
+"""`lending-pipeline` commands for serving: serve, package, rollback, token, audit verify and
+setup-postgres."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ def _registry(args):
 
 
 def cmd_serve(args) -> int:
+    from lending_pipeline.ml.audit import AuditKeyError
     from lending_pipeline.ml.pii import PiiKeyError
     from lending_pipeline.serving.auth import TokenConfigError
     from lending_pipeline.serving.deploy import SLOTS, serve
@@ -36,7 +38,7 @@ def cmd_serve(args) -> int:
     slots = dict(zip(SLOTS, args.slot_ports, strict=True)) if args.slot_ports else None
     try:
         serve(_data_dir(args), args.port, slots)
-    except (RuntimeError, ProxyError, TokenConfigError, PiiKeyError) as exc:
+    except (RuntimeError, ProxyError, TokenConfigError, PiiKeyError, AuditKeyError) as exc:
         print(f"serve refused: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -105,18 +107,73 @@ def cmd_token(args) -> int:
 
 
 def cmd_audit_verify(args) -> int:
+    """Exit 0: intact; 1: tampered (the finding and its first bad position); 2: cannot be
+    checked (no key, a missing, unreadable or empty store, no table, no head checkpoints)."""
     from lending_pipeline.ml import audit
 
-    store = audit.open_store(_data_dir(args))
     try:
-        result = audit.verify(store.entries())
-    finally:
-        store.close()
-    if result.ok:
-        print(f"audit log intact: {result.entries} entries, head {result.head_hash}")
-        return 0
-    print(f"audit log TAMPERED: {result.problem} ({result.entries} entries)", file=sys.stderr)
-    return 1
+        result = audit.verify_store(
+            _data_dir(args),
+            args.url,
+            checkpoints=Path(args.checkpoints) if args.checkpoints else None,
+            use_checkpoints=not args.no_checkpoints,
+        )
+    except (audit.AuditKeyError, audit.AuditStoreError, ValueError) as exc:
+        print(f"audit verify: cannot check: {exc}", file=sys.stderr)
+        return 2
+    if not result.ok:
+        where = "" if result.first_bad is None else f" at entry {result.first_bad}"
+        print(
+            f"audit log TAMPERED ({result.finding}{where}): {result.problem} "
+            f"({result.entries} entries)",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"audit log intact: {result.entries} entries, head MAC {result.head_mac}")
+    if args.no_checkpoints:
+        print(
+            "not checked against head checkpoints: the deletion of the newest entries and a "
+            "rewrite by a key holder would go unnoticed"
+        )
+    else:
+        print(
+            f"{result.checkpoints} head checkpoints agree; the newest covers entry "
+            f"{result.anchored_to} ({result.unanchored} newer entries not yet checkpointed)"
+        )
+    for note in result.notes:
+        print(note)
+    return 0
+
+
+def cmd_audit_setup_postgres(args) -> int:
+    from lending_pipeline.ml import audit
+    from lending_pipeline.ml.audit_pg import setup_postgres
+
+    admin_url = args.admin_url or os.environ.get("LENDING_AUDIT_ADMIN_URL")
+    if not admin_url:
+        print("give --admin-url or set LENDING_AUDIT_ADMIN_URL", file=sys.stderr)
+        return 2
+    password = None
+    if args.password_env:
+        password = os.environ.get(args.password_env)
+        if not password:
+            print(f"{args.password_env} is not set (the writer's password)", file=sys.stderr)
+            return 2
+    try:
+        done = setup_postgres(admin_url, args.writer_role, password, args.schema)
+    except (audit.AuditStoreError, ImportError) as exc:
+        print(f"audit setup-postgres refused: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        print(f"audit setup-postgres failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    for line in done:
+        print(line)
+    print(
+        f"the service writes as {args.writer_role}: "
+        f"{audit.AUDIT_URL_ENV}=postgresql://{args.writer_role}:PASSWORD@HOST:PORT/DATABASE"
+    )
+    return 0
 
 
 def add_commands(sub) -> None:
@@ -150,6 +207,32 @@ def add_commands(sub) -> None:
 
     audit_parser = sub.add_parser("audit", help="audit log tools")
     audit_sub = audit_parser.add_subparsers(dest="audit_command", required=True)
-    verify = audit_sub.add_parser("verify", help="check the hash chain; exit 1 if tampered")
+    verify = audit_sub.add_parser(
+        "verify",
+        help="check the MAC chain and the head checkpoints (read-only); exit 1 if tampered, "
+        "2 if it cannot be checked",
+    )
     verify.add_argument("--data-dir")
+    verify.add_argument("--url", help="the store (default: LENDING_AUDIT_URL, else the data dir)")
+    verify.add_argument(
+        "--checkpoints", help="head checkpoint file (default: LENDING_AUDIT_CHECKPOINTS)"
+    )
+    verify.add_argument(
+        "--no-checkpoints",
+        action="store_true",
+        help="check the MAC chain alone (truncation and a key holder's rewrite go unnoticed)",
+    )
     verify.set_defaults(func=cmd_audit_verify)
+    setup = audit_sub.add_parser(
+        "setup-postgres",
+        help="create the audit table, its append-only trigger and an insert-only writer role",
+    )
+    setup.add_argument(
+        "--admin-url", help="an administrator's URL (default: LENDING_AUDIT_ADMIN_URL)"
+    )
+    setup.add_argument("--writer-role", required=True, help="the role the service logs in as")
+    setup.add_argument(
+        "--password-env", help="environment variable holding the writer's password (optional)"
+    )
+    setup.add_argument("--schema", help="schema of the table (default: the admin's current)")
+    setup.set_defaults(func=cmd_audit_setup_postgres)

@@ -82,6 +82,7 @@ def rollback(
         store = audit.open_store(data_dir)
         try:
             store.append("rollback", [entry])
+            store.checkpoint_head()
         finally:
             store.close()
         tracking.promote(config, previous)

@@ -99,7 +99,7 @@ class Scoring:
         key = pii.key_bytes(os.environ.get("LENDING_PII_KEY"))
         load_callers()  # refuse to start without tokens (the middleware loads them lazily)
         self.validate = RequestValidator(SPEC, key)
-        self.audit = audit.open_store(data_dir(), checkpoint_every=1.0)
+        self.audit = audit.open_store(data_dir(), checkpoint_every=1.0, head_checkpoint_every=10.0)
         self.model_info = {"name": BUNDLE.registered_model, "version": BUNDLE.model_version}
         self.fields = list(request_columns(SPEC))
         self.scorer: Scorer | None = None
@@ -139,7 +139,7 @@ class Scoring:
         )
 
     def __is_ready__(self) -> bool:
-        return self.scorer is not None
+        return self.scorer is not None and self.audit.ready()
 
     @bentoml.api(route="/score", output_spec=Answer)
     async def score(self, ctx: bentoml.Context, application: Any = None) -> Response:

@@ -10,7 +10,7 @@ import yaml
 from lending_pipeline.definitions import build_definitions
 from lending_pipeline.defs.evaluation import CHAMPION_ASSET
 from lending_pipeline.defs.training import TRAINING_SET
-from lending_pipeline.ml import tracking
+from lending_pipeline.ml import audit, tracking
 from lending_pipeline.ml.synth import generate_consumer_loans
 from lending_pipeline.runs import run_partition, run_training
 from lending_pipeline.spec import default_spec_path, load_spec
@@ -93,6 +93,8 @@ def test_passing_gates_promote_and_keep_previous(tmp_path, workspace):
     assert [(h["version"], h["previous_version"]) for h in history] == [("1", None), ("2", "1")]
     assert history[1]["dagster_run_id"] == second.run_id
     assert history[1]["metrics"]["roc_auc"] > 0.7
+    audited = audit.verify_store(data_dir)  # both promotions audited, the last one checkpointed
+    assert audited.ok and audited.entries >= 2 and audited.anchored_to == audited.entries - 1
 
 
 def test_failing_gate_changes_nothing(tmp_path, workspace):

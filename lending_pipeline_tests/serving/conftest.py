@@ -23,7 +23,7 @@ from lending_pipeline.serving.auth import new_token
 from lending_pipeline.serving.deploy import read_record
 from lending_pipeline.serving.operations import deploy_version
 from lending_pipeline.spec import load_spec
-from lending_pipeline_tests.conftest import PII_KEY
+from lending_pipeline_tests.conftest import AUDIT_ENV, AUDIT_KEY, PII_KEY
 from lending_pipeline_tests.ml.test_scoring import typed_tables
 
 
@@ -182,7 +182,13 @@ def register(spec, config, split, **params):
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serving")
+    yield from deploy(tmp_path_factory.mktemp("serving"))
+
+
+def deploy(root: Path, audit_url: str | None = None):
+    """Two registered versions, the second deployed, `lending-pipeline serve` running on free
+    ports (audit log in SQLite under the data dir, or at `audit_url`); yields the Deployment and
+    stops the stack afterwards."""
     data_dir = root / "data"
     scorer_token, scorer_line = new_token("loan-origination", "scorer")
     admin_token, admin_line = new_token("risk-ops", "admin")
@@ -190,16 +196,22 @@ def deployment(tmp_path_factory):
         **os.environ,
         "LENDING_DATA_DIR": str(data_dir),
         "LENDING_PII_KEY": PII_KEY,
+        "LENDING_AUDIT_KEY": AUDIT_KEY,
         "LENDING_API_TOKENS": f"{scorer_line};{admin_line}",
         "BENTOML_DO_NOT_TRACK": "true",
     }
-    for key in ("MLFLOW_TRACKING_URI", "LENDING_AUDIT_URL", "LENDING_API_TOKENS_FILE"):
+    unset = ("MLFLOW_TRACKING_URI", "LENDING_API_TOKENS_FILE", *AUDIT_ENV)
+    for key in unset:
         env.pop(key, None)
+    if audit_url:
+        env["LENDING_AUDIT_URL"] = audit_url
     patch = pytest.MonkeyPatch()
-    for key in ("LENDING_DATA_DIR", "LENDING_PII_KEY", "LENDING_API_TOKENS"):
+    for key in ("LENDING_DATA_DIR", "LENDING_PII_KEY", "LENDING_AUDIT_KEY", "LENDING_API_TOKENS"):
         patch.setenv(key, env[key])
-    for key in ("MLFLOW_TRACKING_URI", "LENDING_AUDIT_URL", "LENDING_API_TOKENS_FILE"):
+    for key in unset:
         patch.delenv(key, raising=False)
+    if audit_url:
+        patch.setenv("LENDING_AUDIT_URL", audit_url)
 
     from lending_pipeline.defs.resources import MlflowTracking
 

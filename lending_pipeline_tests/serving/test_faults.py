@@ -1,6 +1,7 @@
 """Faults of the serving stack, for real: killed processes under load, a rollback under keep-alive
-load, the deployment record. Each test measures what clients saw and checks that every answered
-decision is in the audit log."""
+load, the audit database restarted under load, the deployment record. The stack here writes its
+audit log to PostgreSQL (a private cluster this module starts), as the insert-only role. Each
+test measures what clients saw and checks that every answered decision is in the audit log."""
 
 import os
 import signal
@@ -8,15 +9,35 @@ import time
 
 import httpx
 import psutil
+import pytest
 
 from lending_pipeline.ml import audit
+from lending_pipeline.ml.audit_pg import setup_postgres
 from lending_pipeline.serving.deploy import read_record
 from lending_pipeline.serving.supervision import Supervision
-from lending_pipeline_tests.serving.conftest import Load, wait_for
+from lending_pipeline_tests.postgres import Cluster
+from lending_pipeline_tests.serving.conftest import Load, deploy, wait_for
+
+
+@pytest.fixture(scope="module")
+def database(tmp_path_factory):
+    cluster = Cluster()
+    try:
+        name = cluster.new_database()
+        setup_postgres(cluster.url(name), "scoring_writer", "writer-password-for-tests")
+        cluster.writer_url = cluster.url(name, "scoring_writer", "writer-password-for-tests")
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory, database):
+    yield from deploy(tmp_path_factory.mktemp("faults"), audit_url=database.writer_url)
 
 
 def audited_ids(deployment) -> set[str]:
-    store = audit.open_store(deployment.data_dir)
+    store = audit.open_reader(deployment.data_dir)
     try:
         return {e.data["request_id"] for e in store.entries() if e.kind == "decision"}
     finally:
@@ -146,3 +167,27 @@ def test_a_killed_deployer_is_restarted_and_deploys_again(deployment):
     done = deployment.cli("rollback", "--to", target, "--wait", "240")
     assert done.returncode == 0, done.stderr
     assert deployment.served_version() == target
+
+
+def test_the_audit_database_restarted_under_load_needs_no_human(deployment, database):
+    """While PostgreSQL is down no decision is answered (503) and /readyz turns 503 on the
+    active slot; once it is back the service answers again by itself, and every answered
+    decision has its entry in a chain that verifies."""
+    port = deployment.slots[read_record(deployment.data_dir)["active"]["slot"]]
+    with Load(deployment) as load:
+        load.wait_answers(20)
+        database.stop()
+        stopped = time.monotonic()
+        wait_for(lambda: ready(port) == 503, 60, "/readyz to report the audit log down")
+        load.wait_answers(50)
+        database.start()
+        restarted = time.monotonic()
+        wait_for(lambda: ready(port) == 200, 120, "/readyz to recover")
+        outage = load.wait_recovered(restarted, timeout=120)
+        load.wait_answers(20)
+    during = [a for a in load.answers if stopped < a.sent < restarted]
+    assert len(during) >= 50 and {a.status for a in during} == {503}
+    assert_answers_audited(deployment, load)
+    result = audit.verify_store(deployment.data_dir, use_checkpoints=False)
+    assert result.ok, result.problem
+    print(f"service back {outage:.2f} s after the database")

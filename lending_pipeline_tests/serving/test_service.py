@@ -3,6 +3,7 @@
 import datetime as dt
 import json
 import os
+import shutil
 import sqlite3
 import stat
 import time
@@ -228,22 +229,28 @@ def test_metrics_count_decisions_and_missing_fields(deployment):
 def test_audit_verify_passes_then_names_a_tampered_entry(deployment, tmp_path):
     copy = tmp_path / "copy"
     (copy / "audit").mkdir(parents=True)
+    with deployment.client() as client:  # at least one decision, checkpointed within 10 s
+        assert client.post("/score", json={"application": deployment.records[1]}).is_success
+    heads = deployment.data_dir / "audit" / "head_checkpoints.jsonl"
+    wait_for(heads.exists, 60, "the service's first head checkpoint")
     source = sqlite3.connect(deployment.data_dir / "audit" / "audit.db")
     target = sqlite3.connect(copy / "audit" / "audit.db")
     source.backup(target)
     source.close()
+    shutil.copy(heads, copy / "audit" / heads.name)
     intact = deployment.cli("audit", "verify", "--data-dir", str(copy))
     seq = target.execute(
-        "SELECT min(seq) FROM audit_log WHERE kind = 'decision' AND payload LIKE '%approve%'"
+        f"SELECT min(seq) FROM {audit.TABLE} WHERE kind = 'decision' AND payload LIKE '%approve%'"
     ).fetchone()[0]
+    target.execute(f"DROP TRIGGER {audit.TABLE}_no_update")
     target.execute(
-        "UPDATE audit_log SET payload = replace(payload, 'approve', 'decline') WHERE seq = ?",
+        f"UPDATE {audit.TABLE} SET payload = replace(payload, 'approve', 'decline') WHERE seq = ?",
         (seq,),
     )
     target.commit()
     target.close()
     tampered = deployment.cli("audit", "verify", "--data-dir", str(copy))
-    assert intact.returncode == 0 and "intact" in intact.stdout
+    assert intact.returncode == 0 and "intact" in intact.stdout, intact.stderr
     assert tampered.returncode == 1 and f"entry {seq} was edited" in tampered.stderr
 
 
@@ -261,8 +268,10 @@ def test_rollback_switches_the_served_version_after_readiness(deployment):
     assert history[-1]["event"] == "rollback" and history[-1]["to_version"] == "1"
     assert tracking.alias_version(deployment.config, tracking.CHAMPION) == "1"
     store = audit.open_store(deployment.data_dir)
-    assert "rollback" in [e.kind for e in store.entries()] and audit.verify(store.entries()).ok
+    rolled = [e.seq for e in store.entries() if e.kind == "rollback"]
     store.close()
+    result = audit.verify_store(deployment.data_dir)
+    assert rolled and result.ok and result.anchored_to >= rolled[-1], result
     with deployment.client("admin") as client:
         body = {"reason": "v1 confirmed worse", "to_version": "2"}
         again = client.post("/rollback", json=body)
