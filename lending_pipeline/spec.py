@@ -364,8 +364,10 @@ class PointsSpec(_Model):
 
 
 class ScoringSpec(_Model):
-    """The scoring service: score scale, decision bands, reason codes, request limits."""
+    """The scoring service: score scale, decision bands, reason codes, request limits; with
+    `enabled: false` every application is referred to a person (the kill switch)."""
 
+    enabled: bool = True
     points: PointsSpec = PointsSpec()
     decline_above_pd: float = Field(default=0.35, gt=0, lt=1)
     max_reason_codes: int = Field(default=4, ge=1, le=4)

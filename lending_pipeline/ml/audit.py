@@ -205,6 +205,42 @@ def default_path(data_dir: Path) -> Path:
     return data_dir / "audit" / "audit.db"
 
 
+def decision_of_record(key: bytes, entries: list[Entry]) -> dict | None:
+    """What the log says was decided for one request: its decision entry and every override of
+    it, each checked against its MAC; the decision of record is the latest override's, else the
+    decision's. None when the request id has no decision entry."""
+    for entry in entries:
+        if not authentic(key, entry):
+            raise AuditStoreError(
+                f"audit entry {entry.seq} fails its MAC: run `lending-pipeline audit verify`"
+            )
+    decisions = [e for e in entries if e.kind == "decision"]
+    if not decisions:
+        return None
+    original = decisions[0].data
+    overrides = [
+        {
+            "seq": e.seq,
+            "time": e.time,
+            "decision": e.data["decision"],
+            "caller": e.data["caller"],
+            "reason": e.data["reason"],
+        }
+        for e in entries
+        if e.kind == "override"
+    ]
+    return {
+        "request_id": original["request_id"],
+        "decision": overrides[-1]["decision"] if overrides else original["decision"],
+        "decided_by": overrides[-1]["caller"] if overrides else "model",
+        "model_decision": original["decision"],
+        "model": original["model"],
+        "decision_seq": decisions[0].seq,
+        "decision_time": decisions[0].time,
+        "overrides": overrides,
+    }
+
+
 def checkpoints_path(data_dir: Path | None) -> Path | None:
     """Where head checkpoints go: `LENDING_AUDIT_CHECKPOINTS`, else next to the default store
     (`<data dir>/audit/head_checkpoints.jsonl`); None without either."""

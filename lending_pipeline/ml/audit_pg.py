@@ -57,6 +57,12 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
+_BY_REQUEST = (
+    f"SELECT {audit.COLUMNS} FROM {audit.TABLE} WHERE kind IN ('decision', 'override') "
+    "AND payload::jsonb ->> 'request_id' = %s ORDER BY seq"
+)
+
+
 class PostgresAuditStore(HeadAnchoring):
     """A writer of the audit log in PostgreSQL (psycopg 3), as the insert-only role.
 
@@ -247,14 +253,18 @@ class PostgresAuditStore(HeadAnchoring):
         for row in rows:
             yield audit.Entry(*row)
 
-    def _query(self, statement: str) -> list[tuple]:
+    def request_entries(self, request_id: str) -> list[audit.Entry]:
+        """The decision and override entries of one request id, in order."""
+        return [audit.Entry(*row) for row in self._query(_BY_REQUEST, (request_id,))]
+
+    def _query(self, statement: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
             if self._db is None:
                 raise audit.AuditUnavailable(
                     f"the audit database cannot be read now ({self._problem})"
                 )
             try:
-                return self._db.execute(statement).fetchall()
+                return self._db.execute(statement, params).fetchall()
             except self._psycopg.Error as exc:
                 self._lose(exc)
                 raise audit.AuditUnavailable(f"audit read failed: {_reason(exc)}") from exc
@@ -317,9 +327,9 @@ class PostgresReader:
                 "(`lending-pipeline audit setup-postgres`) or it was dropped"
             )
 
-    def _rows(self, statement: str) -> list[tuple]:
+    def _rows(self, statement: str, params: tuple = ()) -> list[tuple]:
         try:
-            return self._db.execute(statement).fetchall()
+            return self._db.execute(statement, params).fetchall()
         except self._psycopg.Error as exc:
             raise audit.AuditStoreError(f"{self.where}: {_reason(exc)}") from None
 
@@ -328,6 +338,12 @@ class PostgresReader:
             return []
         rows = self._rows(f"SELECT {audit.COLUMNS} FROM {audit.TABLE} ORDER BY seq")
         return [audit.Entry(*row) for row in rows]
+
+    def request_entries(self, request_id: str) -> list[audit.Entry]:
+        """The decision and override entries of one request id, in order."""
+        if not self._tables[0]:
+            return []
+        return [audit.Entry(*row) for row in self._rows(_BY_REQUEST, (request_id,))]
 
     def legacy(self) -> list[tuple] | None:
         if not self._tables[1]:

@@ -28,6 +28,12 @@ BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 _INSERT = f"INSERT INTO {audit.TABLE} ({audit.COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
 
 
+_BY_REQUEST = (
+    f"SELECT {audit.COLUMNS} FROM {audit.TABLE} WHERE kind IN ('decision', 'override') "
+    "AND json_extract(payload, '$.request_id') = ? ORDER BY seq"
+)
+
+
 class SqliteAuditStore(HeadAnchoring):
     """A writer of the audit log in a SQLite file (created when missing).
 
@@ -153,6 +159,12 @@ class SqliteAuditStore(HeadAnchoring):
         for row in self._db.execute(f"SELECT {audit.COLUMNS} FROM {audit.TABLE} ORDER BY seq"):
             yield audit.Entry(*row)
 
+    def request_entries(self, request_id: str) -> list[audit.Entry]:
+        """The decision and override entries of one request id, in order."""
+        with self._lock:
+            rows = self._db.execute(_BY_REQUEST, (request_id,)).fetchall()
+        return [audit.Entry(*row) for row in rows]
+
     def close(self) -> None:
         self._closing.set()
         if self._checkpointer is not None:
@@ -210,6 +222,16 @@ class SqliteReader:
             rows = self._db.execute(
                 f"SELECT {audit.COLUMNS} FROM {audit.TABLE} ORDER BY seq"
             ).fetchall()
+        except sqlite3.Error as exc:
+            raise audit.AuditStoreError(f"{self.where} cannot be read: {exc}") from None
+        return [audit.Entry(*row) for row in rows]
+
+    def request_entries(self, request_id: str) -> list[audit.Entry]:
+        """The decision and override entries of one request id, in order."""
+        if audit.TABLE not in self._tables:
+            return []
+        try:
+            rows = self._db.execute(_BY_REQUEST, (request_id,)).fetchall()
         except sqlite3.Error as exc:
             raise audit.AuditStoreError(f"{self.where} cannot be read: {exc}") from None
         return [audit.Entry(*row) for row in rows]

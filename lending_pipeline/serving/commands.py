@@ -145,6 +145,57 @@ def cmd_audit_verify(args) -> int:
     return 0
 
 
+def cmd_audit_decision(args) -> int:
+    """The decision of record of one request: the model's, and every override since."""
+    import json
+
+    from lending_pipeline.ml import audit
+
+    try:
+        reader = audit.open_reader(_data_dir(args), args.url)
+        try:
+            found = audit.decision_of_record(audit.audit_key(), reader.request_entries(args.id))
+        finally:
+            reader.close()
+    except (audit.AuditKeyError, audit.AuditStoreError) as exc:
+        print(f"audit decision: {exc}", file=sys.stderr)
+        return 2
+    if found is None:
+        print(f"no decision with request id {args.id!r} in the audit log", file=sys.stderr)
+        return 1
+    print(json.dumps(found, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_kill_switch(args) -> int:
+    from lending_pipeline.ml.audit import AuditKeyError, AuditStoreError, AuditUnavailable
+    from lending_pipeline.serving.controls import read_switch, set_switch
+
+    data_dir = _data_dir(args)
+    if args.action == "status":
+        state = read_switch(data_dir)
+        engaged = "ENGAGED" if state["engaged"] else "lifted"
+        detail = (
+            f" by {state['by']} since {state['since']}: {state['reason']}" if "by" in state else ""
+        )
+        print(f"kill switch {engaged}{detail}")
+        return 0
+    if not args.reason:
+        print("say why: --reason TEXT", file=sys.stderr)
+        return 2
+    actor = os.environ.get("USER") or "cli"
+    try:
+        state = set_switch(data_dir, args.action == "engage", args.reason, f"{actor} (CLI)")
+    except (AuditKeyError, AuditStoreError, AuditUnavailable) as exc:
+        print(f"kill switch not changed: {exc}", file=sys.stderr)
+        return 1
+    if state["engaged"]:
+        print("kill switch ENGAGED: every application is referred to a person (audited)")
+    else:
+        print("kill switch lifted: the model decides again (audited)")
+    return 0
+
+
 def cmd_audit_setup_postgres(args) -> int:
     from lending_pipeline.ml import audit
     from lending_pipeline.ml.audit_pg import setup_postgres
@@ -236,3 +287,18 @@ def add_commands(sub) -> None:
     )
     setup.add_argument("--schema", help="schema of the table (default: the admin's current)")
     setup.set_defaults(func=cmd_audit_setup_postgres)
+    decision = audit_sub.add_parser(
+        "decision", help="the decision of record of a request: the model's and its overrides"
+    )
+    decision.add_argument("id", help="the request id a /score answer gave")
+    decision.add_argument("--data-dir")
+    decision.add_argument("--url", help="the store (default: LENDING_AUDIT_URL, else the data dir)")
+    decision.set_defaults(func=cmd_audit_decision)
+
+    switch = sub.add_parser(
+        "kill-switch", help="suspend automated decisions (every application referred) or lift it"
+    )
+    switch.add_argument("action", choices=["engage", "lift", "status"])
+    switch.add_argument("--reason", help="why (required to engage or lift; audited)")
+    switch.add_argument("--data-dir")
+    switch.set_defaults(func=cmd_kill_switch)

@@ -39,6 +39,9 @@ ROUTES = {
     "/score_batch": Route("scorer", frozenset({"applications"}), frozenset({"applications"})),
     "/override": Route("admin", frozenset({"override"}), frozenset({"override"})),
     "/rollback": Route("admin", frozenset({"reason", "to_version"}), frozenset({"reason"})),
+    "/kill_switch": Route(
+        "admin", frozenset({"engaged", "reason"}), frozenset({"engaged", "reason"})
+    ),
 }
 OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/"})
 OPEN_PREFIXES = ("/static_content/",)

@@ -74,6 +74,7 @@ def _answer_schema(spec: PipelineSpec) -> dict:
             "score",
             "decision",
             "reason_codes",
+            "suspended",
         ],
         "properties": {
             "request_id": {"type": "string"},
@@ -94,6 +95,10 @@ def _answer_schema(spec: PipelineSpec) -> dict:
                 "maxItems": spec.scoring.max_reason_codes,
                 "items": reason,
             },
+            "suspended": {
+                "type": "boolean",
+                "description": "the kill switch is engaged: a person decides (decision refer)",
+            },
         },
     }
 
@@ -106,7 +111,7 @@ def _bodies(spec: PipelineSpec) -> dict[str, dict]:
         "properties": {
             "request_id": {"type": "string", "minLength": 1, "maxLength": 80},
             "decision": {"type": "string", "enum": DECISIONS},
-            "reason": {"type": "string", "minLength": 1, "maxLength": 500},
+            "reason": {"type": "string", "minLength": 1, "maxLength": 500, "pattern": r"\S"},
         },
     }
     return {
@@ -124,6 +129,10 @@ def _bodies(spec: PipelineSpec) -> dict[str, dict]:
             "reason": {"type": "string", "minLength": 1, "pattern": r"\S"},
             "to_version": {"type": "string"},
         },
+        "/kill_switch": {
+            "engaged": {"type": "boolean"},
+            "reason": {"type": "string", "minLength": 1, "maxLength": 500, "pattern": r"\S"},
+        },
     }
 
 
@@ -139,8 +148,24 @@ def _answers(spec: PipelineSpec) -> dict[str, dict]:
                 "results": {"type": "array", "items": _ref("Answer")},
             },
         },
-        "/override": {"type": "object"},
+        "/override": {
+            "type": "object",
+            "required": ["recorded", "audit_seq", "request_id", "decision_of_record"],
+            "properties": {
+                "recorded": {"type": "boolean"},
+                "audit_seq": {"type": "integer"},
+                "request_id": {"type": "string"},
+                "decision_of_record": {"type": "string", "enum": DECISIONS},
+                "previous_decision": {"type": "string", "enum": DECISIONS},
+                "model_decision": {"type": "string", "enum": DECISIONS},
+            },
+        },
         "/rollback": {"type": "object"},
+        "/kill_switch": {
+            "type": "object",
+            "required": ["engaged", "reason", "by", "since"],
+            "properties": {"engaged": {"type": "boolean"}, "audit_seq": {"type": "integer"}},
+        },
     }
 
 
@@ -163,6 +188,8 @@ def document(spec: PipelineSpec) -> dict[str, Any]:
             statuses.pop("403")
         if path == "/rollback":
             statuses["409"] = "nothing to roll back to"
+        if path == "/override":
+            statuses["404"] = "no served decision has this request id"
         responses = {"200": {"description": "done", "content": _json(answers[path])}}
         for status, meaning in statuses.items():
             responses[status] = {"description": meaning, "content": _json(_ref("Error"))}

@@ -27,13 +27,12 @@ from typing import Any  # noqa: E402
 import anyio  # noqa: E402
 import bentoml  # noqa: E402
 import orjson  # noqa: E402
-import pydantic  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 
 from lending_pipeline import telemetry  # noqa: E402, F401
 from lending_pipeline.ml import audit, pii, tracking  # noqa: E402
 from lending_pipeline.ml.scoring import Decision, Scorer, request_columns  # noqa: E402
-from lending_pipeline.serving import operations  # noqa: E402
+from lending_pipeline.serving import controls, operations  # noqa: E402
 from lending_pipeline.serving.auth import load_callers  # noqa: E402
 from lending_pipeline.serving.bundle import SPEC_FILE, Bundle, bundle_dir  # noqa: E402
 from lending_pipeline.serving.child import die_with_parent  # noqa: E402
@@ -46,36 +45,10 @@ from lending_pipeline.spec import load_spec  # noqa: E402
 BUNDLE = Bundle.load(bundle_dir())
 SPEC = load_spec(bundle_dir() / SPEC_FILE)
 DECISIONS = ("approve", "refer", "decline")
+REFER = "refer"
 SCORING_ROUTES = ("/score", "/score_batch")
 LOG = logging.getLogger("lending_pipeline.serving")
 UNAUDITED = "no decision: the audit log cannot be written; retry"
-
-
-class ModelInfo(pydantic.BaseModel):
-    name: str
-    version: str
-
-
-class ReasonCode(pydantic.BaseModel):
-    code: str
-    feature: str
-    text: str
-
-
-class Answer(pydantic.BaseModel):
-    """A scored application (the shape of `/score`'s answer, for the OpenAPI document)."""
-
-    request_id: str
-    model: ModelInfo
-    probability_of_default: float
-    score: int
-    decision: str
-    reason_codes: list[ReasonCode]
-
-
-class BatchAnswer(pydantic.BaseModel):
-    batch_id: str
-    results: list[Answer]
 
 
 def data_dir() -> Path:
@@ -99,6 +72,8 @@ class Scoring:
         key = pii.key_bytes(os.environ.get("LENDING_PII_KEY"))
         load_callers()  # refuse to start without tokens (the middleware loads them lazily)
         self.validate = RequestValidator(SPEC, key)
+        self.audit_key = audit.audit_key()
+        self.switch = controls.Switch(data_dir(), SPEC.scoring.enabled)
         self.audit = audit.open_store(data_dir(), checkpoint_every=1.0, head_checkpoint_every=10.0)
         self.model_info = {"name": BUNDLE.registered_model, "version": BUNDLE.model_version}
         self.fields = list(request_columns(SPEC))
@@ -132,6 +107,9 @@ class Scoring:
         )
         self.missing = {name: missing.labels(name) for name in self.fields}
         self.scored = Total("lending_applications", "Applications scored")
+        self.overridden = Total(
+            "lending_overrides", "Served decisions overridden, by caller", ["caller", "decision"]
+        )
         self.seconds = Histogram(
             "lending_scoring_seconds",
             "Validation, scoring, reasons and audit per request",
@@ -141,7 +119,7 @@ class Scoring:
     def __is_ready__(self) -> bool:
         return self.scorer is not None and self.audit.ready()
 
-    @bentoml.api(route="/score", output_spec=Answer)
+    @bentoml.api(route="/score")
     async def score(self, ctx: bentoml.Context, application: Any = None) -> Response:
         """Score one application: probability of default, score, decision, reason codes."""
         began = time.perf_counter()
@@ -153,13 +131,15 @@ class Scoring:
             return _error(ctx, 422, "invalid application", exc.errors)
         request_id = uuid.uuid4().hex
         decision = self.scorer.score([record])[0]
+        suspended = self.switch.engaged()
         caller = _caller(ctx)
-        if not self._audited([self._entry(request_id, caller, application, record, decision)]):
+        entry = self._entry(request_id, caller, application, record, decision, suspended)
+        if not self._audited([entry]):
             return _error(ctx, 503, UNAUDITED)
-        self._count([record], [decision], began)
-        return _json(self._answer(request_id, decision))
+        self._count([record], [entry["decision"]], began)
+        return _json(self._answer(request_id, decision, suspended))
 
-    @bentoml.api(route="/score_batch", output_spec=BatchAnswer)
+    @bentoml.api(route="/score_batch")
     async def score_batch(self, ctx: bentoml.Context, applications: Any = None) -> Response:
         """Score many applications at once (at most the spec's `scoring.max_batch`)."""
         began = time.perf_counter()
@@ -190,24 +170,84 @@ class Scoring:
         return _json({"batch_id": batch_id, "results": results})
 
     @bentoml.api(route="/override")
-    async def override(self, ctx: bentoml.Context, override: Any = None) -> Any:
-        """Record a manual decision override (admin only): request id, decision, reason."""
+    async def override(self, ctx: bentoml.Context, override: Any = None) -> Response:
+        """Override a served decision (admin only): it becomes the decision of record of that
+        request in the audit log. Refuses a request id the log does not hold."""
         override = override if isinstance(override, dict) else {}
-        request_id = str(override.get("request_id", ""))[:80]
+        request_id = override.get("request_id")
         decision = override.get("decision")
-        reason = str(override.get("reason", ""))[:500]
-        if not request_id or decision not in DECISIONS or not reason:
-            rule = {"field": "override", "rule": "required"}
-            message = f"give request_id, decision ({', '.join(DECISIONS)}) and reason"
-            return _error(ctx, 422, "invalid override", [{**rule, "message": message}])
+        reason = override.get("reason")
+        problems = []
+        if not isinstance(request_id, str) or not 0 < len(request_id) <= 80:
+            problems.append(_problem("override.request_id", "required", "a served request id"))
+        if decision not in DECISIONS:
+            message = f"one of {', '.join(DECISIONS)}"
+            problems.append(_problem("override.decision", "allowed_values", message))
+        if not isinstance(reason, str) or not reason.strip() or len(reason) > 500:
+            problems.append(_problem("override.reason", "required", "say why (500 characters)"))
+        if set(override) - {"request_id", "decision", "reason"}:
+            problems.append(_problem("override", "extra_forbidden", "unknown field"))
+        if problems:
+            return _error(ctx, 422, "invalid override", problems)
+        try:
+            found = await anyio.to_thread.run_sync(self._decision_of_record, request_id)
+        except Exception as exc:
+            LOG.error("audit lookup failed (%s)", type(exc).__name__)
+            return _error(ctx, 503, "the audit log cannot be read; retry")
+        if found is None:
+            problem = _problem("override.request_id", "unknown", "no decision with this id")
+            return _error(ctx, 404, "unknown request id", [problem])
+        caller = _caller(ctx)
         entry = {
-            "request_id": request_id,
+            "caller": caller,
             "decision": decision,
+            "decision_seq": found["decision_seq"],
             "reason": reason,
-            "caller": _caller(ctx),
+            "replaces": found["decision"],
+            "request_id": request_id,
         }
-        (written,) = self.audit.append("override", [entry])
-        return {"recorded": True, "audit_seq": written.seq}
+        try:
+            (written,) = self.audit.append("override", [entry])
+        except Exception as exc:
+            LOG.error("audit append failed (%s): override refused", type(exc).__name__)
+            return _error(ctx, 503, "override not recorded: the audit log cannot be written")
+        self.overridden.labels(caller, decision).inc()
+        return _json(
+            {
+                "recorded": True,
+                "audit_seq": written.seq,
+                "request_id": request_id,
+                "decision_of_record": decision,
+                "previous_decision": found["decision"],
+                "model_decision": found["model_decision"],
+            }
+        )
+
+    def _decision_of_record(self, request_id: str) -> dict | None:
+        return audit.decision_of_record(self.audit_key, self.audit.request_entries(request_id))
+
+    @bentoml.api(route="/kill_switch")
+    async def kill_switch(self, ctx: bentoml.Context, engaged: Any = None, reason: Any = None):
+        """Suspend automated decisions (every application answered `refer`) or lift that
+        (admin only); audited, shared by every worker and slot, kept across restarts."""
+        problems = []
+        if not isinstance(engaged, bool):
+            problems.append(_problem("engaged", "bool_type", "true or false"))
+        if not isinstance(reason, str) or not reason.strip() or len(reason) > 500:
+            problems.append(_problem("reason", "required", "say why (500 characters)"))
+        if problems:
+            return _error(ctx, 422, "invalid kill switch request", problems)
+        by = f"{_caller(ctx)} (API)"
+        try:
+            state = await anyio.to_thread.run_sync(
+                lambda: controls.set_switch(data_dir(), engaged, reason, by)
+            )
+        except Exception as exc:
+            LOG.error("kill switch not changed (%s)", type(exc).__name__)
+            return _error(ctx, 503, "not changed: the audit log cannot be written; retry")
+        if not SPEC.scoring.enabled:
+            state = {**state, "engaged": True, "note": "scoring.enabled is false in the spec"}
+        return _json(state)
 
     @bentoml.api(route="/rollback")
     async def rollback(
@@ -244,10 +284,12 @@ class Scoring:
             return False
         return True
 
-    def _entry(self, request_id: str, caller: str, raw, record: dict, decision: Decision) -> dict:
-        return {  # keys (and the record's) in sorted order: the canonical JSON sorts them again
+    def _entry(
+        self, request_id: str, caller: str, raw, record: dict, decision: Decision, suspended: bool
+    ) -> dict:
+        entry = {  # keys (and the record's) in sorted order: the canonical JSON sorts them again
             "caller": caller,
-            "decision": decision.decision,
+            "decision": REFER if suspended else decision.decision,
             "input_hmac": self.validate.input_hmac(raw),
             "inputs": record,  # dates become ISO text in the canonical JSON
             "model": self.model_info,
@@ -256,20 +298,25 @@ class Scoring:
             "request_id": request_id,
             "score": decision.score,
         }
+        if suspended:  # the kill switch: a person decides; what the model would have decided
+            entry["model_decision"] = decision.decision
+            entry["suspended"] = True
+        return entry
 
-    def _answer(self, request_id: str, decision: Decision) -> dict[str, Any]:
+    def _answer(self, request_id: str, decision: Decision, suspended: bool) -> dict[str, Any]:
         return {
             "request_id": request_id,
             "model": self.model_info,
             "probability_of_default": round(decision.probability, 6),
             "score": decision.score,
-            "decision": decision.decision,
+            "decision": REFER if suspended else decision.decision,
             "reason_codes": decision.reasons,
+            "suspended": suspended,
         }
 
-    def _count(self, records: list[dict], decisions: list[Decision], began: float) -> None:
+    def _count(self, records: list[dict], decisions: list[str], began: float) -> None:
         self.scored.inc(len(records))
-        for outcome, count in Counter(d.decision for d in decisions).items():
+        for outcome, count in Counter(decisions).items():
             self.decided[outcome].inc(count)
         fields = self.fields
         missing = Counter(name for record in records for name in fields if record[name] is None)
@@ -286,6 +333,10 @@ def _json(body: dict) -> Response:
     """A JSON answer serialised here: BentoML's own output path rebuilds the output model's
     JSON schema for every answer (about a tenth of a scoring request)."""
     return Response(orjson.dumps(body), media_type="application/json")
+
+
+def _problem(field: str, rule: str, message: str) -> dict[str, str]:
+    return {"field": field, "rule": rule, "message": message}
 
 
 def _error(ctx: bentoml.Context, status: int, message: str, detail: list | None = None) -> Response:

@@ -35,6 +35,7 @@ def test_a_decision_has_probability_score_decision_and_model(deployment):
         "score",
         "decision",
         "reason_codes",
+        "suspended",
     }
     assert body["model"] == {"name": deployment.config.registered_model, "version": "2"}
     assert 0 < body["probability_of_default"] < 1
@@ -67,16 +68,72 @@ def test_health_endpoints_stay_open(deployment):
             assert client.get(path).status_code == 200, path
 
 
-def test_an_admin_override_is_audited(deployment):
-    override = {"request_id": "abc", "decision": "approve", "reason": "manual review passed"}
+def test_an_override_changes_the_decision_of_record(deployment):
+    """An admin override becomes what the audit log says was decided for that request (the
+    CLI's `audit decision` reads it back), is counted per caller, and an unknown id is refused."""
+    with deployment.client() as client:
+        served = client.post("/score_batch", json={"applications": deployment.records[:3]})
+    first = served.json()["results"][1]
+    other = "decline" if first["decision"] == "approve" else "approve"
+    with deployment.client(None) as client:
+        before = metric_values(client.get("/metrics").text, "lending_overrides_total")
     with deployment.client("admin") as client:
-        response = client.post("/override", json={"override": override})
-    assert response.status_code == 200, response.text
-    store = audit.open_store(deployment.data_dir)
-    entries = list(store.entries())
-    store.close()
-    written = entries[response.json()["audit_seq"]]
-    assert written.kind == "override" and written.data["caller"] == "risk-ops"
+        body = {"request_id": first["request_id"], "decision": other, "reason": "manual review"}
+        changed = client.post("/override", json={"override": body})
+        back = client.post("/override", json={"override": {**body, "decision": "refer"}})
+        unknown = client.post("/override", json={"override": {**body, "request_id": "nope"}})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["decision_of_record"] == other
+    assert changed.json()["previous_decision"] == first["decision"]
+    assert back.json()["previous_decision"] == other
+    assert unknown.status_code == 404 and unknown.json()["detail"][0]["rule"] == "unknown"
+    shown = deployment.cli("audit", "decision", first["request_id"])
+    assert shown.returncode == 0, shown.stderr
+    record = json.loads(shown.stdout)
+    assert record["decision"] == "refer" and record["decided_by"] == "risk-ops"
+    assert record["model_decision"] == first["decision"] and len(record["overrides"]) == 2
+    assert deployment.cli("audit", "decision", "nope").returncode == 1
+    with deployment.client(None) as client:
+        after = metric_values(client.get("/metrics").text, "lending_overrides_total")
+    for decision in (other, "refer"):
+        label = f'{{caller="risk-ops",decision="{decision}"}}'
+        assert after[label] - before.get(label, 0.0) == 1, label
+
+
+def test_the_kill_switch_refers_everyone_until_lifted(deployment):
+    records = deployment.records[:80]
+    with deployment.client() as client:
+        refused = client.post("/kill_switch", json={"engaged": True, "reason": "try"})
+        normal = client.post("/score_batch", json={"applications": records}).json()["results"]
+    assert refused.status_code == 403
+    model = [r["decision"] for r in normal]
+    assert set(model) != {"refer"} and not any(r["suspended"] for r in normal)
+    try:
+        with deployment.client("admin") as client:
+            engaged = client.post("/kill_switch", json={"engaged": True, "reason": "incident 42"})
+        assert engaged.status_code == 200 and engaged.json()["engaged"] is True, engaged.text
+        with deployment.client() as client:
+            held = [client.post("/score", json={"application": r}).json() for r in records[:10]]
+            batch = client.post("/score_batch", json={"applications": records}).json()["results"]
+        assert {r["decision"] for r in held + batch} == {"refer"}
+        assert all(r["suspended"] for r in held + batch)
+        probabilities = [r["probability_of_default"] for r in batch]
+        assert probabilities == [r["probability_of_default"] for r in normal]
+    finally:
+        lifted = deployment.cli("kill-switch", "lift", "--reason", "incident 42 resolved")
+    assert lifted.returncode == 0, lifted.stderr
+    with deployment.client() as client:
+        again = client.post("/score_batch", json={"applications": records}).json()["results"]
+    assert [r["decision"] for r in again] == model
+    reader = audit.open_reader(deployment.data_dir)
+    entries = reader.entries()
+    reader.close()
+    switches = [e.data for e in entries if e.kind == "kill_switch"][-2:]
+    assert [s["engaged"] for s in switches] == [True, False]
+    assert switches[0]["by"] == "risk-ops (API)" and "CLI" in switches[1]["by"]
+    suspended = [e.data for e in entries if e.kind == "decision" and e.data.get("suspended")]
+    assert len(suspended) >= 90 and all(d["decision"] == "refer" for d in suspended)
+    assert {d["model_decision"] for d in suspended} == set(model)
 
 
 def test_invalid_fields_get_422_naming_field_and_rule_without_the_value(deployment):
