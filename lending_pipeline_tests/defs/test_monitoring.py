@@ -350,24 +350,30 @@ def webserver(monitored):
         server.wait(timeout=30)
 
 
+UI_TIMEOUT_MS = 180_000  # a busy 2-core machine renders the asset graph slowly
+
+
 def test_ui_shows_the_asset_graph_and_the_failed_check(webserver, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("no chromium on PATH (apt-get install -y chromium)")
     from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=UI_TIMEOUT_MS)  # its own 5 s default ignores the page's timeout
     shots = tmp_path / "screenshots"
     shots.mkdir()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=BROWSER_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
-        page.set_default_timeout(60_000)
+        page.set_default_timeout(UI_TIMEOUT_MS)
         page.goto(f"{webserver}/assets/drift_report?view=lineage")
+        expect(page.get_by_role("progressbar")).to_have_count(0)
         expect(page.get_by_text("applicant_features", exact=True).first).to_be_visible()
         expect(page.get_by_text("drift_report", exact=True).first).to_be_visible()
         page.screenshot(path=shots / "lineage.png")
 
         page.goto(f"{webserver}/assets/drift_report?view=checks")
+        expect(page.get_by_role("progressbar")).to_have_count(0)
         page.get_by_text("drift_report_within_limits", exact=True).first.click()
         expect(page.get_by_text("Latest execution")).to_be_visible()
         for text in ("Failed", "worst_tier", "retrain", "drifted_features", "runbook"):
