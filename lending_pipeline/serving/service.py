@@ -120,7 +120,7 @@ class Scoring:
         return self.scorer is not None and self.audit.ready()
 
     @bentoml.api(route="/score")
-    async def score(self, ctx: bentoml.Context, application: Any = None) -> Response:
+    async def score(self, ctx: bentoml.Context, application: Any = None) -> Any:
         """Score one application: probability of default, score, decision, reason codes."""
         began = time.perf_counter()
         if self.scorer is None:
@@ -140,7 +140,7 @@ class Scoring:
         return _json(self._answer(request_id, decision, suspended))
 
     @bentoml.api(route="/score_batch")
-    async def score_batch(self, ctx: bentoml.Context, applications: Any = None) -> Response:
+    async def score_batch(self, ctx: bentoml.Context, applications: Any = None) -> Any:
         """Score many applications at once (at most the spec's `scoring.max_batch`)."""
         began = time.perf_counter()
         if self.scorer is None:
@@ -156,21 +156,22 @@ class Scoring:
         batch_id = uuid.uuid4().hex
         ids = [f"{batch_id}-{i}" for i in range(len(records))]
         decisions = self.scorer.score(records)
+        suspended = self.switch.engaged()
         caller = _caller(ctx)
         entries = [
-            self._entry(rid, caller, raw, record, decision)
+            self._entry(rid, caller, raw, record, decision, suspended)
             for rid, raw, record, decision in zip(
                 ids, applications, records, decisions, strict=True
             )
         ]
         if not self._audited(entries):
             return _error(ctx, 503, UNAUDITED)
-        self._count(records, decisions, began)
-        results = [self._answer(rid, d) for rid, d in zip(ids, decisions, strict=True)]
+        self._count(records, [entry["decision"] for entry in entries], began)
+        results = [self._answer(rid, d, suspended) for rid, d in zip(ids, decisions, strict=True)]
         return _json({"batch_id": batch_id, "results": results})
 
     @bentoml.api(route="/override")
-    async def override(self, ctx: bentoml.Context, override: Any = None) -> Response:
+    async def override(self, ctx: bentoml.Context, override: Any = None) -> Any:
         """Override a served decision (admin only): it becomes the decision of record of that
         request in the audit log. Refuses a request id the log does not hold."""
         override = override if isinstance(override, dict) else {}
@@ -227,7 +228,9 @@ class Scoring:
         return audit.decision_of_record(self.audit_key, self.audit.request_entries(request_id))
 
     @bentoml.api(route="/kill_switch")
-    async def kill_switch(self, ctx: bentoml.Context, engaged: Any = None, reason: Any = None):
+    async def kill_switch(
+        self, ctx: bentoml.Context, engaged: Any = None, reason: Any = None
+    ) -> Any:
         """Suspend automated decisions (every application answered `refer`) or lift that
         (admin only); audited, shared by every worker and slot, kept across restarts."""
         problems = []

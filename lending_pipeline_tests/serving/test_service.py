@@ -535,7 +535,7 @@ def test_the_published_openapi_holds_under_generated_requests(deployment, mode):
     schema = schemathesis.openapi.from_url(f"{deployment.url}/docs.json")
     headers = {"Authorization": f"Bearer {deployment.scorer_token}"}
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 8
+    assert len(operations) == 9
     for operation in operations:
         if mode == "negative" and operation.method.upper() == "GET":
             continue  # nothing to break: no parameters, no body
