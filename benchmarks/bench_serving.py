@@ -393,20 +393,33 @@ def measure_faults(root: Path, env: dict, token: str, records: list[dict]) -> di
         manager = Supervision(data)
 
         def rollback(name: str, target: str) -> None:
+            """From the command to the client's first answer of `target`; and from the moment
+            the deployment record asks for it (the deployer's and the proxy's share)."""
+            from lending_pipeline.serving.deploy import read_record
+
+            def desired_at() -> float:
+                desired = read_record(data).get("desired") or {}
+                return time.monotonic() if desired.get("model_version") == target else 0
+
             with Load(client) as load:
                 load.wait_answers(50)
                 asked = time.monotonic()
                 command = [sys.executable, "-m", "lending_pipeline.cli", "rollback"]
-                subprocess.run([*command, "--to", target], env=env, check=True, timeout=600)
+                rolled = subprocess.Popen([*command, "--to", target], env=env)
+                requested = wait_for(desired_at, 300)
 
                 def reached():
                     answers = [a for a in load.answers if a.sent > asked]
                     return next((a.sent for a in answers if a.version == target), 0)
 
-                first_new = wait_for(reached, 300) - asked
+                first_new = wait_for(reached, 300)
+                rolled.wait(timeout=600)
                 load.wait_answers(50)
-            failed = sum(a.status != 200 for a in load.answers)
-            out[name] = {"seconds_to_reach_client": first_new, "failed": failed}
+            out[name] = {
+                "seconds_command_to_client": first_new - asked,
+                "seconds_record_to_client": first_new - requested,
+                "failed": sum(a.status != 200 for a in load.answers),
+            }
 
         rollback("rollback_cold", first)
         rollback("rollback_warm", second)
@@ -421,8 +434,13 @@ def measure_faults(root: Path, env: dict, token: str, records: list[dict]) -> di
                 killed = time.monotonic()
                 outage = load.wait_recovered(killed, timeout=300)
                 load.wait_answers(50)
-            failed = sum(a.status != 200 for a in load.answers)
-            out[name] = {"seconds_to_recover": outage, "failed": failed, "sent": len(load.answers)}
+            failed = [a.status for a in load.answers if a.status != 200]
+            out[name] = {
+                "seconds_to_recover": outage,
+                "failed": len(failed),
+                "failed_as": sorted({str(status) for status in failed}),
+                "sent": len(load.answers),
+            }
             wait_ready(public)
     finally:
         stop(server)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from lending_pipeline.ml.audit import canonical
@@ -34,26 +34,11 @@ def date_bounds(column: ColumnSpec) -> tuple[dt.date, dt.date]:
     return EARLIEST, dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
 
 
-def _date_type(name: str, column: ColumnSpec) -> Any:
-    def parse(text: str) -> dt.date:
-        try:
-            value = dt.date.fromisoformat(text)
-        except ValueError:
-            raise ValueError("not a calendar date (YYYY-MM-DD)") from None
-        earliest, latest = date_bounds(column)
-        if not earliest <= value <= latest:
-            raise ValueError(f"{name} must lie between {earliest} and {latest}")
-        return value
-
-    return Annotated[
-        str, Field(pattern=ISO_DATE, json_schema_extra={"format": "date"}), AfterValidator(parse)
-    ]
+DATE_TEXT = Annotated[str, Field(pattern=ISO_DATE, json_schema_extra={"format": "date"})]
 
 
 def _field(name: str, column: ColumnSpec, optional: bool) -> Any:
-    kind: Any = _TYPES.get(column.dtype, str)
-    if column.dtype == "date":
-        kind = _date_type(name, column)
+    kind: Any = DATE_TEXT if column.dtype == "date" else _TYPES.get(column.dtype, str)
     if column.allowed:
         kind = Literal[tuple(column.allowed)]
     limits: dict[str, Any] = {"allow_inf_nan": False} if column.dtype == "float" else {}
@@ -100,6 +85,9 @@ class RequestValidator:
         self.pseudonym = Pseudonymiser(pii_key)
         self.pii = [name for name, column in request_columns(spec).items() if column.pii]
         self.applied = spec.primary_source.date_column
+        self.dates = {
+            name: column for name, column in request_columns(spec).items() if column.dtype == "date"
+        }
         self.joined = []
         for source in spec.feature_sources:
             if source.name == spec.entity.source:
@@ -114,7 +102,7 @@ class RequestValidator:
             record = {**self.blank, **self.one.validate_python(data)}
         except ValidationError as exc:
             raise RequestError(safe_errors(exc, "application")) from None
-        errors = self._finish(record, "application")
+        errors = self._finish(record, "application", self._bounds())
         if errors:
             raise RequestError(errors)
         return record
@@ -125,7 +113,10 @@ class RequestValidator:
             records = [{**self.blank, **item} for item in self.batch.validate_python(data)]
         except ValidationError as exc:
             raise RequestError(safe_errors(exc, "applications")) from None
-        errors = [e for i, r in enumerate(records) for e in self._finish(r, f"applications[{i}]")]
+        bounds = self._bounds()
+        errors = [
+            e for i, r in enumerate(records) for e in self._finish(r, f"applications[{i}]", bounds)
+        ]
         if errors:
             raise RequestError(errors)
         return records
@@ -135,17 +126,36 @@ class RequestValidator:
         its input without storing the input."""
         return self.pseudonym.digest(canonical(data).encode())
 
-    def _finish(self, record: dict, prefix: str) -> list[dict[str, str]]:
-        """Pseudonymise PII in place; the errors of the joined sources' rules.
+    def _bounds(self) -> dict[str, tuple[dt.date, dt.date]]:
+        return {name: date_bounds(column) for name, column in self.dates.items()}
+
+    def _finish(self, record: dict, prefix: str, bounds: dict) -> list[dict[str, str]]:
+        """Dates parsed and bounded, PII pseudonymised, in place; the errors of those and of the
+        joined sources' rules.
 
         A joined source (bureau pull, income verification) is all or nothing: without its date
         none of its fields may be sent (the applicant has no such record, as in training), and
         with it its non-nullable fields are required. Its date may not follow the application.
         """
+        errors = []
+        for name, (earliest, latest) in bounds.items():
+            text = record[name]
+            if text is None:
+                continue
+            try:
+                value = dt.date.fromisoformat(text)
+            except ValueError:
+                errors.append(_error(prefix, name, "date", "not a calendar date (YYYY-MM-DD)"))
+                continue
+            if not earliest <= value <= latest:
+                message = f"must lie between {earliest} and {latest}"
+                errors.append(_error(prefix, name, "date_range", message))
+            record[name] = value
+        if errors:
+            return errors
         for name in self.pii:
             if record[name] is not None:
                 record[name] = self.pseudonym(record[name])
-        errors = []
         for date, fields, required, source in self.joined:
             if record[date] is None:
                 sent = ", ".join(f for f in fields if record[f] is not None)
