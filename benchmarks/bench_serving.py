@@ -369,7 +369,7 @@ def measure_faults(root: Path, env: dict, token: str, records: list[dict]) -> di
     from lending_pipeline.serving.operations import deploy_version
     from lending_pipeline.serving.supervision import Supervision
     from lending_pipeline.spec import load_spec
-    from lending_pipeline_tests.serving.conftest import Load
+    from lending_pipeline_tests.serving.conftest import Load, wait_for
 
     data = root / "faults"
     store = f"sqlite:///{data / 'mlflow' / 'mlflow.db'}"
@@ -406,13 +406,13 @@ def measure_faults(root: Path, env: dict, token: str, records: list[dict]) -> di
                 asked = time.monotonic()
                 command = [sys.executable, "-m", "lending_pipeline.cli", "rollback"]
                 rolled = subprocess.Popen([*command, "--to", target], env=env)
-                requested = wait_for(desired_at, 300)
+                requested = wait_for(desired_at, 300, "the rollback's deploy request")
 
                 def reached():
                     answers = [a for a in load.answers if a.sent > asked]
                     return next((a.sent for a in answers if a.version == target), 0)
 
-                first_new = wait_for(reached, 300)
+                first_new = wait_for(reached, 300, "the rolled-back version")
                 rolled.wait(timeout=600)
                 load.wait_answers(50)
             out[name] = {
@@ -469,16 +469,6 @@ def worker_pid(server: int) -> int:
     import psutil
 
     return psutil.Process(server).children(recursive=True)[0].pid
-
-
-def wait_for(condition, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise RuntimeError(f"timed out after {timeout:.0f} s")
 
 
 def report(results: dict) -> None:
