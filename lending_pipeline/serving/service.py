@@ -17,7 +17,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import gc  # noqa: E402
 import logging  # noqa: E402
 import signal  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 from collections import Counter  # noqa: E402
@@ -77,13 +76,14 @@ class Scoring:
         self.audit = audit.open_store(data_dir(), checkpoint_every=1.0, head_checkpoint_every=10.0)
         self.model_info = {"name": BUNDLE.registered_model, "version": BUNDLE.model_version}
         self.fields = list(request_columns(SPEC))
-        self.scorer: Scorer | None = None
         self._metrics()
-        threading.Thread(target=self._load, name="load-model", daemon=True).start()
+        self.scorer = self._load()
 
-    def _load(self) -> None:
-        """Load the model in the background; /readyz stays 503 until it is in (or forever, with
-        the reason in the log, when it cannot be loaded)."""
+    def _load(self) -> Scorer:
+        """Load the model before the worker accepts a connection: a worker that is starting
+        (first start, or replacing a killed one) is not yet accepting; the server's other workers
+        take the connections meanwhile. A model that cannot be loaded stops the worker,
+        with the reason in the log."""
         try:
             model = tracking.load_saved(Path(self.model_ref.path))
             scorer = Scorer(SPEC, model, BUNDLE.cutoff, BUNDLE.reference)
@@ -93,8 +93,8 @@ class Scoring:
         # what is loaded by now lives as long as the process: the collector need not walk it
         gc.collect()
         gc.freeze()
-        self.scorer = scorer
         LOG.info("model %s loaded", BUNDLE.model_tag)
+        return scorer
 
     def _metrics(self) -> None:
         from prometheus_client import Counter as Total
@@ -117,14 +117,12 @@ class Scoring:
         )
 
     def __is_ready__(self) -> bool:
-        return self.scorer is not None and self.audit.ready()
+        return self.audit.ready()
 
     @bentoml.api(route="/score")
     async def score(self, ctx: bentoml.Context, application: Any = None) -> Any:
         """Score one application: probability of default, score, decision, reason codes."""
         began = time.perf_counter()
-        if self.scorer is None:
-            return _error(ctx, 503, "the model is still loading")
         try:
             record = self.validate(application)
         except RequestError as exc:
@@ -143,8 +141,6 @@ class Scoring:
     async def score_batch(self, ctx: bentoml.Context, applications: Any = None) -> Any:
         """Score many applications at once (at most the spec's `scoring.max_batch`)."""
         began = time.perf_counter()
-        if self.scorer is None:
-            return _error(ctx, 503, "the model is still loading")
         limit = SPEC.scoring.max_batch
         if not isinstance(applications, list) or not 0 < len(applications) <= limit:
             rule = {"field": "applications", "rule": "batch_size"}
