@@ -124,6 +124,37 @@ def load(port, requests, concurrency, seconds=None, count=None) -> dict:
     return asyncio.run(_load(port, requests, concurrency, seconds, count))
 
 
+async def _paired(direct: tuple, proxied: tuple, count: int) -> dict:
+    """The same application sent to the slot and through the proxy, one after the other, each
+    on its own kept-alive connection: the difference of each pair is the proxy's cost, measured
+    under the same load (a busy machine slows both requests of a pair alike)."""
+    connections = [
+        await asyncio.open_connection("127.0.0.1", port) for port, _ in (direct, proxied)
+    ]
+    differences, times = [], {"direct": [], "proxied": []}
+    for i in range(count):
+        pair = []
+        for (reader, writer), (_, requests) in zip(connections, (direct, proxied), strict=True):
+            began = time.perf_counter()
+            await _one(reader, writer, requests[i % len(requests)])
+            pair.append(time.perf_counter() - began)
+        times["direct"].append(pair[0])
+        times["proxied"].append(pair[1])
+        differences.append(pair[1] - pair[0])
+    for _, writer in connections:
+        writer.close()
+    return {
+        "pairs": count,
+        "added_p50_ms": 1e3 * statistics.median(differences),
+        "direct_p50_ms": 1e3 * statistics.median(times["direct"]),
+        "proxied_p50_ms": 1e3 * statistics.median(times["proxied"]),
+    }
+
+
+def paired(direct: tuple, proxied: tuple, count: int) -> dict:
+    return asyncio.run(_paired(direct, proxied, count))
+
+
 def wait_ready(port: int, path: str = "/readyz", timeout: float = 240) -> None:
     import httpx
 
@@ -219,6 +250,25 @@ class Floor:
 """
 
 
+def measure_bare(root: Path, env: dict, records: list[dict], args) -> dict:
+    """The same scoring in a plain FastAPI app: the whole request, and the project's path alone."""
+    port = free_port()
+    (root / "bare_app.py").write_text(BARE_APP)
+    bare = start(uvicorn("bare_app:app", port, root), env, root / "bare.log")
+    out = {}
+    try:
+        wait_ready(port, "/docs")
+        for name, path in (("bare", "/score"), ("bare_fast", "/score_fast")):
+            bodies = [request_bytes(port, path, {"application": r}, None) for r in records[:2000]]
+            out[name] = measure(port, bodies, args)
+    except ConnectionError:
+        print((root / "bare.log").read_text()[-3000:], file=sys.stderr)
+        raise
+    finally:
+        stop(bare)
+    return out
+
+
 def uvicorn(app: str, port: int, root: Path) -> list[str]:
     return [
         *(sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)),
@@ -278,6 +328,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000, help="requests at concurrency 1")
     parser.add_argument("--seconds", type=float, default=10, help="seconds at concurrency 16")
+    parser.add_argument(
+        "--proxy-only", action="store_true", help="only the slot against the proxy, paired"
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from lending_pipeline.serving.auth import new_token
@@ -305,21 +358,8 @@ def main() -> None:
         records = prepared["records"]
         results: dict = {"train_rows": prepared["train_rows"], "bento": prepared["bento_tag"]}
 
-        bare_port = free_port()
-        (root / "bare_app.py").write_text(BARE_APP)
-        bare = start(uvicorn("bare_app:app", bare_port, root), env, root / "bare.log")
-        try:
-            wait_ready(bare_port, "/docs")
-            for name, path in (("bare", "/score"), ("bare_fast", "/score_fast")):
-                bodies = [
-                    request_bytes(bare_port, path, {"application": r}, None) for r in records[:2000]
-                ]
-                results[name] = measure(bare_port, bodies, args)
-        except ConnectionError:
-            print((root / "bare.log").read_text()[-3000:], file=sys.stderr)
-            raise
-        finally:
-            stop(bare)
+        if not args.proxy_only:
+            results.update(measure_bare(root, env, records, args))
 
         public, blue, green = free_port(), free_port(), free_port()
         server = start(
@@ -339,13 +379,18 @@ def main() -> None:
         )
         try:
             wait_ready(blue)
+            wait_ready(public)
             direct = [
                 request_bytes(blue, "/score", {"application": r}, token) for r in records[:2000]
             ]
-            results["bentoml"] = measure(blue, direct, args)
             routed = [
                 request_bytes(public, "/score", {"application": r}, token) for r in records[:2000]
             ]
+            results["proxy_paired"] = paired((blue, direct), (public, routed), args.requests)
+            if args.proxy_only:
+                report_proxy(results["proxy_paired"])
+                return
+            results["bentoml"] = measure(blue, direct, args)
             results["bentoml_via_proxy"] = measure(public, routed, args)
             batch = request_bytes(blue, "/score_batch", {"applications": records[:10_000]}, token)
             timings = [load(blue, [batch], 1, count=1)["p50_ms"] / 1e3 for _ in range(3)]
@@ -471,6 +516,14 @@ def worker_pid(server: int) -> int:
     return psutil.Process(server).children(recursive=True)[0].pid
 
 
+def report_proxy(row: dict) -> None:
+    print(
+        f"the proxy adds {row['added_p50_ms']:.2f} ms per request (median of {row['pairs']} "
+        f"paired requests; slot p50 {row['direct_p50_ms']:.2f} ms, through the proxy "
+        f"{row['proxied_p50_ms']:.2f} ms)"
+    )
+
+
 def report(results: dict) -> None:
     print(f"\nmodel trained on {results['train_rows']:,} applications; bento {results['bento']}")
     print(f"{'endpoint':<22}{'p50 ms':>9}{'p99 ms':>9}{'c16 req/s':>11}{'errors':>8}")
@@ -512,6 +565,7 @@ def report(results: dict) -> None:
         f"the proxy adds {added:.2f} ms at p50 ({p50_ratio:.2f}x the slot's p50); "
         f"c=16 throughput through it {rps_ratio:.2f}x"
     )
+    report_proxy(results["proxy_paired"])
     for name, row in results["faults"].items():
         figures_text = ", ".join(
             f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
