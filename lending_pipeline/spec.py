@@ -365,7 +365,8 @@ class PointsSpec(_Model):
 
 class ScoringSpec(_Model):
     """The scoring service: score scale, decision bands, reason codes, request limits; with
-    `enabled: false` every application is referred to a person (the kill switch)."""
+    `enabled: false` every application is referred to a person (the kill switch); with `shadow`
+    the challenger (if the registry names one) scores every application too, unanswered."""
 
     enabled: bool = True
     points: PointsSpec = PointsSpec()
@@ -374,6 +375,8 @@ class ScoringSpec(_Model):
     reason_codes: dict[str, ReasonCode]
     max_batch: int = Field(default=10_000, ge=1)
     max_body_bytes: int = Field(default=16_000_000, ge=1024)
+    # score the registry's `challenger` version beside the champion, off the answer path
+    shadow: bool = True
 
 
 class PartitionSpec(_Model):
