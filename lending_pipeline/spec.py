@@ -56,10 +56,16 @@ class ColumnSpec(_Model):
     max: float | None = None
     allowed: list[str | int | float] | None = None
     pii: bool = False
+    earliest: dt.date | None = None
+    latest: dt.date | None = None
     description: str = ""
 
     @model_validator(mode="after")
     def _bounds(self) -> ColumnSpec:
+        if (self.earliest or self.latest) and self.dtype != "date":
+            raise ValueError(f"earliest/latest apply to date columns, not {self.dtype}")
+        if self.earliest and self.latest and self.earliest > self.latest:
+            raise ValueError(f"earliest ({self.earliest}) is after latest ({self.latest})")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min:g}) is greater than max ({self.max:g})")
         if (self.min is not None or self.max is not None) and self.dtype not in (
@@ -72,6 +78,16 @@ class ColumnSpec(_Model):
         if self.pii and self.dtype != "string":
             raise ValueError("pii columns are pseudonymised to text: declare dtype string")
         return self
+
+
+DEFAULT_EARLIEST = dt.date(1900, 1, 1)
+
+
+def date_bounds(column: ColumnSpec, today: dt.date) -> tuple[dt.date, dt.date]:
+    """The dates a date column accepts: from its `earliest` (default 1900-01-01) to its `latest`
+    or `today`, whichever comes first (no date is ever after today)."""
+    latest = min(column.latest, today) if column.latest else today
+    return column.earliest or DEFAULT_EARLIEST, latest
 
 
 class ExpectationSpec(_Model):

@@ -149,10 +149,18 @@ def expectations_result(source: SourceSpec, day: str, valid: pd.DataFrame) -> dg
         if failed
         else f"all {len(outcomes)} expectations met"
     )
+    passed = not failed
+    if valid.empty:
+        passed = not source.required
+        summary = (
+            f"not evaluated: no validated rows (validated_{source.name}_schema names the cause)"
+            if source.required
+            else "no rows in this partition: nothing to check"
+        )
     return dg.AssetCheckResult(
         asset_key=check.asset_key,
         check_name=check.name,
-        passed=not failed,
+        passed=passed,
         severity=dg.AssetCheckSeverity.ERROR,
         description=f"{source.name} partition {day}: {summary}",
         metadata={
