@@ -58,12 +58,15 @@ class ColumnSpec(_Model):
     pii: bool = False
     earliest: dt.date | None = None
     latest: dt.date | None = None
+    max_length: int | None = Field(default=None, ge=1)
     description: str = ""
 
     @model_validator(mode="after")
     def _bounds(self) -> ColumnSpec:
         if (self.earliest or self.latest) and self.dtype != "date":
             raise ValueError(f"earliest/latest apply to date columns, not {self.dtype}")
+        if self.max_length is not None and self.dtype not in ("string", "category"):
+            raise ValueError(f"max_length applies to string and category columns, not {self.dtype}")
         if self.earliest and self.latest and self.earliest > self.latest:
             raise ValueError(f"earliest ({self.earliest}) is after latest ({self.latest})")
         if self.min is not None and self.max is not None and self.min > self.max:
@@ -81,6 +84,7 @@ class ColumnSpec(_Model):
 
 
 DEFAULT_EARLIEST = dt.date(1900, 1, 1)
+DEFAULT_MAX_LENGTH = 256  # characters of a text value (the scoring service's limit too)
 
 
 def date_bounds(column: ColumnSpec, today: dt.date) -> tuple[dt.date, dt.date]:

@@ -27,7 +27,7 @@ from lending_pipeline.defs.metadata import (
     runbook_url,
 )
 from lending_pipeline.defs.withdrawal import withdraw
-from lending_pipeline.ml.expectations import run_expectations
+from lending_pipeline.ml.expectations import partition_passes, run_expectations
 from lending_pipeline.ml.validation import validate_source
 from lending_pipeline.spec import PipelineSpec, SourceSpec
 
@@ -159,9 +159,8 @@ def expectations_result(source: SourceSpec, day: str, valid: pd.DataFrame) -> dg
         if failed
         else f"all {len(outcomes)} expectations met"
     )
-    passed = not failed
+    passed = partition_passes(outcomes, len(valid), source.required)
     if valid.empty:
-        passed = not source.required
         summary = (
             f"not evaluated: no validated rows (validated_{source.name}_schema names the cause)"
             if source.required

@@ -35,6 +35,14 @@ class ExpectationOutcome:
         )
 
 
+def partition_passes(outcomes: list[ExpectationOutcome], rows: int, required: bool) -> bool:
+    """The expectations check's verdict: every expectation met; a partition without validated
+    rows passes only for a source that is not required (nothing arrived, nothing to judge)."""
+    if rows == 0:
+        return not required
+    return all(o.success for o in outcomes)
+
+
 def _class_name(snake: str) -> str:
     return "".join(part.capitalize() for part in snake.split("_"))
 

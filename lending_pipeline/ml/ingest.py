@@ -124,6 +124,7 @@ def _read_csv(path: Path, source: SourceSpec, report: FileReport) -> pa.Table:
         data = path.read_bytes()
     except OSError as exc:
         raise IngestError(f"file '{path}': cannot be read ({exc})") from None
+    data = data.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark says UTF-8: harmless
     if not data.strip():
         report.empty = True
         return _no_rows()

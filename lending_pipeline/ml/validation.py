@@ -29,7 +29,7 @@ import pyarrow as pa_arrow
 import pyarrow.compute as pc
 
 from lending_pipeline.ml.ingest import INGEST_ERROR, SOURCE_FILE, SOURCE_ROW
-from lending_pipeline.spec import ColumnSpec, SourceSpec, date_bounds
+from lending_pipeline.spec import DEFAULT_MAX_LENGTH, ColumnSpec, SourceSpec, date_bounds
 
 if TYPE_CHECKING:
     import pandera.pandas as pa
@@ -222,8 +222,36 @@ def coerce(raw: pd.DataFrame, source: SourceSpec) -> tuple[pd.DataFrame, list[tu
         bad = present & values.isna()
         if bad.any():
             failures.append((bad.to_numpy(), "dtype", name, f"dtype: {name} must be {spec.dtype}"))
+        if spec.dtype in ("string", "category") and not spec.pii and spec.allowed is None:
+            failures += _text_rules(values, name, spec)
         typed[name] = values
     return pd.DataFrame(typed, index=raw.index), failures
+
+
+CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+FORMULA = r"^[=+\-@]"  # a spreadsheet would run it (CSV injection)
+NUMBER = r"^[+\-]?[0-9.]"
+
+
+def _text_rules(values: pd.Series, name: str, spec: ColumnSpec) -> list[tuple]:
+    """Free text (not PII, not restricted to `allowed`): a length limit, and no control
+    characters or spreadsheet formulas."""
+    failures = []
+    limit = spec.max_length or DEFAULT_MAX_LENGTH
+    long = (values.str.len() > limit).fillna(False).to_numpy(dtype=bool)
+    if long.any():
+        detail = f"max_length: {name} must be at most {limit} characters"
+        failures.append((long, "max_length", name, detail))
+    control = values.str.contains(CONTROL, regex=True).fillna(False)
+    formula = values.str.contains(FORMULA, regex=True) & ~values.str.contains(NUMBER, regex=True)
+    unsafe = (control | formula.fillna(False)).to_numpy(dtype=bool)
+    if unsafe.any():
+        detail = (
+            f"text_content: {name} must hold no control characters and not start like a "
+            "spreadsheet formula (=, +, -, @)"
+        )
+        failures.append((unsafe, "text_content", name, detail))
+    return failures
 
 
 def _arrow_text(text: pd.Series) -> pa_arrow.Array:

@@ -184,3 +184,16 @@ def test_duplicate_keys_are_counted_once(spec, data_dir):
     assert len(outcome.structural) == 1  # reported once, not once per key column
     assert "rule unique_key: 12 row(s)" in outcome.structural[0]
     assert "rows by rule: unique_key: 12" in outcome.failure_summary()
+
+
+def test_free_text_rules(spec, data_dir):
+    path = partition_path(data_dir, spec.source_by_name["income"], day())
+    lines = lines_of(path)
+    ids = [lines[i].split(",", 1)[0].strip('"') for i in (1, 2, 3)]
+    lines[1] = lines[1].replace(f'"{ids[0]}"', '"=HYPERLINK(""http://x"")"', 1)
+    lines[2] = lines[2].replace(f'"{ids[1]}"', f'"{ids[1]}\x07"', 1)
+    lines[3] = lines[3].replace(f'"{ids[2]}"', f'"{"A" * 300}"', 1)
+    write_lines(path, lines)
+    _, outcome = run(spec, data_dir, "income")
+    assert outcome.rule_counts == {"text_content": 2, "max_length": 1}
+    assert sorted(outcome.quarantine["_source_row"]) == [2, 3, 4]
