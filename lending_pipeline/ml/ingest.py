@@ -81,7 +81,7 @@ def ingest(source: SourceSpec, data_dir: Path, day: str, key: bytes) -> IngestRe
             raise IngestError(
                 f"file '{relative}': cannot be read as {source.format} ({exc})"
             ) from None
-        table = _conform(table, source, report)
+        table = _conform(table, source, report, day)
         report.rows = table.num_rows
         table = table.append_column(SOURCE_FILE, pa.array([relative] * table.num_rows, pa.string()))
         tables.append(table)
@@ -135,7 +135,7 @@ def _read_csv(path: Path, source: SourceSpec, report: FileReport) -> pa.Table:
     header_line = next(line for line in data.split(b"\n") if line.strip())
     header = next(csv.reader([header_line.decode("utf-8").rstrip("\r")]))
     delimiter = ","
-    if not set(header) & set(source.columns):
+    if not {source.file_column(name) for name in header} & set(source.columns):
         delimiter = _other_delimiter(header_line, source) or ","
         header = next(csv.reader([header_line.decode("utf-8").rstrip("\r")], delimiter=delimiter))
 
@@ -255,7 +255,7 @@ def _other_delimiter(header_line: bytes, source: SourceSpec) -> str | None:
     text = header_line.decode("utf-8").rstrip("\r")
     for delimiter in DELIMITERS:
         names = next(csv.reader([text], delimiter=delimiter))
-        if len(names) > 1 and set(names) & set(source.columns):
+        if len(names) > 1 and {source.file_column(n) for n in names} & set(source.columns):
             return delimiter
     return None
 
@@ -320,14 +320,25 @@ def _malformed(
     return table.append_column(INGEST_ERROR, pa.array(errors, pa.string()))
 
 
-def _conform(table: pa.Table, source: SourceSpec, report: FileReport) -> pa.Table:
-    """Keep declared columns in spec order; add missing ones empty; drop undeclared ones."""
-    present = set(table.column_names) - {SOURCE_ROW, INGEST_ERROR}
-    report.missing_columns = [c for c in source.columns if c not in present]
-    report.undeclared_columns = sorted(present - set(source.columns))
+def _conform(table: pa.Table, source: SourceSpec, report: FileReport, day: str) -> pa.Table:
+    """Name the file's columns as the spec does (`rename`, `prefix`); keep declared columns in
+    spec order; add missing ones empty; drop undeclared ones; fill a partition-dated source's
+    date column with the partition day."""
+    names = {
+        source.file_column(c): c for c in table.column_names if c not in (SOURCE_ROW, INGEST_ERROR)
+    }
+    present = set(names)
+    filled = set() if source.file_dated or source.static else {source.date_column}
+    report.missing_columns = [c for c in source.columns if c not in present | filled]
+    report.undeclared_columns = sorted(names[c] for c in present - set(source.columns))
     columns = {}
     for name in source.columns:
-        columns[name] = table[name] if name in present else pa.nulls(table.num_rows, pa.string())
+        if name in filled:
+            columns[name] = pa.array([day] * table.num_rows, pa.string())
+        elif name in present:
+            columns[name] = table[names[name]]
+        else:
+            columns[name] = pa.nulls(table.num_rows, pa.string())
     columns[SOURCE_ROW] = table[SOURCE_ROW]
     errors = table[INGEST_ERROR]
     if report.missing_columns and not report.refused:
