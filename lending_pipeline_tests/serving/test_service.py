@@ -444,6 +444,7 @@ def test_no_personal_data_reaches_any_file_the_service_writes(deployment):
         ("term_months", True, "literal_error"),
         ("stated_income", "72000", "float_type"),
         ("application_date", "9999-12-31", "date_range"),
+        ("application_date", "2019-12-31", "date_range"),  # before the spec's earliest
         ("application_date", "2025-02-30", "date"),
         ("application_date", "20250101", "string_pattern_mismatch"),
         ("application_date", 20250101, "string_type"),
