@@ -329,7 +329,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000, help="requests at concurrency 1")
     parser.add_argument("--seconds", type=float, default=10, help="seconds at concurrency 16")
     parser.add_argument(
-        "--proxy-only", action="store_true", help="only the slot against the proxy, paired"
+        "--only",
+        choices=["proxy", "shadow"],
+        help="only the slot against the proxy, or the champion alone against it with a shadow "
+        "challenger (paired requests)",
     )
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -358,7 +361,10 @@ def main() -> None:
         records = prepared["records"]
         results: dict = {"train_rows": prepared["train_rows"], "bento": prepared["bento_tag"]}
 
-        if not args.proxy_only:
+        if args.only == "shadow":
+            report_shadow(measure_shadow(root, env, token, records, args))
+            return
+        if not args.only:
             results.update(measure_bare(root, env, records, args))
 
         public, blue, green = free_port(), free_port(), free_port()
@@ -387,7 +393,7 @@ def main() -> None:
                 request_bytes(public, "/score", {"application": r}, token) for r in records[:2000]
             ]
             results["proxy_paired"] = paired((blue, direct), (public, routed), args.requests)
-            if args.proxy_only:
+            if args.only == "proxy":
                 report_proxy(results["proxy_paired"])
                 return
             results["bentoml"] = measure(blue, direct, args)
@@ -399,27 +405,23 @@ def main() -> None:
             stop(server)
         results["floor"] = measure_floor(root, env, records, args)
         results["faults"] = measure_faults(root, env, token, records)
+        results["shadow"] = measure_shadow(root, env, token, records, args)
 
     report(results)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
 
-def measure_faults(root: Path, env: dict, token: str, records: list[dict]) -> dict:
-    """Fault recovery as a kept-alive client sees it (see the module docstring)."""
-    from types import SimpleNamespace
-
+def two_versions(root: Path, env: dict, name: str) -> tuple[dict, object, object, str, str]:
+    """A data dir of its own with two registered versions, the second the champion."""
     from lending_pipeline.defs.resources import MlflowTracking
     from lending_pipeline.ml import tracking
-    from lending_pipeline.serving.operations import deploy_version
-    from lending_pipeline.serving.supervision import Supervision
     from lending_pipeline.spec import load_spec
-    from lending_pipeline_tests.serving.conftest import Load, wait_for
 
-    data = root / "faults"
+    data = root / name
     store = f"sqlite:///{data / 'mlflow' / 'mlflow.db'}"
     env = {**env, "LENDING_DATA_DIR": str(data), "MLFLOW_TRACKING_URI": store}
-    env.pop("LENDING_SERVING_WORKERS")
+    env.pop("LENDING_SERVING_WORKERS", None)
     os.environ.update({"LENDING_DATA_DIR": str(data), "MLFLOW_TRACKING_URI": store})
     spec = load_spec()
     config = MlflowTracking().config(spec.name)
@@ -427,6 +429,91 @@ def measure_faults(root: Path, env: dict, token: str, records: list[dict]) -> di
     tracking.promote(config, first)
     second = prepare_version(spec, config, 11)
     tracking.promote(config, second)
+    return env, spec, config, first, second
+
+
+def measure_shadow(root: Path, env: dict, token: str, records: list[dict], args) -> dict:
+    """/score of the champion alone (one slot, kept warm) against the same champion with a
+    challenger in its shadow (the other slot), paired request by request."""
+    from lending_pipeline.ml import audit, tracking
+    from lending_pipeline.serving.deploy import read_record
+    from lending_pipeline.serving.operations import deploy_version
+
+    env, spec, config, first, second = two_versions(root, env, "shadow")
+    data = Path(env["LENDING_DATA_DIR"])
+    alone = deploy_version(spec, config, second, data, "benchmark")
+    public, blue, green = free_port(), free_port(), free_port()
+    serve = [sys.executable, "-m", "lending_pipeline.cli", "serve", "--port", str(public)]
+    server = start([*serve, "--slot-ports", str(blue), str(green)], env, root / "shadow.log")
+    slots = {"blue": blue, "green": green}
+
+    def active_port(tag: str) -> int:
+        deadline = time.monotonic() + 600
+        while (active := read_record(data).get("active") or {}).get("bento_tag") != tag:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{tag} never became active")
+            time.sleep(0.5)
+        return slots[active["slot"]]
+
+    try:
+        alone_port = active_port(alone.bento_tag)
+        tracking.set_challenger(config, first)
+        shadowed = deploy_version(spec, config, second, data, "benchmark, with a shadow")
+        shadow_port = active_port(shadowed.bento_tag)
+        pair = paired(
+            (
+                alone_port,
+                [
+                    request_bytes(alone_port, "/score", {"application": r}, token)
+                    for r in records[:2000]
+                ],
+            ),
+            (
+                shadow_port,
+                [
+                    request_bytes(shadow_port, "/score", {"application": r}, token)
+                    for r in records[:2000]
+                ],
+            ),
+            args.requests,
+        )
+        time.sleep(2)  # the shadow thread drains its queue
+    finally:
+        stop(server)
+    store = audit.open_store(data)
+    try:
+        scored = sum(1 for e in store.entries() if e.kind == "shadow")
+    finally:
+        store.close()
+    return {
+        "pairs": pair["pairs"],
+        "alone_p50_ms": pair["direct_p50_ms"],
+        "with_shadow_p50_ms": pair["proxied_p50_ms"],
+        "added_p50_ms": pair["added_p50_ms"],
+        "ratio_p50": pair["proxied_p50_ms"] / pair["direct_p50_ms"],
+        "shadow_entries": scored,
+    }
+
+
+def report_shadow(row: dict) -> None:
+    print(
+        f"/score with a shadow challenger: p50 {row['with_shadow_p50_ms']:.2f} ms against "
+        f"{row['alone_p50_ms']:.2f} ms alone ({row['ratio_p50']:.3f}x; median paired difference "
+        f"{row['added_p50_ms']:.2f} ms over {row['pairs']} pairs); {row['shadow_entries']} "
+        "shadow entries written"
+    )
+
+
+def measure_faults(root: Path, env: dict, token: str, records: list[dict]) -> dict:
+    """Fault recovery as a kept-alive client sees it (see the module docstring)."""
+    from types import SimpleNamespace
+
+    from lending_pipeline.serving.operations import deploy_version
+    from lending_pipeline.serving.supervision import Supervision
+    from lending_pipeline_tests.serving.conftest import Load, wait_for
+
+    data = root / "faults"
+    env, spec, config, first, second = two_versions(root, env, data.name)
     deploy_version(spec, config, second, data, "benchmark")
     public, blue, green = free_port(), free_port(), free_port()
     serve = [sys.executable, "-m", "lending_pipeline.cli", "serve", "--port", str(public)]
@@ -566,6 +653,7 @@ def report(results: dict) -> None:
         f"c=16 throughput through it {rps_ratio:.2f}x"
     )
     report_proxy(results["proxy_paired"])
+    report_shadow(results["shadow"])
     for name, row in results["faults"].items():
         figures_text = ", ".join(
             f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
