@@ -24,8 +24,9 @@ def build_raw_asset(spec: PipelineSpec, source: SourceSpec) -> dg.AssetsDefiniti
         metadata={"landing_files": source.files, "format": source.format},
     )
     def raw(context: dg.AssetExecutionContext, storage: LakeStorage, pii: PiiKey) -> dg.Output:
+        keyring = pii.keyring()
         try:
-            result = ingest(source, storage.path, context.partition_key, pii.key_bytes())
+            result = ingest(source, storage.path, context.partition_key, keyring.pseudonymise)
         except IngestError as exc:
             raise dg.Failure(
                 description=str(exc), metadata={"runbook": runbook_url("ingestion_failure")}
@@ -49,6 +50,7 @@ def build_raw_asset(spec: PipelineSpec, source: SourceSpec) -> dg.AssetsDefiniti
                 or "none",
                 "undeclared_columns_dropped": ", ".join(undeclared) or "none",
                 "pii_columns_pseudonymised": ", ".join(source.pii_columns) or "none",
+                "pii_key_id": keyring.active_id,
             },
         )
 
