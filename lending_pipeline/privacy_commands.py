@@ -84,3 +84,34 @@ def add_commands(sub) -> None:
     rekey.add_argument("--spec", default=None, help="spec YAML (default: the one in force)")
     rekey.add_argument("--data-dir", default=None)
     rekey.set_defaults(func=cmd_rekey)
+    erase = sub.add_parser(
+        "erase", help="erase an applicant on request (admin; a Dagster run, audited)"
+    )
+    erase.add_argument(
+        "--applicant", required=True, help="the entity key's value, e.g. the application id"
+    )
+    erase.add_argument(
+        "--reason", required=True, help="why (kept in the audit log; no personal data)"
+    )
+    erase.add_argument("--by", default=None, help="the administrator asking (default: $USER)")
+    erase.add_argument("--spec", default=None, help="spec YAML (default: the one in force)")
+    erase.add_argument("--data-dir", default=None)
+    erase.set_defaults(func=cmd_erase)
+
+
+def cmd_erase(args) -> int:
+    """Erase one applicant (admin): rows removed, erasure audited, data keys destroyed."""
+    from lending_pipeline.defs.privacy import ERASE_JOB
+
+    by = args.by or os.environ.get("USER") or ""
+    config = {"applicant": args.applicant, "by": f"{by} (CLI)", "reason": args.reason}
+    summary = _run(args, ERASE_JOB, "erase_applicant_data", config)
+    if summary is None:
+        return 1
+    print(
+        f"applicant erased (audit entry {summary['audit_seq']}, ref "
+        f"{summary['applicant_ref'][:16]}...): {summary['data_keys_destroyed']} data key(s) "
+        f"destroyed, {summary['landing_rows_removed']} landing and "
+        f"{summary['warehouse_rows_removed']} warehouse row(s) removed"
+    )
+    return 0

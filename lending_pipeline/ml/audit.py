@@ -205,10 +205,12 @@ def default_path(data_dir: Path) -> Path:
     return data_dir / "audit" / "audit.db"
 
 
-def decision_of_record(key: bytes, entries: list[Entry]) -> dict | None:
+def decision_of_record(key: bytes, entries: list[Entry], inputs=None) -> dict | None:
     """What the log says was decided for one request: its decision entry and every override of
     it, each checked against its MAC; the decision of record is the latest override's, else the
-    decision's. None when the request id has no decision entry."""
+    decision's. None when the request id has no decision entry. With `inputs` (a function of the
+    decision's payload), the result also holds what it returns under `inputs` (the opened
+    inputs, or why they cannot be read, e.g. erased)."""
     for entry in entries:
         if not authentic(key, entry):
             raise AuditStoreError(
@@ -229,7 +231,7 @@ def decision_of_record(key: bytes, entries: list[Entry]) -> dict | None:
         for e in entries
         if e.kind == "override"
     ]
-    return {
+    found = {
         "request_id": original["request_id"],
         "decision": overrides[-1]["decision"] if overrides else original["decision"],
         "decided_by": overrides[-1]["caller"] if overrides else "model",
@@ -238,7 +240,11 @@ def decision_of_record(key: bytes, entries: list[Entry]) -> dict | None:
         "decision_seq": decisions[0].seq,
         "decision_time": decisions[0].time,
         "overrides": overrides,
+        "pii_key": original.get("pii_key"),
     }
+    if inputs is not None:
+        found["inputs"] = inputs(original)
+    return found
 
 
 def checkpoints_path(data_dir: Path | None) -> Path | None:

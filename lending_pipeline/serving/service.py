@@ -30,7 +30,7 @@ import orjson  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 
 from lending_pipeline import telemetry  # noqa: E402, F401
-from lending_pipeline.ml import audit, keyring, tracking  # noqa: E402
+from lending_pipeline.ml import audit, data_keys, keyring, tracking  # noqa: E402
 from lending_pipeline.ml.scoring import Decision, Scorer, request_columns  # noqa: E402
 from lending_pipeline.serving import controls, operations  # noqa: E402
 from lending_pipeline.serving.auth import load_callers  # noqa: E402
@@ -75,6 +75,8 @@ class Scoring:
         self.audit_key = audit.audit_key()
         self.switch = controls.Switch(data_dir(), SPEC.scoring.enabled)
         self.audit = audit.open_store(data_dir(), checkpoint_every=1.0, head_checkpoint_every=10.0)
+        # the inputs go into the log encrypted under the applicant's data key (erasable)
+        self.seal = data_keys.Sealer(data_keys.open_store(data_dir()), SPEC.entity.key)
         self.model_info = {"name": BUNDLE.registered_model, "version": BUNDLE.model_version}
         self.fields = list(request_columns(SPEC))
         self.scorer: Scorer | None = None
@@ -279,7 +281,7 @@ class Scoring:
         """Append decision entries to the audit log; False (logged, without values) when that
         fails: the decisions must then not be answered."""
         try:
-            self.audit.append("decision", entries)
+            self.audit.append("decision", self.seal(entries))
         except Exception as exc:
             LOG.error(
                 "audit append failed (%s): %d decision(s) refused", type(exc).__name__, len(entries)

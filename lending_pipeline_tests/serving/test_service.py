@@ -14,10 +14,11 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from lending_pipeline.defs.resources import MlflowTracking
-from lending_pipeline.ml import audit, tracking
+from lending_pipeline.ml import audit, data_keys, keyring, tracking
 from lending_pipeline.ml.synth import BUREAU_COLUMNS
 from lending_pipeline.ml.train import predict
 from lending_pipeline.serving.deploy import read_record
+from lending_pipeline_tests.conftest import PII_KEY
 from lending_pipeline_tests.serving.conftest import wait_for
 
 BUREAU_FIELDS = ["pull_date", *BUREAU_COLUMNS]
@@ -241,7 +242,10 @@ def test_every_decision_is_audited_with_pseudonyms_only(deployment):
     store.close()
     entry = next(e.data for e in entries if e.data["request_id"] == request_id)
     assert entry["caller"] == "loan-origination" and entry["model"]["version"] == "2"
-    assert entry["inputs"]["full_name"].startswith("p_") and len(entry["input_hmac"]) == 64
+    assert "inputs" not in entry and "input_hmac" not in entry  # sealed under a data key
+    opened = data_keys.open_inputs_reader(deployment.data_dir).open(entry)
+    assert opened["inputs"]["full_name"].startswith("p_") and len(opened["input_hmac"]) == 64
+    assert entry["pii_key"] == keyring.fingerprint(PII_KEY.encode())
     assert set(entry) >= {"probability_of_default", "decision", "reason_codes", "score"}
     raw = [record[c] for c in ("full_name", "ssn", "email", "address", "date_of_birth")]
     text = b"".join(p.read_bytes() for p in deployment.data_dir.glob("audit/audit.db*"))
