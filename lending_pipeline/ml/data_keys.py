@@ -67,8 +67,11 @@ class DataKeyStore:
     truncated after each destruction, so no copy of a destroyed key stays in the store's files.
     """
 
-    def __init__(self, path: Path, read_only: bool = False):
+    def __init__(self, path: Path, read_only: bool = False, checkpoint_every: float | None = None):
         self.path = path
+        self._written = threading.Event()
+        self._closing = threading.Event()
+        self._checkpointer = None
         if read_only:
             if not path.is_file():
                 raise DataKeyError(f"no data key store at {path} ({DATA_KEYS_ENV})")
@@ -85,7 +88,26 @@ class DataKeyStore:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA secure_delete=ON")
             self._db.executescript(_SCHEMA)
+            if checkpoint_every:  # copy the WAL from a thread, not in a request's commit
+                self._db.execute("PRAGMA wal_autocheckpoint=0")
+                self._checkpointer = threading.Thread(
+                    target=self._checkpoint, args=(checkpoint_every,), daemon=True
+                )
+                self._checkpointer.start()
         self._lock = threading.Lock()
+
+    def _checkpoint(self, every: float) -> None:
+        db = sqlite3.connect(self.path, timeout=5, isolation_level=None)
+        try:
+            while not self._closing.wait(every):
+                if self._written.is_set():
+                    self._written.clear()
+                    try:
+                        db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    except sqlite3.Error:  # tried again after the next write
+                        self._written.set()
+        finally:
+            db.close()
 
     def keys_for(self, subjects: Iterable[str]) -> dict[str, tuple[str, bytes]]:
         """The data key (id, bytes) of each subject, made (and stored) for those without one."""
@@ -108,6 +130,7 @@ class DataKeyStore:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+        self._written.set()
         return {subject: (key_id, key) for subject, key_id, key in rows}
 
     def key(self, key_id: str) -> bytes | None:
@@ -160,12 +183,19 @@ class DataKeyStore:
         return ids
 
     def close(self) -> None:
+        self._closing.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join()
         with self._lock:
             self._db.close()
 
 
-def open_store(data_dir: Path, read_only: bool = False) -> DataKeyStore:
-    return DataKeyStore(default_path(data_dir), read_only)
+def open_store(
+    data_dir: Path, read_only: bool = False, checkpoint_every: float | None = None
+) -> DataKeyStore:
+    """The key store (`LENDING_DATA_KEYS`, else under the data dir); `checkpoint_every`
+    (seconds): copy its write-ahead log into the file from a background thread."""
+    return DataKeyStore(default_path(data_dir), read_only, checkpoint_every)
 
 
 def _aad(request_id: str, key_id: str) -> bytes:

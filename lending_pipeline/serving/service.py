@@ -76,7 +76,9 @@ class Scoring:
         self.switch = controls.Switch(data_dir(), SPEC.scoring.enabled)
         self.audit = audit.open_store(data_dir(), checkpoint_every=1.0, head_checkpoint_every=10.0)
         # the inputs go into the log encrypted under the applicant's data key (erasable)
-        self.seal = data_keys.Sealer(data_keys.open_store(data_dir()), SPEC.entity.key)
+        self.seal = data_keys.Sealer(
+            data_keys.open_store(data_dir(), checkpoint_every=1.0), SPEC.entity.key
+        )
         self.model_info = {"name": BUNDLE.registered_model, "version": BUNDLE.model_version}
         self.fields = list(request_columns(SPEC))
         self.scorer: Scorer | None = None
