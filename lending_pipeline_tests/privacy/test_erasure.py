@@ -4,6 +4,7 @@ readers showing them as erased, nothing of theirs left in clear."""
 
 import json
 import uuid
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -159,6 +160,18 @@ def test_erasure_leaves_the_chain_verifiable_and_the_inputs_unreadable(
     assert cli.main(["erase", "--applicant", applicant, "--reason", "repeat"]) == 0
     assert "0 data key(s) destroyed, 0 landing and 0 warehouse" in capsys.readouterr().out
     assert cli.main(["audit", "verify"]) == 0
+
+    # no PII in the Dagster instance (run config, event logs, metadata) of the privacy runs
+    pii = {r[c] for r in raw for c in PII}
+    runs = [r for r in instance.get_runs() if r.job_name == "privacy_erase_job"]
+    assert len(runs) == 2 and all(r.is_success for r in runs)
+    for run in runs:
+        text = " ".join(str(e) for e in instance.all_logs(run.run_id))
+        assert "data_keys_destroyed" in text and not [v for v in pii if v in text]
+    for path in Path(instance.root_directory).rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert not [v for v in pii if v.encode() in data], path
 
 
 def test_destroyed_keys_leave_no_copy_in_the_key_store_files(tmp_path):
