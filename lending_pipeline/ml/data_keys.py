@@ -21,6 +21,7 @@ import os
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -33,6 +34,7 @@ ALGORITHM = "AES-256-GCM"
 SEALED = "sealed"
 ERASED = "erased"
 _AAD = b"lending-audit-inputs/v1"
+_TRUNCATE_ATTEMPTS = 30
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS data_keys (
     subject TEXT PRIMARY KEY,
@@ -174,7 +176,11 @@ class DataKeyStore:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-            busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            for _ in range(_TRUNCATE_ATTEMPTS):  # another process may be copying its log
+                busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if not busy:
+                    break
+                time.sleep(0.1)
         if busy:
             raise DataKeyError(
                 "the keys were deleted, but the key store's write-ahead log could not be "

@@ -6,6 +6,8 @@ import os
 import shutil
 import sqlite3
 import stat
+import subprocess
+import sys
 import time
 
 import httpx
@@ -550,3 +552,37 @@ def test_the_published_openapi_holds_under_generated_requests(deployment, mode):
             case.call_and_validate(headers=headers, checks=chosen)
 
         call()
+
+
+def test_an_erased_applicant_leaves_a_verifiable_log_and_unreadable_inputs(deployment, tmp_path):
+    erased = {**deployment.records[7], "application_id": "ERASE-ME-7"}
+    kept = {**deployment.records[8], "application_id": "KEEP-ME-8"}
+    with deployment.client() as client:
+        gone = client.post("/score", json={"application": erased}).json()["request_id"]
+        stays = client.post("/score", json={"application": kept}).json()["request_id"]
+    env = {**deployment.env, "DAGSTER_HOME": str(tmp_path / "dagster_home")}
+    command = [sys.executable, "-m", "lending_pipeline.cli", "erase", "--applicant", "ERASE-ME-7"]
+    erase = subprocess.run(
+        [*command, "--by", "dpo", "--reason", "erasure request 7"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert erase.returncode == 0, erase.stderr
+    assert "1 data key(s) destroyed" in erase.stdout
+    verify = deployment.cli("audit", "verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    shown = json.loads(deployment.cli("audit", "decision", gone).stdout)
+    assert shown["inputs"].startswith("erased") and shown["decision"] in (
+        "approve",
+        "refer",
+        "decline",
+    )
+    other = json.loads(deployment.cli("audit", "decision", stays).stdout)
+    assert other["inputs"]["application_id"] == "KEEP-ME-8"
+    with deployment.client("admin") as client:  # the decision of record can still be overridden
+        body = {"request_id": gone, "decision": "refer", "reason": "manual review"}
+        assert client.post("/override", json={"override": body}).status_code == 200
+    with deployment.client() as client:  # the service keeps scoring, under a new key
+        assert client.post("/score", json={"application": erased}).status_code == 200
