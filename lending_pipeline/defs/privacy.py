@@ -9,11 +9,13 @@ from lending_pipeline.defs.metadata import runbook_url
 from lending_pipeline.defs.resources import PII_KEY_ENV, LakeStorage, PiiKey
 from lending_pipeline.ml import audit, data_keys
 from lending_pipeline.ml.erasure import ErasureError, erase_applicant
+from lending_pipeline.ml.pii import PiiKeyError
 from lending_pipeline.ml.rekey import RekeyError, rekey_warehouse
 from lending_pipeline.spec import PipelineSpec
 
 REKEY_JOB = "privacy_rekey_job"
 ERASE_JOB = "privacy_erase_job"
+REKEYED = "pii_rekey"  # audit entry kind: the warehouse lifted to a key id
 RESULT_IO = "privacy_result_io"  # op results are counts kept in memory, not warehouse files
 
 
@@ -37,16 +39,26 @@ def build_privacy_jobs(spec: PipelineSpec) -> list[dg.JobDefinition]:
     def rekey_warehouse_files(
         context: dg.OpExecutionContext, storage: LakeStorage, pii: PiiKey
     ) -> dict:
+        runbook = runbook_url("privacy_rekey")
         try:
-            report = rekey_warehouse(storage.path, spec, pii.keyring())
-        except RekeyError as exc:
-            raise dg.Failure(str(exc), metadata={"runbook": runbook_url("privacy_rekey")}) from None
-        summary = report.summary()
-        context.add_output_metadata({**summary, "runbook": runbook_url("privacy_rekey")})
+            keyring = pii.keyring()
+            store = audit.open_store(storage.path)  # refuse to start without the audit key
+        except (PiiKeyError, audit.AuditKeyError, audit.AuditStoreError) as exc:
+            raise dg.Failure(str(exc), metadata={"runbook": runbook}) from None
+        try:
+            report = rekey_warehouse(storage.path, spec, keyring)
+            summary = report.summary()
+            store.append(REKEYED, [{**summary, "run_id": context.run_id}])
+            store.checkpoint_head()
+        except (RekeyError, audit.AuditUnavailable) as exc:
+            raise dg.Failure(str(exc), metadata={"runbook": runbook}) from None
+        finally:
+            store.close()
+        context.add_output_metadata({**summary, "runbook": runbook})
         if report.problems:
             raise dg.Failure(
                 f"{len(report.problems)} file(s) not re-keyed: " + "; ".join(report.problems[:10]),
-                metadata={**summary, "runbook": runbook_url("privacy_rekey")},
+                metadata={**summary, "runbook": runbook},
             )
         return summary
 

@@ -265,7 +265,11 @@ class InputsReader:
         self.store = store
 
     def inputs(self, payload: dict) -> dict | None:
-        opened = self.open(payload)
+        """The inputs, or None (erased, no key, or a ciphertext that does not open)."""
+        try:
+            opened = self.open(payload)
+        except DataKeyError:
+            return None
         return opened["inputs"] if opened else None
 
     def open(self, payload: dict) -> dict | None:
@@ -285,8 +289,13 @@ class InputsReader:
         when = self.store.destroyed(key_id)
         if when:
             return f"{ERASED} (data key destroyed at {when})"
-        if self.store.key(key_id) is None:
+        key = self.store.key(key_id)
+        if key is None:
             return "unavailable: the data key is not in the key store"
+        try:
+            unseal(payload, key)
+        except DataKeyError as exc:
+            return f"unreadable: {exc}"
         return "readable"
 
     def close(self) -> None:

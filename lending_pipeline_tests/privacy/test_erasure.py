@@ -196,8 +196,10 @@ def test_sealed_inputs_are_bound_to_their_request(tmp_path):
     (sealed,) = seal([dict(entry, inputs=dict(entry["inputs"]))])
     reader = data_keys.InputsReader(store)
     assert reader.open(sealed) == {"input_hmac": "h", "inputs": {"application_id": "a1", "x": 1}}
+    moved = dict(sealed, request_id="r2")  # moved to another entry: refused
     with pytest.raises(data_keys.DataKeyError):
-        reader.open(dict(sealed, request_id="r2"))  # moved to another entry: refused
+        reader.open(moved)
+    assert reader.inputs(moved) is None and reader.why(moved).startswith("unreadable")
     legacy = {"request_id": "r0", "inputs": {"x": 2}}
     assert reader.inputs(legacy) == {"x": 2} and reader.why(legacy) == "in clear"
     assert data_keys.InputsReader(None).inputs(sealed) is None

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from lending_pipeline import cli
-from lending_pipeline.ml import keyring
+from lending_pipeline.ml import audit, keyring
 from lending_pipeline.ml.pii import is_pseudonym, pseudonymise
 from lending_pipeline.ml.synth import partition_path
 from lending_pipeline_tests.conftest import PII_KEY, day
@@ -122,6 +122,11 @@ def test_rotation_and_rekey_job_keep_joins_working(
     assert untouched["ssn"].equals(new_ssn.astype(untouched["ssn"].dtype))
     runs = instance.get_runs()
     assert runs[0].job_name == "privacy_rekey_job"
+    reader = audit.open_reader(data_dir)
+    (rekeyed,) = [e.data for e in reader.entries() if e.kind == "pii_rekey"]
+    reader.close()
+    assert rekeyed["key_id"] == "2026-12" and rekeyed["files_rewritten"] >= 2
+    assert rekeyed["run_id"] == runs[0].run_id
 
     assert cli.main(["privacy", "rekey"]) == 0  # idempotent: nothing left to change
     assert "0 of" in capsys.readouterr().out
