@@ -82,10 +82,12 @@ class DataKeyStore:
             )
         else:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            created = not path.exists()
             self._db = sqlite3.connect(
                 path, timeout=5, isolation_level=None, check_same_thread=False
             )
-            os.chmod(path, 0o600)
+            if created:
+                os.chmod(path, 0o600)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA secure_delete=ON")
