@@ -42,6 +42,7 @@ AUDIT_KEY_ENV = "LENDING_AUDIT_KEY"
 AUDIT_KEY_FILE_ENV = "LENDING_AUDIT_KEY_FILE"
 CHECKPOINTS_ENV = "LENDING_AUDIT_CHECKPOINTS"
 PII_KEY_ENV = "LENDING_PII_KEY"
+KEYRING_ENV = "LENDING_PII_KEYRING"
 MIN_KEY_BYTES = 16
 TABLE = "audit_log_v2"
 LEGACY_TABLE = "audit_log"
@@ -128,7 +129,24 @@ def audit_key(environ=None) -> bytes:
         raise AuditKeyError(
             f"the audit key from {source} is the same as {PII_KEY_ENV}: use a separate key"
         )
+    if env.get(KEYRING_ENV) and key in _keyring_secrets(env):
+        raise AuditKeyError(
+            f"the audit key from {source} is one of the pseudonymisation keys of "
+            f"{KEYRING_ENV}: use a separate key"
+        )
     return key
+
+
+def _keyring_secrets(env) -> set[bytes]:
+    """The secrets of the pseudonymisation keyring (none when it cannot be read: its own
+    loading names the problem)."""
+    from lending_pipeline.ml import keyring
+
+    try:
+        ring = keyring.from_file(Path(env[KEYRING_ENV]), env)
+    except keyring.PiiKeyError:
+        return set()
+    return {key.secret for key in ring.keys}
 
 
 def _key_bytes(text: str) -> bytes:

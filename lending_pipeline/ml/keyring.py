@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lending_pipeline.ml.pii import PREFIX, PiiKeyError, Pseudonymiser, key_bytes
@@ -60,7 +60,8 @@ def generation_of(text: str) -> int | None:
 class PiiKey:
     id: str
     generation: int
-    layer: Pseudonymiser
+    layer: Pseudonymiser = field(repr=False)
+    secret: bytes = field(repr=False)
 
 
 class ChainPseudonymiser:
@@ -90,7 +91,7 @@ class Keyring:
             raise KeyringError("the keyring lists a key id twice")
         if len({secret for _, secret in secrets}) != len(secrets):
             raise KeyringError("the keyring lists the same secret under two ids")
-        self.keys = [PiiKey(i, g, Pseudonymiser(s)) for g, (i, s) in enumerate(secrets)]
+        self.keys = [PiiKey(i, g, Pseudonymiser(s), s) for g, (i, s) in enumerate(secrets)]
         active = ids[-1] if active is None else active
         if active not in ids:
             raise KeyringError(f"the active key id {active!r} is not in the keyring")

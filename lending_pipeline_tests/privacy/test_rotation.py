@@ -130,3 +130,16 @@ def test_rotation_and_rekey_job_keep_joins_working(
 
     assert cli.main(["privacy", "rekey"]) == 0  # idempotent: nothing left to change
     assert "0 of" in capsys.readouterr().out
+
+
+def test_the_audit_key_may_not_be_a_pseudonymisation_key_of_the_keyring(tmp_path):
+    from lending_pipeline.ml import audit
+
+    ring = tmp_path / "ring.json"
+    ring.write_text(json.dumps({"keys": [{"secret_env": "K0"}, {"secret_env": "K1"}]}))
+    env = {"K0": PII_KEY, "K1": NEW_KEY, keyring.KEYRING_ENV: str(ring)}
+    with pytest.raises(audit.AuditKeyError, match="LENDING_PII_KEYRING") as error:
+        audit.audit_key({**env, "LENDING_AUDIT_KEY": NEW_KEY})
+    assert NEW_KEY not in str(error.value)
+    assert audit.audit_key({**env, "LENDING_AUDIT_KEY": "a-separate-audit-key-0123"})
+    assert NEW_KEY not in repr(keyring.from_file(ring, env).keys)
