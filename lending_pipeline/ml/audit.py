@@ -226,9 +226,10 @@ def default_path(data_dir: Path) -> Path:
 def decision_of_record(key: bytes, entries: list[Entry], inputs=None) -> dict | None:
     """What the log says was decided for one request: its decision entry and every override of
     it, each checked against its MAC; the decision of record is the latest override's, else the
-    decision's. None when the request id has no decision entry. With `inputs` (a function of the
-    decision's payload), the result also holds what it returns under `inputs` (the opened
-    inputs, or why they cannot be read, e.g. erased)."""
+    decision's (with what the challenger would have decided, scored in the shadow). None when
+    the request id has no decision entry. With `inputs` (a function of the decision's payload),
+    the result also holds what it returns under `inputs` (the opened inputs, or why they cannot
+    be read, e.g. erased)."""
     for entry in entries:
         if not authentic(key, entry):
             raise AuditStoreError(
@@ -259,6 +260,15 @@ def decision_of_record(key: bytes, entries: list[Entry], inputs=None) -> dict | 
         "decision_time": decisions[0].time,
         "overrides": overrides,
         "pii_key": original.get("pii_key"),
+        "shadow": [
+            {
+                "model": e.data["model"],
+                "decision": e.data["decision"],
+                "probability_of_default": e.data["probability_of_default"],
+            }
+            for e in entries
+            if e.kind == "shadow"
+        ],
     }
     if inputs is not None:
         found["inputs"] = inputs(original)

@@ -210,3 +210,25 @@ def test_audit_key_and_pii_key_are_not_in_any_entry(spec, data_dir):
     audit_decisions(spec, data_dir, requests(spec)[:3])
     text = everything(data_dir)
     assert AUDIT_KEY.encode() not in text and PII_KEY.encode() not in text
+
+
+def test_shadow_pairs_read_sealed_inputs_and_survive_an_erasure(tmp_path):
+    from lending_pipeline.ml.shadow_record import paired
+
+    keys = data_keys.DataKeyStore(tmp_path / "keys.db")
+    seal = data_keys.Sealer(keys, "application_id")
+    store = audit.open_store(tmp_path)
+    for i in range(3):
+        inputs = {"application_id": f"a{i}", "sex": "F"}
+        decision = {"decision": "approve", "inputs": inputs, "request_id": f"r{i}"}
+        decision |= {"model": {"version": "2"}, "probability_of_default": 0.1}
+        store.append("decision", seal([decision]))
+        shadow = {"decision": "refer", "model": {"version": "1"}, "request_id": f"r{i}"}
+        store.append("shadow", [shadow | {"probability_of_default": 0.3}])
+    keys.destroy("a1")
+    entries = list(store.entries())
+    store.close()
+    pairs = paired(entries, "application_id", ["sex"], data_keys.InputsReader(keys).inputs)
+    assert list(pairs["key"]) == ["a0", None, "a2"] and list(pairs["sex"]) == ["F", None, "F"]
+    assert list(pairs["challenger_decision"]) == ["refer"] * 3
+    keys.close()
