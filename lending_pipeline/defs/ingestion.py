@@ -32,8 +32,9 @@ def build_raw_asset(spec: PipelineSpec, source: SourceSpec) -> dg.AssetsDefiniti
         metadata={"landing_files": source.files, "format": source.format},
     )
     def raw(context: dg.AssetExecutionContext, storage: LakeStorage, pii: PiiKey) -> dg.Output:
+        keyring = pii.keyring()
         try:
-            result = ingest(source, storage.path, context.partition_key, pii.key_bytes())
+            result = ingest(source, storage.path, context.partition_key, keyring.pseudonymise)
         except IngestError as exc:
             stale = [raw_key(source.name), validated_key(source.name), quarantine_key(source.name)]
             if source.name != spec.target.source:
@@ -61,6 +62,7 @@ def build_raw_asset(spec: PipelineSpec, source: SourceSpec) -> dg.AssetsDefiniti
                 or "none",
                 "undeclared_columns_dropped": ", ".join(undeclared) or "none",
                 "pii_columns_pseudonymised": ", ".join(source.pii_columns) or "none",
+                "pii_key_id": keyring.active_id,
             },
         )
 

@@ -21,7 +21,7 @@ from lending_pipeline.defs.common import (
 )
 from lending_pipeline.defs.metadata import markdown_table, runbook_url
 from lending_pipeline.defs.resources import MlflowTracking, read_partitions, resolve_data_dir
-from lending_pipeline.ml import audit, tracking
+from lending_pipeline.ml import audit, data_keys, tracking
 from lending_pipeline.ml.drift import (
     NOT_JUDGED,
     DriftResult,
@@ -268,9 +268,11 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         if not os.environ.get(audit.AUDIT_URL_ENV) and not audit.default_path(data_dir).exists():
             return pd.DataFrame(columns=columns), np.empty(0)
         store = audit.open_store(data_dir)
+        sealed = data_keys.open_inputs_reader(data_dir)
         try:
-            return served_features(spec, store.entries(), day)
+            return served_features(spec, store.entries(), day, sealed.inputs)
         finally:
+            sealed.close()
             store.close()
 
     def judge_performance(day: str, champion: Champion) -> RealisedPerformance:

@@ -16,6 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import PrivateAttr
 
+from lending_pipeline.ml.keyring import Keyring
+from lending_pipeline.ml.keyring import load as load_keyring
 from lending_pipeline.ml.pii import key_bytes
 from lending_pipeline.ml.tracking import TrackingConfig, default_tracking_uri, history_path
 
@@ -63,12 +65,16 @@ class LakeStorage(dg.ConfigurableResource):
 
 
 class PiiKey(dg.ConfigurableResource):
-    """The secret key of the keyed HMAC that pseudonymises PII (from `LENDING_PII_KEY`)."""
+    """The secret key of the keyed HMAC that pseudonymises PII (from `LENDING_PII_KEY`), or the
+    keyring `LENDING_PII_KEYRING` names (`ml.keyring`)."""
 
     key: str
 
     def key_bytes(self) -> bytes:
         return key_bytes(self.key)
+
+    def keyring(self) -> Keyring:
+        return load_keyring(pii_key=self.key)
 
 
 class PartitionedParquetIOManager(dg.ConfigurableIOManager):

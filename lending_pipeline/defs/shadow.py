@@ -11,7 +11,7 @@ from pydantic import Field
 from lending_pipeline.defs.common import OWNERS, blocking_check, daily_partitions, validated_key
 from lending_pipeline.defs.metadata import markdown_table, runbook_url
 from lending_pipeline.defs.resources import read_partitions, resolve_data_dir
-from lending_pipeline.ml import audit
+from lending_pipeline.ml import audit, data_keys
 from lending_pipeline.ml.shadow_record import daily_comparison, paired, vintages, worse_vintages
 from lending_pipeline.spec import PipelineSpec
 
@@ -43,11 +43,13 @@ def _pairs(spec: PipelineSpec, day_prefix: str) -> pd.DataFrame:
     if not os.environ.get(audit.AUDIT_URL_ENV) and not audit.default_path(data_dir).exists():
         return paired([], key, protected)
     store = audit.open_store(data_dir)
+    sealed = data_keys.open_inputs_reader(data_dir)
     try:
         entries = [e for e in store.entries() if e.time.startswith(day_prefix)]
+        return paired(entries, key, protected, sealed.inputs)
     finally:
+        sealed.close()
         store.close()
-    return paired(entries, key, protected)
 
 
 def build_shadow_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:

@@ -42,6 +42,7 @@ AUDIT_KEY_ENV = "LENDING_AUDIT_KEY"
 AUDIT_KEY_FILE_ENV = "LENDING_AUDIT_KEY_FILE"
 CHECKPOINTS_ENV = "LENDING_AUDIT_CHECKPOINTS"
 PII_KEY_ENV = "LENDING_PII_KEY"
+KEYRING_ENV = "LENDING_PII_KEYRING"
 MIN_KEY_BYTES = 16
 TABLE = "audit_log_v2"
 LEGACY_TABLE = "audit_log"
@@ -128,7 +129,24 @@ def audit_key(environ=None) -> bytes:
         raise AuditKeyError(
             f"the audit key from {source} is the same as {PII_KEY_ENV}: use a separate key"
         )
+    if env.get(KEYRING_ENV) and key in _keyring_secrets(env):
+        raise AuditKeyError(
+            f"the audit key from {source} is one of the pseudonymisation keys of "
+            f"{KEYRING_ENV}: use a separate key"
+        )
     return key
+
+
+def _keyring_secrets(env) -> set[bytes]:
+    """The secrets of the pseudonymisation keyring (none when it cannot be read: its own
+    loading names the problem)."""
+    from lending_pipeline.ml import keyring
+
+    try:
+        ring = keyring.from_file(Path(env[KEYRING_ENV]), env)
+    except keyring.PiiKeyError:
+        return set()
+    return {key.secret for key in ring.keys}
 
 
 def _key_bytes(text: str) -> bytes:
@@ -205,11 +223,13 @@ def default_path(data_dir: Path) -> Path:
     return data_dir / "audit" / "audit.db"
 
 
-def decision_of_record(key: bytes, entries: list[Entry]) -> dict | None:
+def decision_of_record(key: bytes, entries: list[Entry], inputs=None) -> dict | None:
     """What the log says was decided for one request: its decision entry and every override of
     it, each checked against its MAC; the decision of record is the latest override's, else the
     decision's (with what the challenger would have decided, scored in the shadow). None when
-    the request id has no decision entry."""
+    the request id has no decision entry. With `inputs` (a function of the decision's payload),
+    the result also holds what it returns under `inputs` (the opened inputs, or why they cannot
+    be read, e.g. erased)."""
     for entry in entries:
         if not authentic(key, entry):
             raise AuditStoreError(
@@ -230,7 +250,7 @@ def decision_of_record(key: bytes, entries: list[Entry]) -> dict | None:
         for e in entries
         if e.kind == "override"
     ]
-    return {
+    found = {
         "request_id": original["request_id"],
         "decision": overrides[-1]["decision"] if overrides else original["decision"],
         "decided_by": overrides[-1]["caller"] if overrides else "model",
@@ -239,6 +259,7 @@ def decision_of_record(key: bytes, entries: list[Entry]) -> dict | None:
         "decision_seq": decisions[0].seq,
         "decision_time": decisions[0].time,
         "overrides": overrides,
+        "pii_key": original.get("pii_key"),
         "shadow": [
             {
                 "model": e.data["model"],
@@ -249,6 +270,9 @@ def decision_of_record(key: bytes, entries: list[Entry]) -> dict | None:
             if e.kind == "shadow"
         ],
     }
+    if inputs is not None:
+        found["inputs"] = inputs(original)
+    return found
 
 
 def checkpoints_path(data_dir: Path | None) -> Path | None:

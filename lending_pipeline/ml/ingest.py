@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,8 +64,11 @@ def find_files(source: SourceSpec, data_dir: Path, day: str) -> list[Path]:
     return sorted(p for p in data_dir.glob(pattern) if p.is_file() and not p.name.endswith(".tmp"))
 
 
-def ingest(source: SourceSpec, data_dir: Path, day: str, key: bytes) -> IngestResult:
-    """Read, tag and pseudonymise every file of `source` for partition `day`."""
+def ingest(
+    source: SourceSpec, data_dir: Path, day: str, key: bytes | Callable[[str], str]
+) -> IngestResult:
+    """Read, tag and pseudonymise every file of `source` for partition `day` (under `key`, or
+    by a keyring's `pseudonymise`)."""
     paths = find_files(source, data_dir, day)
     if not paths and source.required:
         raise IngestError(

@@ -8,7 +8,7 @@ Plain functions (no Dagster): the `drift_report` asset calls them; the drift its
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,19 +63,27 @@ def load_champion(config: tracking.TrackingConfig) -> Champion | None:
 
 
 def served_features(
-    spec: PipelineSpec, entries: Iterable[Entry], day: str
+    spec: PipelineSpec,
+    entries: Iterable[Entry],
+    day: str,
+    inputs: Callable[[dict], dict | None] | None = None,
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """The monitored columns and the probabilities of the decisions logged on `day` (UTC).
 
-    The audit log keeps each request's pseudonymised inputs; the features are derived from them
-    by the same `derive` as in training and scoring.
+    The audit log keeps each request's pseudonymised inputs, sealed under the applicant's data
+    key (`inputs` opens them, e.g. `data_keys.InputsReader.inputs`); decisions whose inputs were
+    erased, or cannot be opened, are left out. The features are derived from the inputs by the
+    same `derive` as in training and scoring.
     """
     columns, _ = monitored_columns(spec)
     records, probabilities = [], []
     for entry in entries:
         if entry.kind == DECISION and entry.time.startswith(day):
             payload = entry.data
-            records.append(payload["inputs"])
+            record = inputs(payload) if inputs else payload.get("inputs")
+            if record is None:
+                continue
+            records.append(record)
             probabilities.append(payload["probability_of_default"])
     if not records:
         return pd.DataFrame(columns=columns), np.empty(0)

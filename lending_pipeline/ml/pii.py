@@ -3,12 +3,16 @@
 Each PII value is replaced by HMAC-SHA256(key, value), truncated to 128 bits and hex-encoded
 with a `p_` prefix. The same person gets the same pseudonym under the same key (so records can
 still be linked), and without the key the value cannot be recovered or guessed by hashing
-candidates. The key comes from the environment (`LENDING_PII_KEY`); it is never logged.
+candidates. The key comes from the environment (`LENDING_PII_KEY`); it is never logged. Several
+keys with ids, and their rotation, are in `keyring` (pseudonyms of later key generations are
+written `p<n>_`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -33,8 +37,9 @@ def key_bytes(key: str | None) -> bytes:
     return key.encode("utf-8")
 
 
-def pseudonymise(values: pa.Array | pa.ChunkedArray, key: bytes) -> pa.Array:
-    """Replace every non-null value by its keyed pseudonym; nulls stay null.
+def pseudonymise(values: pa.Array | pa.ChunkedArray, key: bytes | Callable[[str], str]) -> pa.Array:
+    """Replace every non-null value by its keyed pseudonym (under `key`, or by the function
+    given, e.g. a keyring's `pseudonymise`); nulls stay null.
 
     Values are dictionary-encoded first, so each distinct value is hashed once.
     """
@@ -42,7 +47,7 @@ def pseudonymise(values: pa.Array | pa.ChunkedArray, key: bytes) -> pa.Array:
         values = values.combine_chunks() if values.num_chunks else pa.array([], pa.string())
     values = values.cast(pa.string())
     encoded = values.dictionary_encode()
-    one = Pseudonymiser(key)
+    one = Pseudonymiser(key) if isinstance(key, bytes) else key
     hashed = pa.array([one(v) for v in encoded.dictionary.to_pylist()], pa.string())
     return pc.take(hashed, encoded.indices)
 
@@ -79,5 +84,9 @@ def _hmac_states(key: bytes):
     return inner, outer
 
 
+_PSEUDONYM = re.compile(r"p(?:[1-9][0-9]*)?_[0-9a-f]{32}")
+
+
 def is_pseudonym(text: str) -> bool:
-    return len(text) == len(PREFIX) + 32 and text.startswith(PREFIX)
+    """Whether the text is a pseudonym of any key generation (`p_...`, `p2_...`)."""
+    return _PSEUDONYM.fullmatch(text) is not None

@@ -11,7 +11,7 @@ rate among approved, calibration), the evidence a promotion of the challenger ca
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -34,8 +34,15 @@ COLUMNS = [
 ]
 
 
-def paired(entries: Iterable[Entry], key: str, protected: list[str]) -> pd.DataFrame:
-    """One row per answered request that has a shadow score."""
+def paired(
+    entries: Iterable[Entry],
+    key: str,
+    protected: list[str],
+    inputs: Callable[[dict], dict | None] | None = None,
+) -> pd.DataFrame:
+    """One row per answered request that has a shadow score. `inputs` opens a decision's
+    sealed inputs (`data_keys.InputsReader.inputs`); an erased applicant's row keeps its
+    decisions, without key or protected attributes."""
     decisions, shadows = {}, {}
     for entry in entries:
         if entry.kind == "decision":
@@ -47,12 +54,13 @@ def paired(entries: Iterable[Entry], key: str, protected: list[str]) -> pd.DataF
         served = decisions.get(request_id)
         if served is None:
             continue
-        data, inputs = served.data, served.data.get("inputs") or {}
+        data = served.data
+        record = (inputs(data) if inputs else data.get("inputs")) or {}
         row = {
             "request_id": request_id,
             "day": served.time[:10],
             "month": served.time[:7],
-            "key": inputs.get(key),
+            "key": record.get(key),
             "champion_version": data["model"]["version"],
             "champion_pd": data["probability_of_default"],
             "champion_decision": data.get("model_decision", data["decision"]),
@@ -60,7 +68,7 @@ def paired(entries: Iterable[Entry], key: str, protected: list[str]) -> pd.DataF
             "challenger_pd": shadow["probability_of_default"],
             "challenger_decision": shadow["decision"],
         }
-        rows.append(row | {name: inputs.get(name) for name in protected})
+        rows.append(row | {name: record.get(name) for name in protected})
     return pd.DataFrame(rows, columns=[*COLUMNS, *protected])
 
 

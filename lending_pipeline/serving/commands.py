@@ -182,15 +182,20 @@ def cmd_audit_decision(args) -> int:
     """The decision of record of one request: the model's, and every override since."""
     import json
 
-    from lending_pipeline.ml import audit
+    from lending_pipeline.ml import audit, data_keys
 
     try:
         reader = audit.open_reader(_data_dir(args), args.url)
+        sealed = data_keys.open_inputs_reader(_data_dir(args))
         try:
-            found = audit.decision_of_record(audit.audit_key(), reader.request_entries(args.id))
+            entries = reader.request_entries(args.id)
+            found = audit.decision_of_record(
+                audit.audit_key(), entries, lambda p: sealed.inputs(p) or sealed.why(p)
+            )
         finally:
+            sealed.close()
             reader.close()
-    except (audit.AuditKeyError, audit.AuditStoreError) as exc:
+    except (audit.AuditKeyError, audit.AuditStoreError, data_keys.DataKeyError) as exc:
         print(f"audit decision: {exc}", file=sys.stderr)
         return 2
     if found is None:

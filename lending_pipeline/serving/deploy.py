@@ -263,13 +263,13 @@ class Deployer:
 def serve(data_dir: Path, port: int = PUBLIC_PORT, slots: dict | None = None) -> None:
     """Write the proxy's and the process manager's configuration and run the process manager
     in the foreground (this process becomes supervisord)."""
-    from lending_pipeline.ml import audit, pii
+    from lending_pipeline.ml import audit, keyring
     from lending_pipeline.serving.auth import load_callers
     from lending_pipeline.serving.supervision import logs_dir, render_config, run_dir
 
     slots = dict(slots or SLOTS)
     data_dir = data_dir.resolve()
-    pii.key_bytes(os.environ.get("LENDING_PII_KEY"))  # refuse to start without the secrets
+    keyring.load()  # refuse to start without the secrets
     audit.audit_key()
     load_callers()
     haproxy = proxy.haproxy_binary()

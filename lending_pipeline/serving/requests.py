@@ -19,6 +19,7 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from lending_pipeline.ml.audit import canonical
+from lending_pipeline.ml.keyring import Keyring
 from lending_pipeline.ml.pii import Pseudonymiser
 from lending_pipeline.ml.scoring import request_columns
 from lending_pipeline.spec import ColumnSpec, PipelineSpec
@@ -78,12 +79,13 @@ class RequestError(ValueError):
 class RequestValidator:
     """Validates applications against the spec and pseudonymises their PII fields."""
 
-    def __init__(self, spec: PipelineSpec, pii_key: bytes):
+    def __init__(self, spec: PipelineSpec, pii_key: bytes | Keyring):
         schema = application_schema(spec)
         self.one = TypeAdapter(schema)
         self.batch = TypeAdapter(list[schema])
         self.blank = dict.fromkeys(sorted(request_columns(spec)))  # records keep this order
-        self.pseudonym = Pseudonymiser(pii_key)
+        keyed = isinstance(pii_key, bytes)
+        self.pseudonym = Pseudonymiser(pii_key) if keyed else pii_key.pseudonymise
         self.pii = [name for name, column in request_columns(spec).items() if column.pii]
         self.applied = spec.primary_source.date_column
         self.dates = {

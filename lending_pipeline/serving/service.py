@@ -29,7 +29,7 @@ import orjson  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 
 from lending_pipeline import telemetry  # noqa: E402, F401
-from lending_pipeline.ml import audit, pii, tracking  # noqa: E402
+from lending_pipeline.ml import audit, data_keys, keyring, tracking  # noqa: E402
 from lending_pipeline.ml.scoring import Decision, Scorer, request_columns  # noqa: E402
 from lending_pipeline.serving import controls, operations  # noqa: E402
 from lending_pipeline.serving.auth import load_callers  # noqa: E402
@@ -71,12 +71,16 @@ class Scoring:
         die_with_parent(signal.SIGKILL)  # a worker never outlives its server (nor keeps its port)
         withhold_exception_messages()
         logging.getLogger("lending_pipeline.serving").setLevel(logging.INFO)
-        key = pii.key_bytes(os.environ.get("LENDING_PII_KEY"))
+        self.keyring = keyring.load()  # LENDING_PII_KEYRING, else LENDING_PII_KEY
         load_callers()  # refuse to start without tokens (the middleware loads them lazily)
-        self.validate = RequestValidator(SPEC, key)
+        self.validate = RequestValidator(SPEC, self.keyring)
         self.audit_key = audit.audit_key()
         self.switch = controls.Switch(data_dir(), SPEC.scoring.enabled)
         self.audit = audit.open_store(data_dir(), checkpoint_every=1.0, head_checkpoint_every=10.0)
+        # the inputs go into the log encrypted under the applicant's data key (erasable)
+        self.seal = data_keys.Sealer(
+            data_keys.open_store(data_dir(), checkpoint_every=1.0), SPEC.entity.key
+        )
         self.model_info = {"name": BUNDLE.registered_model, "version": BUNDLE.model_version}
         self.fields = list(request_columns(SPEC))
         self._metrics()
@@ -298,7 +302,7 @@ class Scoring:
         """Append decision entries to the audit log; False (logged, without values) when that
         fails: the decisions must then not be answered."""
         try:
-            self.audit.append("decision", entries)
+            self.audit.append("decision", self.seal(entries))
         except Exception as exc:
             LOG.error(
                 "audit append failed (%s): %d decision(s) refused", type(exc).__name__, len(entries)
@@ -315,6 +319,7 @@ class Scoring:
             "input_hmac": self.validate.input_hmac(raw),
             "inputs": record,  # dates become ISO text in the canonical JSON
             "model": self.model_info,
+            "pii_key": self.keyring.active_id,  # the key id its pseudonyms were made under
             "probability_of_default": decision.probability,
             "reason_codes": [reason["code"] for reason in decision.reasons],
             "request_id": request_id,

@@ -6,6 +6,8 @@ import os
 import shutil
 import sqlite3
 import stat
+import subprocess
+import sys
 import time
 
 import httpx
@@ -14,10 +16,11 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from lending_pipeline.defs.resources import MlflowTracking
-from lending_pipeline.ml import audit, tracking
+from lending_pipeline.ml import audit, data_keys, keyring, tracking
 from lending_pipeline.ml.synth import BUREAU_COLUMNS
 from lending_pipeline.ml.train import predict
 from lending_pipeline.serving.deploy import read_record
+from lending_pipeline_tests.conftest import PII_KEY
 from lending_pipeline_tests.serving.conftest import wait_for
 
 BUREAU_FIELDS = ["pull_date", *BUREAU_COLUMNS]
@@ -241,7 +244,10 @@ def test_every_decision_is_audited_with_pseudonyms_only(deployment):
     store.close()
     entry = next(e.data for e in entries if e.data["request_id"] == request_id)
     assert entry["caller"] == "loan-origination" and entry["model"]["version"] == "2"
-    assert entry["inputs"]["full_name"].startswith("p_") and len(entry["input_hmac"]) == 64
+    assert "inputs" not in entry and "input_hmac" not in entry  # sealed under a data key
+    opened = data_keys.open_inputs_reader(deployment.data_dir).open(entry)
+    assert opened["inputs"]["full_name"].startswith("p_") and len(opened["input_hmac"]) == 64
+    assert entry["pii_key"] == keyring.fingerprint(PII_KEY.encode())
     assert set(entry) >= {"probability_of_default", "decision", "reason_codes", "score"}
     raw = [record[c] for c in ("full_name", "ssn", "email", "address", "date_of_birth")]
     text = b"".join(p.read_bytes() for p in deployment.data_dir.glob("audit/audit.db*"))
@@ -549,3 +555,37 @@ def test_the_published_openapi_holds_under_generated_requests(deployment, mode):
             case.call_and_validate(headers=headers, checks=chosen)
 
         call()
+
+
+def test_an_erased_applicant_leaves_a_verifiable_log_and_unreadable_inputs(deployment, tmp_path):
+    erased = {**deployment.records[7], "application_id": "ERASE-ME-7"}
+    kept = {**deployment.records[8], "application_id": "KEEP-ME-8"}
+    with deployment.client() as client:
+        gone = client.post("/score", json={"application": erased}).json()["request_id"]
+        stays = client.post("/score", json={"application": kept}).json()["request_id"]
+    env = {**deployment.env, "DAGSTER_HOME": str(tmp_path / "dagster_home")}
+    command = [sys.executable, "-m", "lending_pipeline.cli", "erase", "--applicant", "ERASE-ME-7"]
+    erase = subprocess.run(
+        [*command, "--by", "dpo", "--reason", "erasure request 7"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert erase.returncode == 0, erase.stderr
+    assert "1 data key(s) destroyed" in erase.stdout
+    verify = deployment.cli("audit", "verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    shown = json.loads(deployment.cli("audit", "decision", gone).stdout)
+    assert shown["inputs"].startswith("erased") and shown["decision"] in (
+        "approve",
+        "refer",
+        "decline",
+    )
+    other = json.loads(deployment.cli("audit", "decision", stays).stdout)
+    assert other["inputs"]["application_id"] == "KEEP-ME-8"
+    with deployment.client("admin") as client:  # the decision of record can still be overridden
+        body = {"request_id": gone, "decision": "refer", "reason": "manual review"}
+        assert client.post("/override", json={"override": body}).status_code == 200
+    with deployment.client() as client:  # the service keeps scoring, under a new key
+        assert client.post("/score", json={"application": erased}).status_code == 200
