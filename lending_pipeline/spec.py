@@ -263,6 +263,36 @@ class GateSpec(_Model):
     max_auc_drop_vs_champion: float = Field(default=0.01, ge=0, le=1)
     min_auc_margin_over_baseline: float = Field(default=0.0, ge=-1, le=1)
     min_group_size: int = Field(default=30, ge=1)
+    bootstrap_resamples: int = Field(default=200, ge=0, le=5000)
+    confidence_level: float = Field(default=0.9, ge=0.5, lt=1)
+    judge_on: dict[str, Literal["estimate", "conservative_bound"]] = {}
+    min_split_rows: int = Field(default=1000, ge=1)
+    min_split_defaults: int = Field(default=100, ge=1)
+
+    @model_validator(mode="after")
+    def _judge_on(self) -> GateSpec:
+        for gate, how in self.judge_on.items():
+            if gate not in INTERVAL_GATES:
+                raise ValueError(
+                    f"judge_on.{gate}: not a gate with an interval "
+                    f"(one of {', '.join(INTERVAL_GATES)})"
+                )
+            if how == "conservative_bound" and self.bootstrap_resamples == 0:
+                raise ValueError(
+                    f"judge_on.{gate}: conservative_bound needs bootstrap_resamples >= 1"
+                )
+        return self
+
+
+# gates whose metric has a bootstrap interval (`gates.judge_on` may name them)
+INTERVAL_GATES = (
+    "min_roc_auc",
+    "min_ks",
+    "max_ece",
+    "min_adverse_impact_ratio",
+    "max_auc_drop_vs_champion",
+    "min_auc_margin_over_baseline",
+)
 
 
 CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))  # minute hour day month weekday

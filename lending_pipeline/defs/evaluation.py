@@ -14,6 +14,7 @@ from lending_pipeline.ml import audit, tracking
 from lending_pipeline.ml.evaluate import (
     GATES,
     evaluate_gates,
+    gate_intervals,
     gates_as_dicts,
     integrity_differences,
     model_card,
@@ -46,11 +47,29 @@ def gate_table(results) -> pd.DataFrame:
             {
                 "gate": g.gate,
                 "actual": "n/a" if g.actual is None else round(g.actual, 4),
+                "interval": g.interval_text(),
+                "judged_on": g.judged_on,
                 "threshold": f"{g.direction} {g.threshold:g}",
                 "result": "pass" if g.passed else "FAIL",
             }
             for g in results
         ]
+    )
+
+
+def interval_table(intervals) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "metric": name,
+                "estimate": round(i.estimate, 4),
+                "low": round(i.low, 4),
+                "high": round(i.high, 4),
+                "level": f"{i.level:.0%}",
+            }
+            for name, i in intervals.items()
+        ],
+        columns=["metric", "estimate", "low", "high", "level"],
     )
 
 
@@ -100,17 +119,21 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             return model.predict_proba(test_inputs)[:, 1]
 
         prob = score(tracking.logged_or_load(settings, candidate["version"]))
+        probs = {"candidate": prob}
         reports = {"candidate": report(spec, test, prob, cutoff)}
         baseline = build_pipeline(spec, "logistic_scorecard")
         baseline.fit(inputs(spec, train), train["target"])
-        reports["baseline"] = report(spec, test, score(baseline), cutoff)
+        probs["baseline"] = score(baseline)
+        reports["baseline"] = report(spec, test, probs["baseline"], cutoff)
         champion_version = tracking.alias_version(settings, tracking.CHAMPION)
         reports["champion"] = None
         if champion_version and champion_version != candidate["version"]:
             champion = tracking.load_model(settings, champion_version)
-            reports["champion"] = report(spec, test, score(champion), cutoff)
+            probs["champion"] = score(champion)
+            reports["champion"] = report(spec, test, probs["champion"], cutoff)
+        intervals = gate_intervals(spec, test, probs, cutoff, reports)
         results = evaluate_gates(
-            spec.gates, reports["candidate"], reports["baseline"], reports["champion"]
+            spec.gates, reports["candidate"], reports["baseline"], reports["champion"], intervals
         )
 
         stored = test[[spec.entity.key, "target", *spec.protected_attributes]].copy()
@@ -122,8 +145,9 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         stored.to_parquet(path, index=False)
 
         card = model_card(
-            spec, candidate["version"], candidate["lineage"], reports, results, cutoff
+            spec, candidate["version"], candidate["lineage"], reports, results, cutoff, intervals
         )
+        interval_dicts = {name: i.as_dict() for name, i in intervals.items()}
         with tracking.resume_run(settings, candidate["run_id"]) as mlflow_api:
             for role, values in reports.items():
                 if values:
@@ -132,6 +156,10 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             for gate in results:
                 mlflow_api.set_tag(f"gate.{gate.gate}", "pass" if gate.passed else "fail")
             mlflow_api.log_text(card, "model_card.md")
+            mlflow_api.log_dict(interval_dicts, "evaluation/intervals.json")
+            for name, interval in intervals.items():
+                bounds = {"ci_low": interval.low, "ci_high": interval.high}
+                mlflow_api.log_metrics({f"oot_candidate_{name}_{k}": v for k, v in bounds.items()})
             mlflow_api.log_artifact(str(path), "evaluation")
 
         evaluation = {
@@ -141,6 +169,7 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             "champion_version": champion_version,
             "reports": reports,
             "gates": gates_as_dicts(results),
+            "intervals": interval_dicts,
             "predictions": str(path),
             "model_card": card,
         }
@@ -155,6 +184,7 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 "approval_rate": reports["candidate"]["approval_rate"],
                 "bad_rate_among_approved": reports["candidate"]["bad_rate_among_approved"],
                 "gates": markdown_table(gate_table(results)),
+                "intervals": markdown_table(interval_table(intervals)),
                 "model_card": dg.MetadataValue.md(card),
             },
         )
@@ -168,6 +198,10 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                     "actual": gate.actual if gate.actual is not None else "n/a",
                     "threshold": gate.threshold,
                     "direction": gate.direction,
+                    "interval_low": gate.low if gate.low is not None else "n/a",
+                    "interval_high": gate.high if gate.high is not None else "n/a",
+                    "confidence_level": spec.gates.confidence_level,
+                    "judged_on": gate.judged_on,
                     "runbook": runbook_url("model_evaluation_gates"),
                 },
             )

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from lending_pipeline.ml.metrics import score_report
+from lending_pipeline.ml.uncertainty import Interval, bootstrap_intervals
 from lending_pipeline.spec import GateSpec, PipelineSpec
 
 # gate name: (direction, rationale shown in the model card and docs/spec.md)
@@ -21,6 +22,16 @@ GATES = {
     "min_auc_margin_over_baseline": (">=", "complexity must beat an interpretable scorecard"),
 }
 GATED_METRICS = ("roc_auc", "ks", "ece")
+# gate: the metric of `ml/uncertainty.py` whose bootstrap interval it has
+GATE_METRIC = {
+    "min_roc_auc": "roc_auc",
+    "min_ks": "ks",
+    "max_ece": "ece",
+    "min_adverse_impact_ratio": "min_adverse_impact_ratio",
+    "max_auc_drop_vs_champion": "auc_drop_vs_champion",
+    "min_auc_margin_over_baseline": "auc_margin_over_baseline",
+}
+CONSERVATIVE = "conservative_bound"
 
 
 @dataclass(frozen=True)
@@ -31,13 +42,29 @@ class GateResult:
     threshold: float
     direction: str
     detail: str
+    low: float | None = None
+    high: float | None = None
+    judged_on: str = "estimate"
+
+    @property
+    def judged(self) -> float | None:
+        """The value compared with the threshold: the estimate or the interval's bound."""
+        if self.judged_on != CONSERVATIVE:
+            return self.actual
+        return self.low if self.direction == ">=" else self.high
+
+    def interval_text(self) -> str:
+        return "n/a" if self.low is None else f"[{self.low:.4f}, {self.high:.4f}]"
 
     def describe(self) -> str:
         actual = "n/a" if self.actual is None else f"{self.actual:.4f}"
         verdict = "passed" if self.passed else "FAILED"
+        judged = ""
+        if self.judged_on == CONSERVATIVE:
+            judged = f", judged on the interval's bound {self.judged:.4f}"
         return (
-            f"{self.gate}: {verdict} (actual {actual} {self.direction} {self.threshold:g}); "
-            f"{self.detail}"
+            f"{self.gate}: {verdict} (actual {actual} {self.direction} {self.threshold:g}; "
+            f"interval {self.interval_text()}{judged}); {self.detail}"
         )
 
 
@@ -66,9 +93,14 @@ def min_adverse_impact(candidate: dict) -> tuple[float, str]:
 
 
 def evaluate_gates(
-    gates: GateSpec, candidate: dict, baseline: dict, champion: dict | None
+    gates: GateSpec,
+    candidate: dict,
+    baseline: dict,
+    champion: dict | None,
+    intervals: dict[str, Interval] | None = None,
 ) -> list[GateResult]:
-    """Every gate of the spec, with actual vs threshold."""
+    """Every gate of the spec, with actual vs threshold and the metric's bootstrap interval; a
+    gate the spec judges on its conservative bound (`gates.judge_on`) compares that bound."""
     air, air_group = min_adverse_impact(candidate)
     if champion is None:
         drop, drop_detail = None, "no champion yet: nothing to regress against"
@@ -92,12 +124,59 @@ def evaluate_gates(
     for gate, (direction, _) in GATES.items():
         actual, detail = actuals[gate]
         threshold = getattr(gates, gate)
-        if actual is None:
-            passed = True
-        else:
-            passed = actual >= threshold if direction == ">=" else actual <= threshold
-        results.append(GateResult(gate, bool(passed), actual, threshold, direction, detail))
+        interval = (intervals or {}).get(GATE_METRIC.get(gate, ""))
+        low, high = (
+            (interval.low, interval.high) if interval and actual is not None else (None,) * 2
+        )
+        judged_on = gates.judge_on.get(gate, "estimate")
+        if judged_on == CONSERVATIVE and low is None:
+            judged_on = "estimate"
+            detail += "; no interval to judge on (estimate used)"
+        result = GateResult(gate, True, actual, threshold, direction, detail, low, high, judged_on)
+        value = result.judged
+        if value is not None:
+            passed = value >= threshold if direction == ">=" else value <= threshold
+            result = replace(result, passed=bool(passed))
+        results.append(result)
     return results
+
+
+def gate_intervals(
+    spec: PipelineSpec,
+    frame: pd.DataFrame,
+    probs: dict[str, np.ndarray],
+    cutoff: float,
+    reports: dict[str, dict | None],
+) -> dict[str, Interval]:
+    """Bootstrap intervals of the candidate's gated metrics on the out-of-time frame (none when
+    `gates.bootstrap_resamples` is 0), seeded by the model seed; estimates from the reports."""
+    gates = spec.gates
+    if gates.bootstrap_resamples == 0:
+        return {}
+    candidate = reports["candidate"]
+    estimates = {name: candidate[name] for name in ("roc_auc", "ks", "ece")}
+    estimates["min_adverse_impact_ratio"] = min_adverse_impact(candidate)[0]
+    if reports.get("baseline"):
+        estimates["auc_margin_over_baseline"] = (
+            candidate["roc_auc"] - reports["baseline"]["roc_auc"]
+        )
+    if reports.get("champion"):
+        estimates["auc_drop_vs_champion"] = reports["champion"]["roc_auc"] - candidate["roc_auc"]
+    gaps = [v["tpr_difference"]["difference"] for v in candidate["fairness"].values()]
+    if gaps:
+        estimates["max_tpr_difference"] = max(gaps)
+    prob = probs["candidate"]
+    return bootstrap_intervals(
+        frame["target"].to_numpy(),
+        probs,
+        prob < cutoff,  # approved: the score report's rule (prob < cutoff)
+        {a: frame[a].astype(object).to_numpy() for a in spec.protected_attributes},
+        estimates=estimates,
+        min_group_size=gates.min_group_size,
+        resamples=gates.bootstrap_resamples,
+        level=gates.confidence_level,
+        seed=spec.model.seed,
+    )
 
 
 def integrity_differences(
@@ -125,6 +204,7 @@ def model_card(
     reports: dict[str, dict | None],
     gates: list[GateResult],
     cutoff: float,
+    intervals: dict[str, Interval] | None = None,
 ) -> str:
     """A Markdown model card for risk and compliance readers."""
     candidate = reports["candidate"]
@@ -152,16 +232,17 @@ def model_card(
     lines += [
         "",
         "## Gates",
-        "| gate | actual | threshold | result | why |",
-        "|---|---|---|---|---|",
+        "| gate | actual | bootstrap interval | judged on | threshold | result | why |",
+        "|---|---|---|---|---|---|---|",
     ]
     for gate in gates:
         actual = "n/a" if gate.actual is None else f"{gate.actual:.4f}"
         result = "pass" if gate.passed else "**FAIL**"
         lines.append(
-            f"| {gate.gate} | {actual} | {gate.direction} {gate.threshold:g} | {result} | "
-            f"{GATES[gate.gate][1]} |"
+            f"| {gate.gate} | {actual} | {gate.interval_text()} | {gate.judged_on} | "
+            f"{gate.direction} {gate.threshold:g} | {result} | {GATES[gate.gate][1]} |"
         )
+    lines += ["", *uncertainty_section(spec, intervals or {})]
     lines += ["", "## Fairness (approval rates by protected attribute)"]
     lines += ["| attribute | group | approval rate | ratio to highest |", "|---|---|---|---|"]
     for name, values in candidate["fairness"].items():
@@ -184,6 +265,27 @@ def model_card(
         "real portfolio.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def uncertainty_section(spec: PipelineSpec, intervals: dict[str, Interval]) -> list[str]:
+    """The card's table of bootstrap intervals (or why there is none)."""
+    lines = ["## Uncertainty (bootstrap on the out-of-time split)"]
+    if not intervals:
+        return [*lines, "No intervals: `gates.bootstrap_resamples` is 0."]
+    first = next(iter(intervals.values()))
+    lines += [
+        f"{first.level:.0%} percentile intervals over {spec.gates.bootstrap_resamples} resamples "
+        f"(seed {spec.model.seed}); a gate judged on its conservative bound compares the lower "
+        "bound (higher-is-better) or the upper bound (lower-is-better) with its threshold.",
+        "",
+        "| metric | estimate | low | high |",
+        "|---|---|---|---|",
+    ]
+    for name, interval in intervals.items():
+        lines.append(
+            f"| {name} | {interval.estimate:.4f} | {interval.low:.4f} | {interval.high:.4f} |"
+        )
+    return lines
 
 
 def _cell(values: dict | None, metric: str) -> str:
