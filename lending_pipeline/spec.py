@@ -263,6 +263,10 @@ class GateSpec(_Model):
     max_auc_drop_vs_champion: float = Field(default=0.01, ge=0, le=1)
     min_auc_margin_over_baseline: float = Field(default=0.0, ge=-1, le=1)
     min_group_size: int = Field(default=30, ge=1)
+    min_brier_skill: float = Field(default=0.0, ge=-1, le=1)
+    max_tpr_difference: float = Field(default=0.15, ge=0, le=1)
+    challenger_must_beat_champion: bool = True
+    min_auc_gain_over_champion: float = Field(default=0.0, ge=0, le=1)
     bootstrap_resamples: int = Field(default=200, ge=0, le=5000)
     confidence_level: float = Field(default=0.9, ge=0.5, lt=1)
     judge_on: dict[str, Literal["estimate", "conservative_bound"]] = {}
@@ -292,7 +296,19 @@ INTERVAL_GATES = (
     "min_adverse_impact_ratio",
     "max_auc_drop_vs_champion",
     "min_auc_margin_over_baseline",
+    "min_brier_skill",
+    "max_tpr_difference",
+    "min_auc_gain_over_champion",
 )
+
+
+class ProxySpec(_Model):
+    """A column that may stand in for a protected attribute (its correlation with the score and
+    its association with the attribute are reported in the model card)."""
+
+    column: str
+    attribute: str
+    reason: str = ""
 
 
 CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))  # minute hour day month weekday
@@ -341,6 +357,15 @@ class RetrainScheduleSpec(_Model):
         return value
 
 
+class ServedFairnessSpec(_Model):
+    """Fairness of served decisions (the monitoring job, per day, from the audit log)."""
+
+    min_decisions: int = Field(default=200, ge=1)
+    min_adverse_impact_ratio: float = Field(default=0.8, ge=0, le=1)
+    join_on: str | None = None
+    lookback_days: int = Field(default=7, ge=0, le=90)
+
+
 class DriftSpec(_Model):
     """Drift monitoring: PSI tiers, missing-field spikes, minimum volume, retraining triggers."""
 
@@ -355,6 +380,7 @@ class DriftSpec(_Model):
     performance_window_days: int = Field(default=30, ge=1)
     max_auc_drop: float = Field(default=0.05, gt=0, le=1)
     max_bad_rate_rise: float = Field(default=0.03, gt=0, le=1)
+    served_fairness: ServedFairnessSpec = ServedFairnessSpec()
 
     @model_validator(mode="after")
     def _tiers(self) -> DriftSpec:
@@ -423,6 +449,7 @@ class PipelineSpec(_Model):
     target: TargetSpec
     features: FeatureSpec
     protected_attributes: list[str] = []
+    proxies: list[ProxySpec] = []
     model: ModelSpec = ModelSpec()
     gates: GateSpec = GateSpec()
     drift: DriftSpec = DriftSpec()
@@ -456,6 +483,15 @@ class PipelineSpec(_Model):
         if target_cols[self.target.column].dtype not in ("int", "bool"):
             raise ValueError("target.column: the target must have dtype int (0/1) or bool")
         self._check_feature_columns()
+        self._check_proxies()
+        join = self.drift.served_fairness.join_on
+        for attribute in self.protected_attributes if join else []:
+            holder = next(s for s in self.feature_sources if attribute in s.columns)
+            if join not in holder.columns:
+                raise ValueError(
+                    f"drift.served_fairness.join_on: '{join}' is not a column of source "
+                    f"'{holder.name}', which holds the protected attribute '{attribute}'"
+                )
         return self
 
     def _check_feature_columns(self) -> None:
@@ -525,6 +561,20 @@ class PipelineSpec(_Model):
             raise ValueError(f"model.exposure_column: unknown column '{exposure}'")
         if self.scoring is not None:
             self._check_reason_codes(inputs)
+
+    def _check_proxies(self) -> None:
+        available = {c for s in self.feature_sources for c in s.columns}
+        available |= {f.name for f in self.features.derived}
+        pii = {c for s in self.feature_sources for c in s.pii_columns}
+        for i, proxy in enumerate(self.proxies):
+            path = f"proxies[{i}]"
+            if proxy.attribute not in self.protected_attributes:
+                raise ValueError(f"{path}.attribute: '{proxy.attribute}' is not protected")
+            if proxy.column not in available or proxy.column in pii:
+                problem = "is PII" if proxy.column in pii else "is not a column or feature"
+                raise ValueError(f"{path}.column: '{proxy.column}' {problem}")
+            if proxy.column in self.protected_attributes:
+                raise ValueError(f"{path}.column: '{proxy.column}' is a protected attribute")
 
     def _check_reason_codes(self, inputs: set[str]) -> None:
         table = self.scoring.reason_codes

@@ -24,10 +24,10 @@ def test_every_asset_has_group_owner_kind_and_description(spec):
         "champion_model",
         "scoring_bento",
     }
-    assert set(specs) == expected | model_assets | {"drift_report"}
+    assert set(specs) == expected | model_assets | {"drift_report", "served_fairness"}
     for key, asset in specs.items():
         assert asset.owners and asset.description and asset.kinds, key
-        if key == "drift_report":
+        if key in ("drift_report", "served_fairness"):
             assert asset.group_name == "monitoring"
             assert asset.partitions_def is not None
         elif key in model_assets:
@@ -39,7 +39,7 @@ def test_every_asset_has_group_owner_kind_and_description(spec):
     assert defs.resolve_job_def(DAILY_JOB) is not None
     assert defs.resolve_job_def(TRAINING_JOB) is not None
     monitoring = defs.resolve_job_def(MONITORING_JOB)
-    assert {n.name for n in monitoring.nodes} == {"drift_report"}
+    assert {n.name for n in monitoring.nodes} == {"drift_report", "served_fairness"}
 
 
 def test_checks_are_blocking_and_named_after_their_asset(spec):
@@ -54,7 +54,7 @@ def test_checks_are_blocking_and_named_after_their_asset(spec):
         "drift_report_realised_performance",
     }
     assert monitoring <= set(checks)
-    warnings = monitoring | {"training_set_enough_evidence"}
+    warnings = monitoring | {"training_set_enough_evidence", "served_fairness_adverse_impact"}
     for name, check in checks.items():
         assert check.blocking == (name not in warnings), name  # drift never stops ingestion
         assert name.startswith(check.asset_key.to_user_string()), name
