@@ -436,6 +436,14 @@ class PartitionSpec(_Model):
     start_date: dt.date
 
 
+class DataOriginSpec(_Model):
+    """What the data is (stated in the model card and validation report): synthetic, a public
+    dataset, production records, or not declared."""
+
+    kind: Literal["synthetic", "public", "production", "unspecified"] = "unspecified"
+    description: str = ""
+
+
 class PipelineSpec(_Model):
     """A whole pipeline: validated on load, immutable afterwards."""
 
@@ -443,6 +451,7 @@ class PipelineSpec(_Model):
 
     name: str = Field(pattern=NAME)
     description: str = ""
+    data_origin: DataOriginSpec = DataOriginSpec()
     partitions: PartitionSpec
     entity: EntitySpec
     sources: list[SourceSpec] = Field(min_length=1)

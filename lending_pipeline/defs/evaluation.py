@@ -1,6 +1,8 @@
 """Evaluation and promotion: `model_evaluation` with one blocking check per gate, and
 `champion_model`, which moves the MLflow alias only when every gate passed."""
 
+import json
+
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -10,7 +12,7 @@ from lending_pipeline.defs.common import OWNERS, blocking_check
 from lending_pipeline.defs.metadata import markdown_table, runbook_url
 from lending_pipeline.defs.resources import MlflowTracking, resolve_data_dir
 from lending_pipeline.defs.training import CANDIDATE, TRAINING_SET
-from lending_pipeline.ml import audit, tracking
+from lending_pipeline.ml import audit, documents, tracking
 from lending_pipeline.ml.evaluate import (
     GATES,
     evaluate_gates,
@@ -19,6 +21,7 @@ from lending_pipeline.ml.evaluate import (
     integrity_differences,
     model_card,
     report,
+    validator_figures,
 )
 from lending_pipeline.ml.train import build_pipeline, inputs, split_parts
 from lending_pipeline.spec import PipelineSpec
@@ -55,6 +58,34 @@ def gate_table(results) -> pd.DataFrame:
             for g in results
         ]
     )
+
+
+def documents_dir(version: str):
+    return resolve_data_dir() / "reports" / "documents" / f"v{version}"
+
+
+def version_documents(
+    spec: PipelineSpec, evaluation: dict, candidate: dict, card: str
+) -> tuple[dict[str, str], dict]:
+    """The card, validation report and Annex IV mapping of the evaluated version (artifact path:
+    text) and the manifest vouching for them."""
+    generated_at = documents.now()
+    texts = {
+        documents.CARD: card,
+        documents.REPORT: documents.validation_report(spec, evaluation, candidate, generated_at),
+        documents.ANNEX: documents.annex_iv(spec, evaluation, candidate, generated_at),
+    }
+    return texts, documents.manifest(evaluation["version"], generated_at, texts)
+
+
+def write_documents(version: str, texts: dict[str, str], manifest: dict):
+    """The documents also as files under `<data dir>/reports/documents/v<version>/`."""
+    folder = documents_dir(version)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in texts.items():
+        (folder / name.split("/")[-1]).write_text(text, encoding="utf-8")
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return folder
 
 
 def interval_table(intervals) -> pd.DataFrame:
@@ -144,24 +175,18 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         path.parent.mkdir(parents=True, exist_ok=True)
         stored.to_parquet(path, index=False)
 
+        figures = validator_figures(spec, test, probs, reports["candidate"])
         card = model_card(
-            spec, candidate["version"], candidate["lineage"], reports, results, cutoff, intervals
+            spec,
+            candidate["version"],
+            candidate["lineage"],
+            reports,
+            results,
+            cutoff,
+            intervals,
+            figures,
         )
         interval_dicts = {name: i.as_dict() for name, i in intervals.items()}
-        with tracking.resume_run(settings, candidate["run_id"]) as mlflow_api:
-            for role, values in reports.items():
-                if values:
-                    numbers = {k: v for k, v in values.items() if isinstance(v, int | float)}
-                    mlflow_api.log_metrics({f"oot_{role}_{k}": v for k, v in numbers.items()})
-            for gate in results:
-                mlflow_api.set_tag(f"gate.{gate.gate}", "pass" if gate.passed else "fail")
-            mlflow_api.log_text(card, "model_card.md")
-            mlflow_api.log_dict(interval_dicts, "evaluation/intervals.json")
-            for name, interval in intervals.items():
-                bounds = {"ci_low": interval.low, "ci_high": interval.high}
-                mlflow_api.log_metrics({f"oot_candidate_{name}_{k}": v for k, v in bounds.items()})
-            mlflow_api.log_artifact(str(path), "evaluation")
-
         evaluation = {
             "version": candidate["version"],
             "run_id": candidate["run_id"],
@@ -170,9 +195,29 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             "reports": reports,
             "gates": gates_as_dicts(results),
             "intervals": interval_dicts,
+            "validator_figures": figures,
             "predictions": str(path),
             "model_card": card,
         }
+        texts, doc_manifest = version_documents(spec, evaluation, candidate, card)
+        folder = write_documents(candidate["version"], texts, doc_manifest)
+        with tracking.resume_run(settings, candidate["run_id"]) as mlflow_api:
+            for role, values in reports.items():
+                if values:
+                    numbers = {k: v for k, v in values.items() if isinstance(v, int | float)}
+                    mlflow_api.log_metrics({f"oot_{role}_{k}": v for k, v in numbers.items()})
+            for gate in results:
+                mlflow_api.set_tag(f"gate.{gate.gate}", "pass" if gate.passed else "fail")
+            for name, text in texts.items():
+                mlflow_api.log_text(text, name)
+            mlflow_api.log_dict(doc_manifest, documents.MANIFEST)
+            mlflow_api.log_dict(interval_dicts, "evaluation/intervals.json")
+            mlflow_api.log_dict(figures, "evaluation/validator_figures.json")
+            for name, interval in intervals.items():
+                bounds = {"ci_low": interval.low, "ci_high": interval.high}
+                mlflow_api.log_metrics({f"oot_candidate_{name}_{k}": v for k, v in bounds.items()})
+            mlflow_api.log_artifact(str(path), "evaluation")
+        evaluation["documents"] = str(folder)
         yield dg.Output(
             evaluation,
             metadata={
@@ -186,6 +231,10 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 "gates": markdown_table(gate_table(results)),
                 "intervals": markdown_table(interval_table(intervals)),
                 "model_card": dg.MetadataValue.md(card),
+                "validation_report": dg.MetadataValue.md(texts[documents.REPORT]),
+                "annex_iv": dg.MetadataValue.md(texts[documents.ANNEX]),
+                "documents": dg.MetadataValue.path(str(folder)),
+                "documents_in_mlflow": f"runs:/{candidate['run_id']}/documents",
             },
         )
         for gate in results:

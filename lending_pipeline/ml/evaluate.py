@@ -10,6 +10,11 @@ import pandas as pd
 
 from lending_pipeline.ml.metrics import score_report
 from lending_pipeline.ml.uncertainty import Interval, bootstrap_intervals
+from lending_pipeline.ml.validator_metrics import (
+    at_same_approval_rate,
+    group_calibration,
+    proxy_report,
+)
 from lending_pipeline.spec import GateSpec, PipelineSpec
 
 # gate name: (direction, rationale shown in the model card and docs/spec.md)
@@ -20,6 +25,9 @@ GATES = {
     "min_adverse_impact_ratio": (">=", "four-fifths rule on approval rates per protected group"),
     "max_auc_drop_vs_champion": ("<=", "no regression against the model in production"),
     "min_auc_margin_over_baseline": (">=", "complexity must beat an interpretable scorecard"),
+    "min_brier_skill": (">=", "probabilities must beat quoting the portfolio's default rate"),
+    "max_tpr_difference": ("<=", "equal opportunity: applicants who repay are approved alike"),
+    "min_auc_gain_over_champion": (">", "a challenger replaces the champion by ranking better"),
 }
 GATED_METRICS = ("roc_auc", "ks", "ece")
 # gate: the metric of `ml/uncertainty.py` whose bootstrap interval it has
@@ -30,6 +38,9 @@ GATE_METRIC = {
     "min_adverse_impact_ratio": "min_adverse_impact_ratio",
     "max_auc_drop_vs_champion": "auc_drop_vs_champion",
     "min_auc_margin_over_baseline": "auc_margin_over_baseline",
+    "min_brier_skill": "brier_skill",
+    "max_tpr_difference": "max_tpr_difference",
+    "min_auc_gain_over_champion": "auc_gain_over_champion",
 }
 CONSERVATIVE = "conservative_bound"
 
@@ -51,7 +62,7 @@ class GateResult:
         """The value compared with the threshold: the estimate or the interval's bound."""
         if self.judged_on != CONSERVATIVE:
             return self.actual
-        return self.low if self.direction == ">=" else self.high
+        return self.low if self.direction.startswith(">") else self.high
 
     def interval_text(self) -> str:
         return "n/a" if self.low is None else f"[{self.low:.4f}, {self.high:.4f}]"
@@ -104,11 +115,17 @@ def evaluate_gates(
     air, air_group = min_adverse_impact(candidate)
     if champion is None:
         drop, drop_detail = None, "no champion yet: nothing to regress against"
+        gain, gain_detail = None, "no champion yet: nothing to beat"
     else:
         drop = champion["roc_auc"] - candidate["roc_auc"]
         drop_detail = (
             f"champion AUC {champion['roc_auc']:.4f}, candidate {candidate['roc_auc']:.4f}"
         )
+        gain, gain_detail = -drop, drop_detail
+        if not gates.challenger_must_beat_champion:
+            gain = None
+            gain_detail = "not required: gates.challenger_must_beat_champion is false"
+    tpr_gap, tpr_detail = max_tpr_difference(candidate)
     actuals = {
         "min_roc_auc": (candidate["roc_auc"], "out-of-time ROC-AUC"),
         "min_ks": (candidate["ks"], "out-of-time KS"),
@@ -119,6 +136,13 @@ def evaluate_gates(
             candidate["roc_auc"] - baseline["roc_auc"],
             f"logistic scorecard AUC {baseline['roc_auc']:.4f}",
         ),
+        "min_brier_skill": (
+            candidate["brier_skill"],
+            f"Brier {candidate['brier']:.4f} vs the no-skill forecast at default rate "
+            f"{candidate['bad_rate']:.4f}",
+        ),
+        "max_tpr_difference": (tpr_gap, tpr_detail),
+        "min_auc_gain_over_champion": (gain, gain_detail),
     }
     results = []
     for gate, (direction, _) in GATES.items():
@@ -135,10 +159,39 @@ def evaluate_gates(
         result = GateResult(gate, True, actual, threshold, direction, detail, low, high, judged_on)
         value = result.judged
         if value is not None:
-            passed = value >= threshold if direction == ">=" else value <= threshold
+            passed = {">=": value >= threshold, ">": value > threshold}.get(
+                direction, value <= threshold
+            )
             result = replace(result, passed=bool(passed))
+        elif gate == "max_tpr_difference":
+            result = replace(result, passed=False)  # protected attributes, nothing measured
         results.append(result)
     return results
+
+
+def max_tpr_difference(candidate: dict) -> tuple[float | None, str]:
+    """The largest equal-opportunity gap over protected attributes with at least two groups of
+    enough good applicants; None (not measurable) when attributes exist but none has two."""
+    fairness = candidate["fairness"]
+    if not fairness:
+        return 0.0, "no protected attributes"
+    measured = {
+        name: values["tpr_difference"]
+        for name, values in fairness.items()
+        if len(values["tpr_difference"]["rates"]) >= 2
+    }
+    if not measured:
+        sizes = ", ".join(
+            f"{name}: fewer than two groups of enough good applicants" for name in fairness
+        )
+        return None, f"NOT MEASURABLE ({sizes})"
+    name = max(measured, key=lambda n: measured[n]["difference"])
+    rates = measured[name]["rates"]
+    low, high = min(rates, key=rates.get), max(rates, key=rates.get)
+    return (
+        measured[name]["difference"],
+        f"approval rate among goods, {name}: {high} {rates[high]:.3f} vs {low} {rates[low]:.3f}",
+    )
 
 
 def gate_intervals(
@@ -154,7 +207,7 @@ def gate_intervals(
     if gates.bootstrap_resamples == 0:
         return {}
     candidate = reports["candidate"]
-    estimates = {name: candidate[name] for name in ("roc_auc", "ks", "ece")}
+    estimates = {name: candidate[name] for name in ("roc_auc", "ks", "ece", "brier_skill")}
     estimates["min_adverse_impact_ratio"] = min_adverse_impact(candidate)[0]
     if reports.get("baseline"):
         estimates["auc_margin_over_baseline"] = (
@@ -162,6 +215,7 @@ def gate_intervals(
         )
     if reports.get("champion"):
         estimates["auc_drop_vs_champion"] = reports["champion"]["roc_auc"] - candidate["roc_auc"]
+        estimates["auc_gain_over_champion"] = -estimates["auc_drop_vs_champion"]
     gaps = [v["tpr_difference"]["difference"] for v in candidate["fairness"].values()]
     if gaps:
         estimates["max_tpr_difference"] = max(gaps)
@@ -205,8 +259,9 @@ def model_card(
     gates: list[GateResult],
     cutoff: float,
     intervals: dict[str, Interval] | None = None,
+    figures: dict | None = None,
 ) -> str:
-    """A Markdown model card for risk and compliance readers."""
+    """A Markdown model card for risk and compliance readers (`figures`: `validator_figures`)."""
     candidate = reports["candidate"]
     lines = [
         f"# Model card: {spec.name} v{version}",
@@ -243,6 +298,7 @@ def model_card(
             f"{gate.direction} {gate.threshold:g} | {result} | {GATES[gate.gate][1]} |"
         )
     lines += ["", *uncertainty_section(spec, intervals or {})]
+    lines += validator_sections(figures or {})
     lines += ["", "## Fairness (approval rates by protected attribute)"]
     lines += ["| attribute | group | approval rate | ratio to highest |", "|---|---|---|---|"]
     for name, values in candidate["fairness"].items():
@@ -261,10 +317,97 @@ def model_card(
         "unseen applicant segments is unknown (reject inference not applied).",
         "- Protected attributes are used for measurement only, never as inputs; proxies in the "
         "inputs can still carry them — the adverse impact gate measures the outcome.",
-        "- Synthetic data in the default configuration: figures describe the pipeline, not a "
-        "real portfolio.",
+        f"- {data_statement(spec)}",
     ]
     return "\n".join(lines) + "\n"
+
+
+DATA_KINDS = {
+    "synthetic": "Synthetic data: the figures describe the pipeline and the generator, not a "
+    "real portfolio.",
+    "public": "A public dataset: the figures describe that dataset's population and period, "
+    "not this lender's applicants.",
+    "production": "Production records of this lender's applications and outcomes.",
+    "unspecified": "The spec does not declare what the data is (`data_origin.kind`): the "
+    "figures cannot be read as describing a real portfolio until it does.",
+}
+
+
+def data_statement(spec: PipelineSpec) -> str:
+    """What the data is, from the spec's `data_origin` (kind and description) and sources."""
+    origin = spec.data_origin
+    sources = ", ".join(s.name for s in spec.sources)
+    described = f" {origin.description.strip()}" if origin.description.strip() else ""
+    return f"Data kind: {origin.kind} (sources: {sources}). {DATA_KINDS[origin.kind]}{described}"
+
+
+def validator_figures(
+    spec: PipelineSpec, frame: pd.DataFrame, probs: dict[str, np.ndarray], candidate: dict
+) -> dict:
+    """Calibration per protected group, every model at the candidate's approval rate, and the
+    declared proxies' association with the score and with their protected attribute."""
+    y = frame["target"].to_numpy()
+    prob = probs["candidate"]
+    return {
+        "group_calibration": {
+            a: group_calibration(y, prob, frame[a].to_numpy(), spec.gates.min_group_size)
+            for a in spec.protected_attributes
+        },
+        "same_approval_rate": at_same_approval_rate(y, probs, candidate["approval_rate"]),
+        "proxies": proxy_report(frame, prob, list(spec.proxies)),
+    }
+
+
+def validator_sections(figures: dict) -> list[str]:
+    """The card's sections of `validator_figures` (none when not computed)."""
+    lines = []
+    if figures.get("group_calibration"):
+        lines += [
+            "",
+            "## Calibration by protected group",
+            "| attribute | group | n | mean predicted PD | observed default rate | gap | ECE |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, rows in figures["group_calibration"].items():
+            for row in rows:
+                ece = "n/a (small group)" if row["ece"] is None else f"{row['ece']:.4f}"
+                lines.append(
+                    f"| {name} | {row['group']} | {row['n']} | {row['mean_predicted']:.4f} | "
+                    f"{row['observed_rate']:.4f} | {row['gap']:+.4f} | {ece} |"
+                )
+    if figures.get("same_approval_rate"):
+        lines += [
+            "",
+            "## Compared at the same approval rate",
+            "Each model with its own cutoff approving the candidate's share of the out-of-time "
+            "split (ranking compared at equal volume, not at the candidate's cutoff):",
+            "",
+            "| model | cutoff | approval rate | bad rate among approved | goods declined |",
+            "|---|---|---|---|---|",
+        ]
+        for name, row in figures["same_approval_rate"].items():
+            lines.append(
+                f"| {name} | {row['cutoff']:.4f} | {row['approval_rate']:.4f} | "
+                f"{row['bad_rate_among_approved']:.4f} | {row['declined_good_rate']:.4f} |"
+            )
+    lines += ["", "## Proxies of protected attributes"]
+    proxies = figures.get("proxies") or []
+    if not proxies:
+        return [*lines, "None declared in the spec (`proxies`)."]
+    lines += [
+        "| column | may stand for | with the score | with the attribute | why declared |",
+        "|---|---|---|---|---|",
+    ]
+    for row in proxies:
+        if "error" in row:
+            lines.append(f"| {row['column']} | {row['attribute']} | {row['error']} | | |")
+            continue
+        lines.append(
+            f"| {row['column']} | {row['attribute']} | {row['score_association']:+.3f} "
+            f"({row['score_measure']}) | {row['attribute_association']:.3f} "
+            f"({row['attribute_measure']}) | {row['reason']} |"
+        )
+    return lines
 
 
 def uncertainty_section(spec: PipelineSpec, intervals: dict[str, Interval]) -> list[str]:

@@ -147,7 +147,8 @@ def bootstrap_intervals(
     (None or NaN as "unknown"). `estimates` (the full-sample figures from the score report) are
     shown as the interval's estimate; without them the resamples' median is. Returns intervals
     keyed by metric: roc_auc, ks, ece, brier_skill, min_adverse_impact_ratio, max_tpr_difference
-    (when at least two groups qualify), auc_margin_over_baseline, auc_drop_vs_champion.
+    (when at least two groups qualify), auc_margin_over_baseline, auc_drop_vs_champion and
+    auc_gain_over_champion.
     """
     y = np.asarray(y_true).astype(int)
     n = y.size
@@ -185,6 +186,7 @@ def bootstrap_intervals(
             values["auc_margin_over_baseline"] = values["roc_auc"] - scored["baseline"]["roc_auc"]
         if "champion" in scored:
             values["auc_drop_vs_champion"] = scored["champion"]["roc_auc"] - values["roc_auc"]
+            values["auc_gain_over_champion"] = -values["auc_drop_vs_champion"]
         if fair:
             values |= _fairness(counts, approved, good, fair)
         for name, array in values.items():

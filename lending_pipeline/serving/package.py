@@ -99,12 +99,14 @@ def _build(spec_file: Path, tracking_uri: str, registered: str, model_version: s
     import mlflow
     from mlflow import MlflowClient
 
+    from lending_pipeline.ml.documents import check_version_documents
     from lending_pipeline.spec import load_spec
 
     spec = load_spec(spec_file)
     client = MlflowClient(tracking_uri=tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     model_version_info = client.get_model_version(registered, model_version)
+    check_version_documents(client, registered, model_version)  # no card older than the model
     run = client.get_run(model_version_info.run_id)
     model_tag = f"{spec.name}_model:v{model_version}"
     bento_tag = f"{spec.name}_scoring:v{model_version}-{code_digest()[:10]}"

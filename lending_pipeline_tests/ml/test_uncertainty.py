@@ -195,3 +195,15 @@ def test_spec_warnings_from_the_spec_and_the_landed_labels(spec, tmp_path):
 def test_gate_spec_defaults_keep_estimates():
     gates = GateSpec()
     assert gates.judge_on == {} and gates.bootstrap_resamples > 0
+
+
+def test_spec_command_prints_the_warnings(tmp_path, capsys):
+    from lending_pipeline.cli import main
+
+    data = yaml.safe_load(default_spec_path().read_text())
+    data["model"]["split"]["test_days"] = 3
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["spec", str(path), "--data-dir", str(tmp_path / "empty")]) == 0
+    out = capsys.readouterr().out
+    assert "warning: model.split.test_days is 3" in out
