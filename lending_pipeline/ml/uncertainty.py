@@ -58,32 +58,38 @@ class _Sorted:
     def __init__(self, y: np.ndarray, prob: np.ndarray, bins: int):
         self.order = np.argsort(prob, kind="stable")
         p = prob[self.order]
-        self.p, self.y = p, y[self.order]
-        self.ties = np.flatnonzero(np.r_[True, p[1:] != p[:-1]])
+        self.p, self.y = p, y[self.order].astype(float)
+        starts = np.flatnonzero(np.r_[True, p[1:] != p[:-1]])
+        self.ties = None if len(starts) == len(p) else starts  # None: every score distinct
         edges = np.unique(np.quantile(prob, np.linspace(0, 1, bins + 1)[1:-1]))
         codes = np.searchsorted(edges, p, side="left")
-        self.bins = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+        members = (codes[:, None] == np.arange(len(edges) + 1)[None, :]).astype(float)
+        # per-bin sums as one matrix product: predicted, observed, rows
+        self.by_bin = np.hstack([members * p[:, None], members * self.y[:, None], members])
+        self.nbins = members.shape[1]
+        self.columns = np.column_stack([self.y, (p - self.y) ** 2])
 
     def metrics(self, counts: np.ndarray) -> dict[str, np.ndarray]:
         w = counts[:, self.order].astype(float)
         bad = w * self.y
         good = w - bad
-        bad_u = np.add.reduceat(bad, self.ties, axis=1)
-        good_u = np.add.reduceat(good, self.ties, axis=1)
-        n_bad, n_good = bad_u.sum(axis=1), good_u.sum(axis=1)
-        cum_good = np.cumsum(good_u, axis=1)
+        if self.ties is not None:
+            bad = np.add.reduceat(bad, self.ties, axis=1)
+            good = np.add.reduceat(good, self.ties, axis=1)
+        sums = w @ self.columns
+        n_bad, total = sums[:, 0], w.sum(axis=1)
+        n_good = total - n_bad
+        cum_good = np.cumsum(good, axis=1)
+        binned = w @ self.by_bin
+        k = self.nbins
         with np.errstate(invalid="ignore", divide="ignore"):
-            ranked = (bad_u * (cum_good - 0.5 * good_u)).sum(axis=1)
+            ranked = (bad * (cum_good - 0.5 * good)).sum(axis=1)
             auc = ranked / (n_bad * n_good)
-            cdf_bad = np.cumsum(bad_u, axis=1) / n_bad[:, None]
-            ks = np.abs(cdf_bad - cum_good / n_good[:, None]).max(axis=1)
-            total = w.sum(axis=1)
-            predicted = np.add.reduceat(w * self.p, self.bins, axis=1)
-            observed = np.add.reduceat(bad, self.bins, axis=1)
-            ece = np.abs(predicted - observed).sum(axis=1) / total
+            cum_bad = np.cumsum(bad, axis=1)
+            ks = np.abs(cum_bad / n_bad[:, None] - cum_good / n_good[:, None]).max(axis=1)
+            ece = np.abs(binned[:, :k] - binned[:, k : 2 * k]).sum(axis=1) / total
             rate = n_bad / total
-            brier = (w * (self.p - self.y) ** 2).sum(axis=1) / total
-            skill = 1 - brier / (rate * (1 - rate))
+            skill = 1 - (sums[:, 1] / total) / (rate * (1 - rate))
         both = (n_bad > 0) & (n_good > 0)
         nan = np.full(len(w), np.nan)
         return {

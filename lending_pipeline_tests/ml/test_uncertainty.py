@@ -26,8 +26,12 @@ def with_gates(spec: PipelineSpec, **gates) -> PipelineSpec:
     return PipelineSpec.model_validate(data)
 
 
-def test_unit_counts_reproduce_the_full_sample_metrics():
-    y, prob, _ = sample(3000)
+@pytest.mark.parametrize("tied", [True, False])
+def test_unit_counts_reproduce_the_full_sample_metrics(tied):
+    y, prob, rng = sample(3000)
+    if not tied:
+        prob = np.clip(prob + rng.uniform(0, 1e-4, prob.size), 0, 1)
+        assert np.unique(prob).size == prob.size
     values = _Sorted(y, prob, 10).metrics(np.ones((1, y.size), dtype=int))
     rate = y.mean()
     assert values["roc_auc"][0] == pytest.approx(roc_auc_score(y, prob), abs=1e-12)
