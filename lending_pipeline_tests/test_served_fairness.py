@@ -196,3 +196,24 @@ def test_no_audit_log_is_not_judged_and_creates_nothing(spec, data_dir, instance
     _, evaluation = materialize(spec, instance)
     assert evaluation.passed and "no audit log" in evaluation.description
     assert not audit.default_path(data_dir).exists()
+
+
+def test_entries_failing_their_mac_are_left_out_and_fail_the_check(spec, data_dir, instance):
+    import sqlite3
+
+    write_log(data_dir, {DAY: biased(approve_f=0.7, approve_m=0.72)})
+    db = sqlite3.connect(audit.default_path(data_dir), isolation_level=None)
+    db.execute(f"DROP TRIGGER IF EXISTS {audit.TABLE}_no_update")  # as someone who can write it
+    db.execute(
+        f"UPDATE {audit.TABLE} SET payload = replace(payload, 'decline', 'approve') "
+        "WHERE payload LIKE '%\"F\"%' AND payload LIKE '%decline%'"
+    )
+    db.close()
+    key = audit.audit_key()
+    frame = served_decisions(entries_of(data_dir), DAY, ["sex"], key=key)
+    assert frame.attrs["unauthentic"] == 36 and len(frame) == 240 - 36
+    assert (frame.loc[frame["sex"] == "F", "decision"] == "approve").all()
+    _, evaluation = materialize(spec, instance)
+    assert not evaluation.passed
+    assert evaluation.description.startswith("36 audit entries fail their MAC")
+    assert evaluation.metadata["decisions"].value == 204

@@ -54,17 +54,23 @@ def build_served_fairness_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition
         data_dir = resolve_data_dir()
         join = settings.join_on
         try:
+            key = audit.audit_key()
+        except audit.AuditKeyError:
+            key = None  # figures from entries whose MACs were not checked (said in metadata)
+        try:
             reader = audit.open_reader(data_dir)
         except audit.AuditStoreError as exc:
             decisions, note = None, f"no audit log to read ({exc})"
         else:
             try:
-                decisions = served_decisions(reader.entries(), day, attributes, join)
+                decisions = served_decisions(reader.entries(), day, attributes, join, key)
             finally:
                 reader.close()
             note = ""
         if decisions is not None and join and len(decisions):
+            unauthentic = decisions.attrs.get("unauthentic", 0)
             decisions = attach_attributes(decisions, lookup(day), attributes)
+            decisions.attrs["unauthentic"] = unauthentic
         if decisions is None:
             decisions = served_decisions([], day, attributes)
         result = served_fairness(
@@ -87,6 +93,8 @@ def build_served_fairness_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition
                 round(result.approval_rate, 4) if result.approval_rate is not None else "n/a"
             ),
             "overridden": result.overridden,
+            "macs_checked": key is not None,
+            "unauthentic_entries": result.unauthentic,
             "min_ratio": round(result.min_ratio, 4) if result.min_ratio is not None else "n/a",
             "min_group": f"{result.min_attribute}={result.min_group}"
             if result.min_group

@@ -16,21 +16,33 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from lending_pipeline.ml.audit import Entry
+from lending_pipeline.ml.audit import Entry, authentic
 from lending_pipeline.ml.metrics import UNKNOWN_GROUP
 
 APPROVE = "approve"
 
 
 def served_decisions(
-    entries: Iterable[Entry], day: str, attributes: list[str], join_on: str | None = None
+    entries: Iterable[Entry],
+    day: str,
+    attributes: list[str],
+    join_on: str | None = None,
+    key: bytes | None = None,
 ) -> pd.DataFrame:
     """One row per decision logged on `day` (UTC): request id, decision of record, whether it
     was overridden, each protected attribute from the inputs (None when absent) and, with
-    `join_on`, that input's value for the lookup."""
+    `join_on`, that input's value for the lookup. With the audit `key`, entries whose MAC does
+    not match are left out and counted in `frame.attrs["unauthentic"]`."""
     rows: dict[str, dict] = {}
     overrides: dict[str, str] = {}
+    unauthentic = 0
     for entry in entries:
+        relevant = entry.kind == "override" or (
+            entry.kind == "decision" and entry.time.startswith(day)
+        )
+        if relevant and key is not None and not authentic(key, entry):
+            unauthentic += 1
+            continue
         if entry.kind == "decision" and entry.time.startswith(day):
             payload = entry.data
             inputs = payload.get("inputs") or {}
@@ -44,12 +56,15 @@ def served_decisions(
             overrides[payload["request_id"]] = payload["decision"]
     columns = ["request_id", "decision", "overridden", *attributes]
     if not rows:
-        return pd.DataFrame(columns=columns + (["_join"] if join_on else []))
-    frame = pd.DataFrame(list(rows.values()))
-    replaced = frame["request_id"].map(overrides)
-    frame["overridden"] = replaced.notna() & (replaced != frame["decision"])
-    frame["decision"] = replaced.fillna(frame["decision"])
-    return frame[columns + (["_join"] if join_on else [])]
+        frame = pd.DataFrame(columns=columns + (["_join"] if join_on else []))
+    else:
+        frame = pd.DataFrame(list(rows.values()))
+        replaced = frame["request_id"].map(overrides)
+        frame["overridden"] = replaced.notna() & (replaced != frame["decision"])
+        frame["decision"] = replaced.fillna(frame["decision"])
+        frame = frame[columns + (["_join"] if join_on else [])]
+    frame.attrs["unauthentic"] = unauthentic
+    return frame
 
 
 def attach_attributes(
@@ -83,14 +98,26 @@ class ServedFairness:
     measurable: bool = False
     reason: str = ""
     threshold: float = 0.8
+    unauthentic: int = 0
 
     @property
     def passed(self) -> bool:
+        if self.unauthentic:
+            return False
         if not self.judged:
             return True
         return self.measurable and self.min_ratio >= self.threshold
 
     def describe(self) -> str:
+        tampered = ""
+        if self.unauthentic:
+            tampered = (
+                f"{self.unauthentic} audit entries fail their MAC and were left out: run "
+                "`lending-pipeline audit verify`; "
+            )
+        return tampered + self._verdict()
+
+    def _verdict(self) -> str:
         if not self.judged:
             return f"not judged: {self.reason}"
         if not self.measurable:
@@ -133,6 +160,7 @@ class ServedFairness:
             "min_group": self.min_group,
             "threshold": self.threshold,
             "reason": self.reason,
+            "unauthentic_entries": self.unauthentic,
             "attributes": self.attributes,
         }
 
@@ -157,6 +185,7 @@ def served_fairness(
         approval_rate=float(approved.mean()) if n else None,
         overridden=int(decisions["overridden"].sum()) if n else 0,
         threshold=threshold,
+        unauthentic=int(decisions.attrs.get("unauthentic", 0)),
     )
     if n == 0:
         result.reason = "no decisions were served on this day"
