@@ -25,6 +25,7 @@ from lending_pipeline.defs.resources import (
     PiiKey,
 )
 from lending_pipeline.defs.served_fairness import build_served_fairness_assets
+from lending_pipeline.defs.shadow import SHADOW_GROUP, build_shadow_assets
 from lending_pipeline.defs.training import build_training_assets
 from lending_pipeline.defs.validation import build_validation_assets
 from lending_pipeline.spec import PipelineSpec, load_spec, spec_path
@@ -32,6 +33,7 @@ from lending_pipeline.spec import PipelineSpec, load_spec, spec_path
 DAILY_JOB = "daily_ingestion_job"
 TRAINING_JOB = "training_job"
 MONITORING_JOB = "monitoring_job"
+CHALLENGER_JOB = "challenger_vintage_job"
 
 
 def build_definitions(spec: PipelineSpec) -> dg.Definitions:
@@ -45,6 +47,7 @@ def build_definitions(spec: PipelineSpec) -> dg.Definitions:
         *build_packaging_assets(spec),
         *build_monitoring_assets(spec),
         *build_served_fairness_assets(spec),
+        *build_shadow_assets(spec),
     ]
     daily = dg.define_asset_job(
         DAILY_JOB,
@@ -68,9 +71,17 @@ def build_definitions(spec: PipelineSpec) -> dg.Definitions:
             "and the fairness of the decisions served that day."
         ),
     )
+    challenger = dg.define_asset_job(
+        CHALLENGER_JOB,
+        selection=dg.AssetSelection.groups(SHADOW_GROUP),
+        description=(
+            "Realised performance of the champion and its shadow challenger on one application "
+            "month of served traffic, once outcomes have matured."
+        ),
+    )
     return dg.Definitions(
         assets=assets,
-        jobs=[daily, training, monitoring],
+        jobs=[daily, training, monitoring, challenger],
         schedules=build_schedules(spec, daily, monitoring, TRAINING_JOB),
         sensors=[
             build_drift_sensor(spec, TRAINING_JOB),
