@@ -376,11 +376,15 @@ def _versions(settings) -> list[str]:
 
 
 def cmd_spec_check(args) -> int:
+    from lending_pipeline.ml.evidence import spec_warnings
+
     spec = load_spec(args.path)
     print(
         f"spec '{spec.name}' is valid: {len(spec.sources)} sources, "
         f"{len(spec.features.model_inputs)} model inputs, digest {spec.digest[:12]}"
     )
+    for warning in spec_warnings(spec, _data_dir(args)):
+        print(f"  warning: {warning}")
     return 0
 
 
@@ -462,6 +466,7 @@ def parser() -> argparse.ArgumentParser:
 
     spec = sub.add_parser("spec", help="validate a spec file")
     spec.add_argument("path", nargs="?", help="default: LENDING_PIPELINE_SPEC or shipped")
+    spec.add_argument("--data-dir", help="landed files to estimate the splits from")
     spec.set_defaults(func=cmd_spec_check)
     add_serving_commands(sub)
     add_privacy_commands(sub)

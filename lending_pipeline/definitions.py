@@ -25,6 +25,7 @@ from lending_pipeline.defs.resources import (
     PartitionedParquetIOManager,
     PiiKey,
 )
+from lending_pipeline.defs.served_fairness import build_served_fairness_assets
 from lending_pipeline.defs.shadow import SHADOW_GROUP, build_shadow_assets
 from lending_pipeline.defs.training import build_training_assets
 from lending_pipeline.defs.validation import build_validation_assets
@@ -46,6 +47,7 @@ def build_definitions(spec: PipelineSpec) -> dg.Definitions:
         *build_evaluation_assets(spec),
         *build_packaging_assets(spec),
         *build_monitoring_assets(spec),
+        *build_served_fairness_assets(spec),
         *build_shadow_assets(spec),
     ]
     daily = dg.define_asset_job(
@@ -66,7 +68,8 @@ def build_definitions(spec: PipelineSpec) -> dg.Definitions:
         selection=dg.AssetSelection.groups("monitoring"),
         description=(
             "The drift report of one day's partition against the champion's training "
-            "population, with its checks (a failure at the retrain tier triggers retraining)."
+            "population, with its checks (a failure at the retrain tier triggers retraining), "
+            "and the fairness of the decisions served that day."
         ),
     )
     challenger = dg.define_asset_job(

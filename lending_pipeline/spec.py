@@ -306,6 +306,52 @@ class GateSpec(_Model):
     max_auc_drop_vs_champion: float = Field(default=0.01, ge=0, le=1)
     min_auc_margin_over_baseline: float = Field(default=0.0, ge=-1, le=1)
     min_group_size: int = Field(default=30, ge=1)
+    min_brier_skill: float = Field(default=0.0, ge=-1, le=1)
+    max_tpr_difference: float = Field(default=0.15, ge=0, le=1)
+    challenger_must_beat_champion: bool = True
+    min_auc_gain_over_champion: float = Field(default=0.0, ge=0, le=1)
+    bootstrap_resamples: int = Field(default=200, ge=0, le=5000)
+    confidence_level: float = Field(default=0.9, ge=0.5, lt=1)
+    judge_on: dict[str, Literal["estimate", "conservative_bound"]] = {}
+    min_split_rows: int = Field(default=1000, ge=1)
+    min_split_defaults: int = Field(default=100, ge=1)
+
+    @model_validator(mode="after")
+    def _judge_on(self) -> GateSpec:
+        for gate, how in self.judge_on.items():
+            if gate not in INTERVAL_GATES:
+                raise ValueError(
+                    f"judge_on.{gate}: not a gate with an interval "
+                    f"(one of {', '.join(INTERVAL_GATES)})"
+                )
+            if how == "conservative_bound" and self.bootstrap_resamples == 0:
+                raise ValueError(
+                    f"judge_on.{gate}: conservative_bound needs bootstrap_resamples >= 1"
+                )
+        return self
+
+
+# gates whose metric has a bootstrap interval (`gates.judge_on` may name them)
+INTERVAL_GATES = (
+    "min_roc_auc",
+    "min_ks",
+    "max_ece",
+    "min_adverse_impact_ratio",
+    "max_auc_drop_vs_champion",
+    "min_auc_margin_over_baseline",
+    "min_brier_skill",
+    "max_tpr_difference",
+    "min_auc_gain_over_champion",
+)
+
+
+class ProxySpec(_Model):
+    """A column that may stand in for a protected attribute (its correlation with the score and
+    its association with the attribute are reported in the model card)."""
+
+    column: str
+    attribute: str
+    reason: str = ""
 
 
 CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))  # minute hour day month weekday
@@ -354,6 +400,15 @@ class RetrainScheduleSpec(_Model):
         return value
 
 
+class ServedFairnessSpec(_Model):
+    """Fairness of served decisions (the monitoring job, per day, from the audit log)."""
+
+    min_decisions: int = Field(default=200, ge=1)
+    min_adverse_impact_ratio: float = Field(default=0.8, ge=0, le=1)
+    join_on: str | None = None
+    lookback_days: int = Field(default=7, ge=0, le=90)
+
+
 class DriftSpec(_Model):
     """Drift monitoring: PSI tiers, missing-field spikes, minimum volume, retraining triggers."""
 
@@ -368,6 +423,7 @@ class DriftSpec(_Model):
     performance_window_days: int = Field(default=30, ge=1)
     max_auc_drop: float = Field(default=0.05, gt=0, le=1)
     max_bad_rate_rise: float = Field(default=0.03, gt=0, le=1)
+    served_fairness: ServedFairnessSpec = ServedFairnessSpec()
 
     @model_validator(mode="after")
     def _tiers(self) -> DriftSpec:
@@ -426,6 +482,14 @@ class PartitionSpec(_Model):
     start_date: dt.date
 
 
+class DataOriginSpec(_Model):
+    """What the data is (stated in the model card and validation report): synthetic, a public
+    dataset, production records, or not declared."""
+
+    kind: Literal["synthetic", "public", "production", "unspecified"] = "unspecified"
+    description: str = ""
+
+
 class PipelineSpec(_Model):
     """A whole pipeline: validated on load, immutable afterwards."""
 
@@ -433,12 +497,14 @@ class PipelineSpec(_Model):
 
     name: str = Field(pattern=NAME)
     description: str = ""
+    data_origin: DataOriginSpec = DataOriginSpec()
     partitions: PartitionSpec
     entity: EntitySpec
     sources: list[SourceSpec] = Field(min_length=1)
     target: TargetSpec
     features: FeatureSpec
     protected_attributes: list[str] = []
+    proxies: list[ProxySpec] = []
     model: ModelSpec = ModelSpec()
     gates: GateSpec = GateSpec()
     drift: DriftSpec = DriftSpec()
@@ -484,6 +550,15 @@ class PipelineSpec(_Model):
         if target_cols[self.target.column].dtype not in ("int", "bool"):
             raise ValueError("target.column: the target must have dtype int (0/1) or bool")
         self._check_feature_columns()
+        self._check_proxies()
+        join = self.drift.served_fairness.join_on
+        for attribute in self.protected_attributes if join else []:
+            holder = next(s for s in self.feature_sources if attribute in s.columns)
+            if join not in holder.columns:
+                raise ValueError(
+                    f"drift.served_fairness.join_on: '{join}' is not a column of source "
+                    f"'{holder.name}', which holds the protected attribute '{attribute}'"
+                )
         return self
 
     def _check_feature_columns(self) -> None:
@@ -555,6 +630,20 @@ class PipelineSpec(_Model):
             raise ValueError(f"model.exposure_column: unknown column '{exposure}'")
         if self.scoring is not None:
             self._check_reason_codes(inputs)
+
+    def _check_proxies(self) -> None:
+        available = {c for s in self.feature_sources for c in s.columns}
+        available |= {f.name for f in self.features.derived}
+        pii = {c for s in self.feature_sources for c in s.pii_columns}
+        for i, proxy in enumerate(self.proxies):
+            path = f"proxies[{i}]"
+            if proxy.attribute not in self.protected_attributes:
+                raise ValueError(f"{path}.attribute: '{proxy.attribute}' is not protected")
+            if proxy.column not in available or proxy.column in pii:
+                problem = "is PII" if proxy.column in pii else "is not a column or feature"
+                raise ValueError(f"{path}.column: '{proxy.column}' {problem}")
+            if proxy.column in self.protected_attributes:
+                raise ValueError(f"{path}.column: '{proxy.column}' is a protected attribute")
 
     def _check_reason_codes(self, inputs: set[str]) -> None:
         table = self.scoring.reason_codes

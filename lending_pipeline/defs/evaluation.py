@@ -1,6 +1,8 @@
 """Evaluation and promotion: `model_evaluation` with one blocking check per gate, and
 `champion_model`, which moves the MLflow alias only when every gate passed."""
 
+import json
+
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -10,14 +12,16 @@ from lending_pipeline.defs.common import OWNERS, blocking_check
 from lending_pipeline.defs.metadata import markdown_table, runbook_url
 from lending_pipeline.defs.resources import MlflowTracking, resolve_data_dir
 from lending_pipeline.defs.training import CANDIDATE, TRAINING_SET
-from lending_pipeline.ml import audit, tracking
+from lending_pipeline.ml import audit, documents, tracking
 from lending_pipeline.ml.evaluate import (
     GATES,
     evaluate_gates,
+    gate_intervals,
     gates_as_dicts,
     integrity_differences,
     model_card,
     report,
+    validator_figures,
 )
 from lending_pipeline.ml.train import build_pipeline, inputs, split_parts
 from lending_pipeline.spec import PipelineSpec
@@ -46,11 +50,57 @@ def gate_table(results) -> pd.DataFrame:
             {
                 "gate": g.gate,
                 "actual": "n/a" if g.actual is None else round(g.actual, 4),
+                "interval": g.interval_text(),
+                "judged_on": g.judged_on,
                 "threshold": f"{g.direction} {g.threshold:g}",
                 "result": "pass" if g.passed else "FAIL",
             }
             for g in results
         ]
+    )
+
+
+def documents_dir(version: str):
+    return resolve_data_dir() / "reports" / "documents" / f"v{version}"
+
+
+def version_documents(
+    spec: PipelineSpec, evaluation: dict, candidate: dict, card: str
+) -> tuple[dict[str, str], dict]:
+    """The card, validation report and Annex IV mapping of the evaluated version (artifact path:
+    text) and the manifest vouching for them."""
+    generated_at = documents.now()
+    texts = {
+        documents.CARD: card,
+        documents.REPORT: documents.validation_report(spec, evaluation, candidate, generated_at),
+        documents.ANNEX: documents.annex_iv(spec, evaluation, candidate, generated_at),
+    }
+    return texts, documents.manifest(evaluation["version"], generated_at, texts)
+
+
+def write_documents(version: str, texts: dict[str, str], manifest: dict):
+    """The documents also as files under `<data dir>/reports/documents/v<version>/`."""
+    folder = documents_dir(version)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in texts.items():
+        (folder / name.split("/")[-1]).write_text(text, encoding="utf-8")
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return folder
+
+
+def interval_table(intervals) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "metric": name,
+                "estimate": round(i.estimate, 4),
+                "low": round(i.low, 4),
+                "high": round(i.high, 4),
+                "level": f"{i.level:.0%}",
+            }
+            for name, i in intervals.items()
+        ],
+        columns=["metric", "estimate", "low", "high", "level"],
     )
 
 
@@ -100,17 +150,21 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             return model.predict_proba(test_inputs)[:, 1]
 
         prob = score(tracking.logged_or_load(settings, candidate["version"]))
+        probs = {"candidate": prob}
         reports = {"candidate": report(spec, test, prob, cutoff)}
         baseline = build_pipeline(spec, "logistic_scorecard")
         baseline.fit(inputs(spec, train), train["target"])
-        reports["baseline"] = report(spec, test, score(baseline), cutoff)
+        probs["baseline"] = score(baseline)
+        reports["baseline"] = report(spec, test, probs["baseline"], cutoff)
         champion_version = tracking.alias_version(settings, tracking.CHAMPION)
         reports["champion"] = None
         if champion_version and champion_version != candidate["version"]:
             champion = tracking.load_model(settings, champion_version)
-            reports["champion"] = report(spec, test, score(champion), cutoff)
+            probs["champion"] = score(champion)
+            reports["champion"] = report(spec, test, probs["champion"], cutoff)
+        intervals = gate_intervals(spec, test, probs, cutoff, reports)
         results = evaluate_gates(
-            spec.gates, reports["candidate"], reports["baseline"], reports["champion"]
+            spec.gates, reports["candidate"], reports["baseline"], reports["champion"], intervals
         )
 
         stored = test[[spec.entity.key, "target", *spec.protected_attributes]].copy()
@@ -121,19 +175,18 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         path.parent.mkdir(parents=True, exist_ok=True)
         stored.to_parquet(path, index=False)
 
+        figures = validator_figures(spec, test, probs, reports["candidate"])
         card = model_card(
-            spec, candidate["version"], candidate["lineage"], reports, results, cutoff
+            spec,
+            candidate["version"],
+            candidate["lineage"],
+            reports,
+            results,
+            cutoff,
+            intervals,
+            figures,
         )
-        with tracking.resume_run(settings, candidate["run_id"]) as mlflow_api:
-            for role, values in reports.items():
-                if values:
-                    numbers = {k: v for k, v in values.items() if isinstance(v, int | float)}
-                    mlflow_api.log_metrics({f"oot_{role}_{k}": v for k, v in numbers.items()})
-            for gate in results:
-                mlflow_api.set_tag(f"gate.{gate.gate}", "pass" if gate.passed else "fail")
-            mlflow_api.log_text(card, "model_card.md")
-            mlflow_api.log_artifact(str(path), "evaluation")
-
+        interval_dicts = {name: i.as_dict() for name, i in intervals.items()}
         evaluation = {
             "version": candidate["version"],
             "run_id": candidate["run_id"],
@@ -141,9 +194,30 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             "champion_version": champion_version,
             "reports": reports,
             "gates": gates_as_dicts(results),
+            "intervals": interval_dicts,
+            "validator_figures": figures,
             "predictions": str(path),
             "model_card": card,
         }
+        texts, doc_manifest = version_documents(spec, evaluation, candidate, card)
+        folder = write_documents(candidate["version"], texts, doc_manifest)
+        with tracking.resume_run(settings, candidate["run_id"]) as mlflow_api:
+            for role, values in reports.items():
+                if values:
+                    numbers = {k: v for k, v in values.items() if isinstance(v, int | float)}
+                    mlflow_api.log_metrics({f"oot_{role}_{k}": v for k, v in numbers.items()})
+            for gate in results:
+                mlflow_api.set_tag(f"gate.{gate.gate}", "pass" if gate.passed else "fail")
+            for name, text in texts.items():
+                mlflow_api.log_text(text, name)
+            mlflow_api.log_dict(doc_manifest, documents.MANIFEST)
+            mlflow_api.log_dict(interval_dicts, "evaluation/intervals.json")
+            mlflow_api.log_dict(figures, "evaluation/validator_figures.json")
+            for name, interval in intervals.items():
+                bounds = {"ci_low": interval.low, "ci_high": interval.high}
+                mlflow_api.log_metrics({f"oot_candidate_{name}_{k}": v for k, v in bounds.items()})
+            mlflow_api.log_artifact(str(path), "evaluation")
+        evaluation["documents"] = str(folder)
         yield dg.Output(
             evaluation,
             metadata={
@@ -155,7 +229,12 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 "approval_rate": reports["candidate"]["approval_rate"],
                 "bad_rate_among_approved": reports["candidate"]["bad_rate_among_approved"],
                 "gates": markdown_table(gate_table(results)),
+                "intervals": markdown_table(interval_table(intervals)),
                 "model_card": dg.MetadataValue.md(card),
+                "validation_report": dg.MetadataValue.md(texts[documents.REPORT]),
+                "annex_iv": dg.MetadataValue.md(texts[documents.ANNEX]),
+                "documents": dg.MetadataValue.path(str(folder)),
+                "documents_in_mlflow": f"runs:/{candidate['run_id']}/documents",
             },
         )
         for gate in results:
@@ -168,6 +247,10 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                     "actual": gate.actual if gate.actual is not None else "n/a",
                     "threshold": gate.threshold,
                     "direction": gate.direction,
+                    "interval_low": gate.low if gate.low is not None else "n/a",
+                    "interval_high": gate.high if gate.high is not None else "n/a",
+                    "confidence_level": spec.gates.confidence_level,
+                    "judged_on": gate.judged_on,
                     "runbook": runbook_url("model_evaluation_gates"),
                 },
             )

@@ -1,5 +1,7 @@
 """Packaging: the champion as a Bento, made the desired deployment (`make serve` switches)."""
 
+from pathlib import Path
+
 import dagster as dg
 
 from lending_pipeline.defs.common import OWNERS
@@ -38,9 +40,11 @@ def build_packaging_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         bundle = deploy_version(
             spec, mlflow.config(spec.name), version, data_dir, f"promotion ({context.run_id})"
         )
+        sbom = write_sbom(mlflow.config(spec.name), bundle, data_dir)
         return dg.Output(
             {"bento_tag": bundle.bento_tag, "model_tag": bundle.model_tag, "version": version},
             metadata={
+                "sbom": dg.MetadataValue.path(str(sbom)),
                 "bento_tag": bundle.bento_tag,
                 "model_tag": bundle.model_tag,
                 "model_version": version,
@@ -51,3 +55,24 @@ def build_packaging_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         )
 
     return [scoring_bento]
+
+
+def write_sbom(config, bundle, data_dir: Path) -> Path:
+    """The CycloneDX SBOM of the packaged Bento, next to the version's documents and on its
+    MLflow run (`documents/sbom.cdx.json`)."""
+    from lending_pipeline.ml import documents, tracking
+    from lending_pipeline.serving.package import SERVING_PACKAGES, bentoml_home, code_digest
+
+    name, _, version = bundle.bento_tag.partition(":")
+    built = bentoml_home(data_dir) / "bentos" / name / version
+    requirements = documents.bento_requirements(built, SERVING_PACKAGES)
+    text = documents.bento_sbom(
+        bundle.bento_tag, bundle.model_tag, bundle.model_version, code_digest(), requirements
+    )
+    path = data_dir / "reports" / "documents" / f"v{bundle.model_version}" / "sbom.cdx.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    run_id = tracking.version_run(config, bundle.model_version).info.run_id
+    with tracking.resume_run(config, run_id) as mlflow_api:
+        mlflow_api.log_text(text, documents.SBOM)
+    return path

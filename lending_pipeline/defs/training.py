@@ -11,11 +11,14 @@ from lending_pipeline.defs.common import (
     FRESHNESS_CHECK,
     OWNERS,
     POINT_IN_TIME_CHECK,
+    blocking_check,
     validated_key,
     validation_checks,
 )
+from lending_pipeline.defs.metadata import runbook_url
 from lending_pipeline.defs.resources import HAND_OVER_IN_MEMORY, MlflowTracking
 from lending_pipeline.ml import tracking
+from lending_pipeline.ml.evidence import split_shortfalls
 from lending_pipeline.ml.scoring import REFERENCE_ARTIFACT, reference_values
 from lending_pipeline.ml.train import (
     SPLIT,
@@ -31,6 +34,7 @@ from lending_pipeline.spec import PipelineSpec
 
 TRAINING_SET = dg.AssetKey("training_set")
 CANDIDATE = dg.AssetKey("candidate_model")
+EVIDENCE = dg.AssetCheckKey(TRAINING_SET, "training_set_enough_evidence")
 
 
 class TrainingConfig(dg.Config):
@@ -77,6 +81,15 @@ def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         kinds={"pandas"},
         owners=OWNERS,
         metadata={HAND_OVER_IN_MEMORY: True},
+        check_specs=[
+            blocking_check(
+                EVIDENCE,
+                f"The validation and test splits hold at least gates.min_split_rows "
+                f"({spec.gates.min_split_rows}) rows and gates.min_split_defaults "
+                f"({spec.gates.min_split_defaults}) defaults (WARN: the gates still run).",
+                blocking=False,
+            )
+        ],
         description=(
             "Matured applications (outcome known, maturity window passed) with their label, "
             "split out of time by application date: train, validation (calibration and cutoff) "
@@ -88,7 +101,7 @@ def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         config: TrainingConfig,
         features: pd.DataFrame,
         outcomes: pd.DataFrame,
-    ) -> dg.Output:
+    ):
         days = day_strings(features[date])
         # every day of the input: a day whose checks failed has had its features withdrawn
         inputs_days = context.asset_partition_keys_for_input("features")
@@ -104,7 +117,24 @@ def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             metadata[f"{name}_default_rate"] = round(float(part["target"].mean()), 4)
             metadata[f"{name}_dates"] = f"{part[date].min():%Y-%m-%d}..{part[date].max():%Y-%m-%d}"
             metadata[f"{name}_digest"] = digests[name]
-        return dg.Output(frame, metadata=metadata)
+        counts = {n: (len(p), int(p["target"].sum())) for n, p in parts.items()}
+        shortfalls = split_shortfalls(spec, counts)
+        for shortfall in shortfalls:
+            context.log.warning(shortfall)
+        yield dg.Output(frame, metadata=metadata)
+        yield dg.AssetCheckResult(
+            check_name=EVIDENCE.name,
+            passed=not shortfalls,
+            severity=dg.AssetCheckSeverity.WARN,
+            description="; ".join(shortfalls) or "every judged split has enough rows and defaults",
+            metadata={
+                **{f"{n}_rows": c[0] for n, c in counts.items()},
+                **{f"{n}_defaults": c[1] for n, c in counts.items()},
+                "min_split_rows": spec.gates.min_split_rows,
+                "min_split_defaults": spec.gates.min_split_defaults,
+                "runbook": runbook_url(EVIDENCE.name),
+            },
+        )
 
     @dg.asset(
         key=CANDIDATE,

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from lending_pipeline.ml.metrics import score_report
+from lending_pipeline.ml.uncertainty import Interval, bootstrap_intervals
+from lending_pipeline.ml.validator_metrics import (
+    at_same_approval_rate,
+    group_calibration,
+    proxy_report,
+)
 from lending_pipeline.spec import GateSpec, PipelineSpec
 
 # gate name: (direction, rationale shown in the model card and docs/spec.md)
@@ -19,8 +25,24 @@ GATES = {
     "min_adverse_impact_ratio": (">=", "four-fifths rule on approval rates per protected group"),
     "max_auc_drop_vs_champion": ("<=", "no regression against the model in production"),
     "min_auc_margin_over_baseline": (">=", "complexity must beat an interpretable scorecard"),
+    "min_brier_skill": (">=", "probabilities must beat quoting the portfolio's default rate"),
+    "max_tpr_difference": ("<=", "equal opportunity: applicants who repay are approved alike"),
+    "min_auc_gain_over_champion": (">", "a challenger replaces the champion by ranking better"),
 }
 GATED_METRICS = ("roc_auc", "ks", "ece")
+# gate: the metric of `ml/uncertainty.py` whose bootstrap interval it has
+GATE_METRIC = {
+    "min_roc_auc": "roc_auc",
+    "min_ks": "ks",
+    "max_ece": "ece",
+    "min_adverse_impact_ratio": "min_adverse_impact_ratio",
+    "max_auc_drop_vs_champion": "auc_drop_vs_champion",
+    "min_auc_margin_over_baseline": "auc_margin_over_baseline",
+    "min_brier_skill": "brier_skill",
+    "max_tpr_difference": "max_tpr_difference",
+    "min_auc_gain_over_champion": "auc_gain_over_champion",
+}
+CONSERVATIVE = "conservative_bound"
 
 
 @dataclass(frozen=True)
@@ -31,13 +53,29 @@ class GateResult:
     threshold: float
     direction: str
     detail: str
+    low: float | None = None
+    high: float | None = None
+    judged_on: str = "estimate"
+
+    @property
+    def judged(self) -> float | None:
+        """The value compared with the threshold: the estimate or the interval's bound."""
+        if self.judged_on != CONSERVATIVE:
+            return self.actual
+        return self.low if self.direction.startswith(">") else self.high
+
+    def interval_text(self) -> str:
+        return "n/a" if self.low is None else f"[{self.low:.4f}, {self.high:.4f}]"
 
     def describe(self) -> str:
         actual = "n/a" if self.actual is None else f"{self.actual:.4f}"
         verdict = "passed" if self.passed else "FAILED"
+        judged = ""
+        if self.judged_on == CONSERVATIVE:
+            judged = f", judged on the interval's bound {self.judged:.4f}"
         return (
-            f"{self.gate}: {verdict} (actual {actual} {self.direction} {self.threshold:g}); "
-            f"{self.detail}"
+            f"{self.gate}: {verdict} (actual {actual} {self.direction} {self.threshold:g}; "
+            f"interval {self.interval_text()}{judged}); {self.detail}"
         )
 
 
@@ -66,17 +104,28 @@ def min_adverse_impact(candidate: dict) -> tuple[float, str]:
 
 
 def evaluate_gates(
-    gates: GateSpec, candidate: dict, baseline: dict, champion: dict | None
+    gates: GateSpec,
+    candidate: dict,
+    baseline: dict,
+    champion: dict | None,
+    intervals: dict[str, Interval] | None = None,
 ) -> list[GateResult]:
-    """Every gate of the spec, with actual vs threshold."""
+    """Every gate of the spec, with actual vs threshold and the metric's bootstrap interval; a
+    gate the spec judges on its conservative bound (`gates.judge_on`) compares that bound."""
     air, air_group = min_adverse_impact(candidate)
     if champion is None:
         drop, drop_detail = None, "no champion yet: nothing to regress against"
+        gain, gain_detail = None, "no champion yet: nothing to beat"
     else:
         drop = champion["roc_auc"] - candidate["roc_auc"]
         drop_detail = (
             f"champion AUC {champion['roc_auc']:.4f}, candidate {candidate['roc_auc']:.4f}"
         )
+        gain, gain_detail = -drop, drop_detail
+        if not gates.challenger_must_beat_champion:
+            gain = None
+            gain_detail = "not required: gates.challenger_must_beat_champion is false"
+    tpr_gap, tpr_detail = max_tpr_difference(candidate)
     actuals = {
         "min_roc_auc": (candidate["roc_auc"], "out-of-time ROC-AUC"),
         "min_ks": (candidate["ks"], "out-of-time KS"),
@@ -87,17 +136,101 @@ def evaluate_gates(
             candidate["roc_auc"] - baseline["roc_auc"],
             f"logistic scorecard AUC {baseline['roc_auc']:.4f}",
         ),
+        "min_brier_skill": (
+            candidate["brier_skill"],
+            f"Brier {candidate['brier']:.4f} vs the no-skill forecast at default rate "
+            f"{candidate['bad_rate']:.4f}",
+        ),
+        "max_tpr_difference": (tpr_gap, tpr_detail),
+        "min_auc_gain_over_champion": (gain, gain_detail),
     }
     results = []
     for gate, (direction, _) in GATES.items():
         actual, detail = actuals[gate]
         threshold = getattr(gates, gate)
-        if actual is None:
-            passed = True
-        else:
-            passed = actual >= threshold if direction == ">=" else actual <= threshold
-        results.append(GateResult(gate, bool(passed), actual, threshold, direction, detail))
+        interval = (intervals or {}).get(GATE_METRIC.get(gate, ""))
+        low, high = (
+            (interval.low, interval.high) if interval and actual is not None else (None,) * 2
+        )
+        judged_on = gates.judge_on.get(gate, "estimate")
+        if judged_on == CONSERVATIVE and low is None:
+            judged_on = "estimate"
+            detail += "; no interval to judge on (estimate used)"
+        result = GateResult(gate, True, actual, threshold, direction, detail, low, high, judged_on)
+        value = result.judged
+        if value is not None:
+            passed = {">=": value >= threshold, ">": value > threshold}.get(
+                direction, value <= threshold
+            )
+            result = replace(result, passed=bool(passed))
+        elif gate == "max_tpr_difference":
+            result = replace(result, passed=False)  # protected attributes, nothing measured
+        results.append(result)
     return results
+
+
+def max_tpr_difference(candidate: dict) -> tuple[float | None, str]:
+    """The largest equal-opportunity gap over protected attributes with at least two groups of
+    enough good applicants; None (not measurable) when attributes exist but none has two."""
+    fairness = candidate["fairness"]
+    if not fairness:
+        return 0.0, "no protected attributes"
+    measured = {
+        name: values["tpr_difference"]
+        for name, values in fairness.items()
+        if len(values["tpr_difference"]["rates"]) >= 2
+    }
+    if not measured:
+        sizes = ", ".join(
+            f"{name}: fewer than two groups of enough good applicants" for name in fairness
+        )
+        return None, f"NOT MEASURABLE ({sizes})"
+    name = max(measured, key=lambda n: measured[n]["difference"])
+    rates = measured[name]["rates"]
+    low, high = min(rates, key=rates.get), max(rates, key=rates.get)
+    return (
+        measured[name]["difference"],
+        f"approval rate among goods, {name}: {high} {rates[high]:.3f} vs {low} {rates[low]:.3f}",
+    )
+
+
+def gate_intervals(
+    spec: PipelineSpec,
+    frame: pd.DataFrame,
+    probs: dict[str, np.ndarray],
+    cutoff: float,
+    reports: dict[str, dict | None],
+) -> dict[str, Interval]:
+    """Bootstrap intervals of the candidate's gated metrics on the out-of-time frame (none when
+    `gates.bootstrap_resamples` is 0), seeded by the model seed; estimates from the reports."""
+    gates = spec.gates
+    if gates.bootstrap_resamples == 0:
+        return {}
+    candidate = reports["candidate"]
+    estimates = {name: candidate[name] for name in ("roc_auc", "ks", "ece", "brier_skill")}
+    estimates["min_adverse_impact_ratio"] = min_adverse_impact(candidate)[0]
+    if reports.get("baseline"):
+        estimates["auc_margin_over_baseline"] = (
+            candidate["roc_auc"] - reports["baseline"]["roc_auc"]
+        )
+    if reports.get("champion"):
+        estimates["auc_drop_vs_champion"] = reports["champion"]["roc_auc"] - candidate["roc_auc"]
+        estimates["auc_gain_over_champion"] = -estimates["auc_drop_vs_champion"]
+    gaps = [v["tpr_difference"]["difference"] for v in candidate["fairness"].values()]
+    if gaps:
+        estimates["max_tpr_difference"] = max(gaps)
+    prob = probs["candidate"]
+    return bootstrap_intervals(
+        frame["target"].to_numpy(),
+        probs,
+        prob < cutoff,  # approved: the score report's rule (prob < cutoff)
+        {a: frame[a].astype(object).to_numpy() for a in spec.protected_attributes},
+        estimates=estimates,
+        min_group_size=gates.min_group_size,
+        resamples=gates.bootstrap_resamples,
+        level=gates.confidence_level,
+        seed=spec.model.seed,
+    )
 
 
 def integrity_differences(
@@ -125,8 +258,10 @@ def model_card(
     reports: dict[str, dict | None],
     gates: list[GateResult],
     cutoff: float,
+    intervals: dict[str, Interval] | None = None,
+    figures: dict | None = None,
 ) -> str:
-    """A Markdown model card for risk and compliance readers."""
+    """A Markdown model card for risk and compliance readers (`figures`: `validator_figures`)."""
     candidate = reports["candidate"]
     lines = [
         f"# Model card: {spec.name} v{version}",
@@ -152,16 +287,18 @@ def model_card(
     lines += [
         "",
         "## Gates",
-        "| gate | actual | threshold | result | why |",
-        "|---|---|---|---|---|",
+        "| gate | actual | bootstrap interval | judged on | threshold | result | why |",
+        "|---|---|---|---|---|---|---|",
     ]
     for gate in gates:
         actual = "n/a" if gate.actual is None else f"{gate.actual:.4f}"
         result = "pass" if gate.passed else "**FAIL**"
         lines.append(
-            f"| {gate.gate} | {actual} | {gate.direction} {gate.threshold:g} | {result} | "
-            f"{GATES[gate.gate][1]} |"
+            f"| {gate.gate} | {actual} | {gate.interval_text()} | {gate.judged_on} | "
+            f"{gate.direction} {gate.threshold:g} | {result} | {GATES[gate.gate][1]} |"
         )
+    lines += ["", *uncertainty_section(spec, intervals or {})]
+    lines += validator_sections(figures or {})
     lines += ["", "## Fairness (approval rates by protected attribute)"]
     lines += ["| attribute | group | approval rate | ratio to highest |", "|---|---|---|---|"]
     for name, values in candidate["fairness"].items():
@@ -180,10 +317,118 @@ def model_card(
         "unseen applicant segments is unknown (reject inference not applied).",
         "- Protected attributes are used for measurement only, never as inputs; proxies in the "
         "inputs can still carry them — the adverse impact gate measures the outcome.",
-        "- Synthetic data in the default configuration: figures describe the pipeline, not a "
-        "real portfolio.",
+        f"- {data_statement(spec)}",
     ]
     return "\n".join(lines) + "\n"
+
+
+DATA_KINDS = {
+    "synthetic": "Synthetic data: the figures describe the pipeline and the generator, not a "
+    "real portfolio.",
+    "public": "A public dataset: the figures describe that dataset's population and period, "
+    "not this lender's applicants.",
+    "production": "Production records of this lender's applications and outcomes.",
+    "unspecified": "The spec does not declare what the data is (`data_origin.kind`): the "
+    "figures cannot be read as describing a real portfolio until it does.",
+}
+
+
+def data_statement(spec: PipelineSpec) -> str:
+    """What the data is, from the spec's `data_origin` (kind and description) and sources."""
+    origin = spec.data_origin
+    sources = ", ".join(s.name for s in spec.sources)
+    described = f" {origin.description.strip()}" if origin.description.strip() else ""
+    return f"Data kind: {origin.kind} (sources: {sources}). {DATA_KINDS[origin.kind]}{described}"
+
+
+def validator_figures(
+    spec: PipelineSpec, frame: pd.DataFrame, probs: dict[str, np.ndarray], candidate: dict
+) -> dict:
+    """Calibration per protected group, every model at the candidate's approval rate, and the
+    declared proxies' association with the score and with their protected attribute."""
+    y = frame["target"].to_numpy()
+    prob = probs["candidate"]
+    return {
+        "group_calibration": {
+            a: group_calibration(y, prob, frame[a].to_numpy(), spec.gates.min_group_size)
+            for a in spec.protected_attributes
+        },
+        "same_approval_rate": at_same_approval_rate(y, probs, candidate["approval_rate"]),
+        "proxies": proxy_report(frame, prob, list(spec.proxies)),
+    }
+
+
+def validator_sections(figures: dict) -> list[str]:
+    """The card's sections of `validator_figures` (none when not computed)."""
+    lines = []
+    if figures.get("group_calibration"):
+        lines += [
+            "",
+            "## Calibration by protected group",
+            "| attribute | group | n | mean predicted PD | observed default rate | gap | ECE |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, rows in figures["group_calibration"].items():
+            for row in rows:
+                ece = "n/a (small group)" if row["ece"] is None else f"{row['ece']:.4f}"
+                lines.append(
+                    f"| {name} | {row['group']} | {row['n']} | {row['mean_predicted']:.4f} | "
+                    f"{row['observed_rate']:.4f} | {row['gap']:+.4f} | {ece} |"
+                )
+    if figures.get("same_approval_rate"):
+        lines += [
+            "",
+            "## Compared at the same approval rate",
+            "Each model with its own cutoff approving the candidate's share of the out-of-time "
+            "split (ranking compared at equal volume, not at the candidate's cutoff):",
+            "",
+            "| model | cutoff | approval rate | bad rate among approved | goods declined |",
+            "|---|---|---|---|---|",
+        ]
+        for name, row in figures["same_approval_rate"].items():
+            lines.append(
+                f"| {name} | {row['cutoff']:.4f} | {row['approval_rate']:.4f} | "
+                f"{row['bad_rate_among_approved']:.4f} | {row['declined_good_rate']:.4f} |"
+            )
+    lines += ["", "## Proxies of protected attributes"]
+    proxies = figures.get("proxies") or []
+    if not proxies:
+        return [*lines, "None declared in the spec (`proxies`)."]
+    lines += [
+        "| column | may stand for | with the score | with the attribute | why declared |",
+        "|---|---|---|---|---|",
+    ]
+    for row in proxies:
+        if "error" in row:
+            lines.append(f"| {row['column']} | {row['attribute']} | {row['error']} | | |")
+            continue
+        lines.append(
+            f"| {row['column']} | {row['attribute']} | {row['score_association']:+.3f} "
+            f"({row['score_measure']}) | {row['attribute_association']:.3f} "
+            f"({row['attribute_measure']}) | {row['reason']} |"
+        )
+    return lines
+
+
+def uncertainty_section(spec: PipelineSpec, intervals: dict[str, Interval]) -> list[str]:
+    """The card's table of bootstrap intervals (or why there is none)."""
+    lines = ["## Uncertainty (bootstrap on the out-of-time split)"]
+    if not intervals:
+        return [*lines, "No intervals: `gates.bootstrap_resamples` is 0."]
+    first = next(iter(intervals.values()))
+    lines += [
+        f"{first.level:.0%} percentile intervals over {spec.gates.bootstrap_resamples} resamples "
+        f"(seed {spec.model.seed}); a gate judged on its conservative bound compares the lower "
+        "bound (higher-is-better) or the upper bound (lower-is-better) with its threshold.",
+        "",
+        "| metric | estimate | low | high |",
+        "|---|---|---|---|",
+    ]
+    for name, interval in intervals.items():
+        lines.append(
+            f"| {name} | {interval.estimate:.4f} | {interval.low:.4f} | {interval.high:.4f} |"
+        )
+    return lines
 
 
 def _cell(values: dict | None, metric: str) -> str:

@@ -82,6 +82,16 @@ def gini(auc: float) -> float:
     return float(2 * auc - 1)
 
 
+def brier_skill_score(y_true, prob) -> float:
+    """Brier skill over the no-skill forecast (everyone given the sample's default rate):
+    1 - Brier / (rate * (1 - rate)); 0 is no better than that forecast, 1 is perfect."""
+    p = _prob(prob)
+    y = _labels(y_true, p.size)
+    _both_classes(y, "Brier skill")
+    rate = y.mean()
+    return float(1 - np.mean((p - y) ** 2) / (rate * (1 - rate)))
+
+
 def calibration_table(y_true, prob, bins: int = 10) -> pd.DataFrame:
     """Equal-count quantile bins of prob with mean prediction and observed default rate.
 
@@ -277,6 +287,7 @@ def score_report(
         "ks": ks_statistic(y, p),
         "pr_auc": float(average_precision_score(y, p)),
         "brier": float(brier_score_loss(y, p)),
+        "brier_skill": brier_skill_score(y, p),
         "ece": expected_calibration_error(y, p),
         **confusion_at_cutoff(y, p, cutoff),
         **business_impact(y, p, cutoff, exposure, loss_given_default),

@@ -107,11 +107,14 @@ def _build(
 ) -> Bundle:
     import bentoml
     import mlflow
+    from mlflow import MlflowClient
 
+    from lending_pipeline.ml.documents import check_version_documents
     from lending_pipeline.spec import load_spec
 
     spec = load_spec(spec_file)
     mlflow.set_tracking_uri(tracking_uri)
+    check_version_documents(MlflowClient(tracking_uri=tracking_uri), registered, model_version)
     code = code_digest()[:10]
     shadow = f"-c{challenger}" if challenger else ""
     bento_tag = f"{spec.name}_scoring:v{model_version}{shadow}-{code}"

@@ -30,6 +30,7 @@ from lending_pipeline.defs.automation import (
 from lending_pipeline.defs.common import FEATURES, validated_key
 from lending_pipeline.defs.monitoring import DRIFT_REPORT, MISSING_FIELDS, PERFORMANCE
 from lending_pipeline.defs.resources import MlflowTracking, read_partitions
+from lending_pipeline.defs.served_fairness import SERVED_AIR, SERVED_FAIRNESS
 from lending_pipeline.ml import audit, tracking
 from lending_pipeline.ml.alerts import WEBHOOK_ENV, alerts_path
 from lending_pipeline.ml.monitoring import load_champion
@@ -81,12 +82,12 @@ def train_config(as_of: str) -> dict:
     return {"ops": {n: {"config": {"as_of": as_of}} for n in ("training_set", "candidate_model")}}
 
 
-def checks(result) -> dict:
-    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+def checks(result, asset=DRIFT_REPORT) -> dict:
+    return {e.check_name: e for e in result.get_asset_check_evaluations() if e.asset_key == asset}
 
 
-def report_metadata(result) -> dict:
-    event = next(e for e in result.all_events if e.is_step_materialization)
+def report_metadata(result, asset=DRIFT_REPORT) -> dict:
+    event = next(e for e in result.all_events if e.is_step_materialization and e.asset_key == asset)
     return event.event_specific_data.materialization.metadata
 
 
@@ -218,6 +219,17 @@ def test_undrifted_day_is_within_limits(monitored):
     }
     performance = checks(result)[PERFORMANCE.name]
     assert "not judged yet" in performance.description  # no later cohort has matured
+
+
+def test_monitoring_job_reports_the_fairness_of_served_decisions(monitored):
+    served = monitored["reports"][UNDRIFTED]
+    metadata = report_metadata(served, SERVED_FAIRNESS)
+    assert metadata["decisions"].value == monitored["decisions"]
+    assert metadata["approval_rate"].value == 1.0  # every logged decision was an approval
+    evaluation = checks(served, SERVED_FAIRNESS)[SERVED_AIR.name]
+    assert evaluation.passed and evaluation.metadata["measurable"].value is True
+    quiet = checks(monitored["reports"][SPIKE[0]], SERVED_FAIRNESS)[SERVED_AIR.name]
+    assert quiet.passed and "no decisions were served" in quiet.description
 
 
 def test_served_inputs_are_reported_separately(monitored):

@@ -26,7 +26,10 @@ def small_spec(tmp_path, **gates):
     data = yaml.safe_load(default_spec_path().read_text())
     data["model"]["split"] = {"validation_days": 3, "test_days": 3}
     data["model"]["params"]["max_iter"] = 80
-    data["gates"].update({"min_auc_margin_over_baseline": -0.1, "max_ece": 0.1, **gates})
+    tolerant = {"challenger_must_beat_champion": False}  # retrains on the same data tie
+    data["gates"].update(
+        {"min_auc_margin_over_baseline": -0.1, "max_ece": 0.1, **tolerant, **gates}
+    )
     path = tmp_path / f"spec_{len(gates)}_{abs(hash(str(gates)))}.yaml"
     path.write_text(yaml.safe_dump(data))
     return load_spec(path)

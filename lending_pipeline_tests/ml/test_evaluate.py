@@ -39,7 +39,12 @@ def test_gates_compare_actual_with_threshold(spec):
     champion = dict(candidate, roc_auc=candidate["roc_auc"] + 0.02)
     strict = GateSpec(min_roc_auc=0.999, max_ece=0.0)
     failed = {g.gate for g in evaluate_gates(strict, candidate, weaker, champion) if not g.passed}
-    assert failed == {"min_roc_auc", "max_ece", "max_auc_drop_vs_champion"}
+    assert failed == {
+        "min_roc_auc",
+        "max_ece",
+        "max_auc_drop_vs_champion",
+        "min_auc_gain_over_champion",
+    }
 
 
 def test_integrity_detects_edited_predictions(spec):
