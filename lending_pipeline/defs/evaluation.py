@@ -7,7 +7,7 @@ import pandas as pd
 
 from lending_pipeline.defs.blocking import require_passed_checks
 from lending_pipeline.defs.common import OWNERS, blocking_check
-from lending_pipeline.defs.metadata import markdown_table, runbook_url
+from lending_pipeline.defs.metadata import markdown_table, runbook_metadata
 from lending_pipeline.defs.resources import MlflowTracking, resolve_data_dir
 from lending_pipeline.defs.training import CANDIDATE, TRAINING_SET
 from lending_pipeline.ml import audit, tracking
@@ -168,7 +168,7 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                     "actual": gate.actual if gate.actual is not None else "n/a",
                     "threshold": gate.threshold,
                     "direction": gate.direction,
-                    "runbook": runbook_url("model_evaluation_gates"),
+                    **runbook_metadata("model_evaluation_gates"),
                 },
             )
         logged = pd.read_parquet(path)
@@ -184,7 +184,7 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             ),
             metadata={
                 "predictions": dg.MetadataValue.path(str(path)),
-                "runbook": runbook_url("model_evaluation_integrity"),
+                **runbook_metadata("model_evaluation_integrity"),
             },
         )
 

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from lending_pipeline.defs.common import OWNERS, daily_partitions, raw_key
-from lending_pipeline.defs.metadata import runbook_url
+from lending_pipeline.defs.metadata import runbook_metadata
 from lending_pipeline.defs.resources import LakeStorage, PiiKey
 from lending_pipeline.ml.ingest import IngestError, ingest
 from lending_pipeline.spec import PipelineSpec, SourceSpec
@@ -28,7 +28,7 @@ def build_raw_asset(spec: PipelineSpec, source: SourceSpec) -> dg.AssetsDefiniti
             result = ingest(source, storage.path, context.partition_key, pii.key_bytes())
         except IngestError as exc:
             raise dg.Failure(
-                description=str(exc), metadata={"runbook": runbook_url("ingestion_failure")}
+                description=str(exc), metadata=runbook_metadata("ingestion_failure")
             ) from None
         files = result.files
         undeclared = sorted({c for f in files for c in f.undeclared_columns})

@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import dagster as dg
 import pandas as pd
 
+from lending_pipeline.links import runbook_entry, runbook_link
 from lending_pipeline.ml.ingest import SOURCE_FILE, SOURCE_ROW
 from lending_pipeline.ml.validation import COLUMN, DETAIL, RULE
 from lending_pipeline.spec import SourceSpec
 
-RUNBOOK_ENV = "LENDING_RUNBOOK_URL"
 MASK = "•••"
 
 
 def runbook_url(anchor: str) -> dg.MetadataValue:
-    """Link to the check's entry in docs/runbook.md (or `LENDING_RUNBOOK_URL`)."""
-    base = os.environ.get(RUNBOOK_ENV)
-    if not base:
-        base = (Path(__file__).resolve().parents[2] / "docs" / "runbook.md").as_uri()
-    return dg.MetadataValue.url(f"{base}#{anchor}")
+    """http(s) link to the check's entry in docs/runbook.md (see `lending_pipeline.links`)."""
+    return dg.MetadataValue.url(runbook_link(anchor))
+
+
+def runbook_metadata(anchor: str) -> dict[str, dg.MetadataValue]:
+    """The runbook link and the entry's own "what happened / what to do" text."""
+    metadata = {"runbook": runbook_url(anchor)}
+    text = runbook_entry(anchor)
+    if text:
+        metadata["runbook_entry"] = dg.MetadataValue.md(text)
+    return metadata
 
 
 def markdown_table(frame: pd.DataFrame) -> dg.MetadataValue:

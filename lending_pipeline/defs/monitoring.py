@@ -19,8 +19,9 @@ from lending_pipeline.defs.common import (
     daily_partitions,
     validated_key,
 )
-from lending_pipeline.defs.metadata import markdown_table, runbook_url
+from lending_pipeline.defs.metadata import markdown_table, runbook_metadata
 from lending_pipeline.defs.resources import MlflowTracking, read_partitions, resolve_data_dir
+from lending_pipeline.links import report_link
 from lending_pipeline.ml import audit, tracking
 from lending_pipeline.ml.drift import (
     NOT_JUDGED,
@@ -90,7 +91,7 @@ def not_judged_checks(reason: str):
             passed=True,
             severity=dg.AssetCheckSeverity.WARN,
             description=f"not judged: {reason}",
-            metadata={"judged": False, "runbook": runbook_url(check.name)},
+            metadata={"judged": False, **runbook_metadata(check.name)},
         )
 
 
@@ -244,7 +245,7 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             "features": markdown_table(feature_table(result)),
             "psi_chart": image_markdown(chart, f"PSI per feature, {day}"),
             "evidently_report": (
-                dg.MetadataValue.url(report.as_uri())
+                dg.MetadataValue.url(report_link(data_dir, report))
                 if report
                 else "not written (too few rows, or switched off in the run config)"
             ),
@@ -320,7 +321,7 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 "psi_warn": settings.psi_warn,
                 "psi_retrain": settings.psi_retrain,
                 "features": markdown_table(feature_table(result)),
-                "runbook": runbook_url(WITHIN_LIMITS.name),
+                **runbook_metadata(WITHIN_LIMITS.name),
             },
         )
 
@@ -352,7 +353,7 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 "fields": ", ".join(spikes.index) or "none",
                 "spikes": markdown_table(table),
                 "missing_spike": settings.missing_spike,
-                "runbook": runbook_url(MISSING_FIELDS.name),
+                **runbook_metadata(MISSING_FIELDS.name),
             },
         )
 
@@ -363,7 +364,7 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             "cohort_days": (
                 f"{performance.days[0]}..{performance.days[-1]}" if performance.days else "none"
             ),
-            "runbook": runbook_url(PERFORMANCE.name),
+            **runbook_metadata(PERFORMANCE.name),
         }
         if performance.judged:
             metadata |= {

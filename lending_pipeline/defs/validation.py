@@ -23,7 +23,7 @@ from lending_pipeline.defs.metadata import (
     counts_table,
     markdown_table,
     masked_quarantine_sample,
-    runbook_url,
+    runbook_metadata,
 )
 from lending_pipeline.ml.expectations import run_expectations
 from lending_pipeline.ml.validation import validate_source
@@ -115,7 +115,7 @@ def build_validation_asset(spec: PipelineSpec, source: SourceSpec) -> dg.AssetsD
                 "structural_problems": "\n".join(outcome.structural) or "none",
                 "by_rule": counts_table(outcome.rule_counts),
                 "sample_failing_rows": masked_quarantine_sample(outcome.quarantine, source),
-                "runbook": runbook_url("validated_source_schema"),
+                **runbook_metadata("validated_source_schema"),
             },
         )
         if source.expectations:
@@ -159,7 +159,7 @@ def expectations_result(source: SourceSpec, day: str, valid: pd.DataFrame) -> dg
             "rows": len(valid),
             "failed_expectations": len(failed),
             "expectations": markdown_table(table),
-            "runbook": runbook_url("validated_source_expectations"),
+            **runbook_metadata("validated_source_expectations"),
         },
     )
 

@@ -13,6 +13,7 @@ import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dagster as dg
 import pandas as pd
@@ -30,6 +31,8 @@ from lending_pipeline.defs.automation import (
 from lending_pipeline.defs.common import FEATURES, validated_key
 from lending_pipeline.defs.monitoring import DRIFT_REPORT, MISSING_FIELDS, PERFORMANCE
 from lending_pipeline.defs.resources import MlflowTracking, read_partitions
+from lending_pipeline.docs_server import DocsSite
+from lending_pipeline.links import docs_port
 from lending_pipeline.ml import audit, tracking
 from lending_pipeline.ml.alerts import WEBHOOK_ENV, alerts_path
 from lending_pipeline.ml.monitoring import load_champion
@@ -253,7 +256,9 @@ def test_reports_are_saved_and_logged_to_mlflow(monitored):
     metadata = report_metadata(monitored["reports"][SPIKE[0]])
     html = data / "reports" / "drift" / f"{first}.html"
     assert html.stat().st_size > 10_000
-    assert metadata["evidently_report"].value == html.as_uri()
+    link = metadata["evidently_report"].value
+    assert link == f"http://127.0.0.1:{docs_port()}/reports/drift/{first}.html"
+    assert DocsSite(data).resolve(urlsplit(link).path) == html.resolve()
     client = MlflowClient(tracking_uri=config.tracking_uri)
     run = client.get_run(metadata["mlflow_run_id"].value)
     assert run.data.tags["partition"] == first
