@@ -91,10 +91,12 @@ def defs() -> dg.Definitions:
 
 
 @lru_cache(maxsize=4)
-def _definitions_for(path: str) -> dg.Definitions:
+def _definitions_for(path: str, data_dir: str) -> dg.Definitions:
     return build_definitions(load_spec(path))
 
 
 def daily_job() -> dg.JobDefinition:
     """The daily job of the spec in force, loadable by reference (for `dg.execute_job`)."""
-    return _definitions_for(str(spec_path())).resolve_job_def(DAILY_JOB)
+    from lending_pipeline.defs.resources import resolve_data_dir
+
+    return _definitions_for(str(spec_path()), str(resolve_data_dir())).resolve_job_def(DAILY_JOB)

@@ -15,6 +15,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from lending_pipeline.definitions import DAILY_JOB, MONITORING_JOB, TRAINING_JOB
+from lending_pipeline.partitions import partition_start
 from lending_pipeline.spec import SPEC_ENV, PipelineSpec
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -46,7 +47,7 @@ class PartitionRun:
 
 def landed_partitions(spec: PipelineSpec, data_dir: Path) -> list[str]:
     """Days for which the entity source has landing files, oldest first."""
-    start = spec.partitions.start_date
+    start = partition_start(spec, data_dir)
     yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     days = []
     pattern = spec.primary_source.files.replace("{date}", "*").replace("**", "*")

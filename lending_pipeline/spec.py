@@ -377,7 +377,7 @@ class ScoringSpec(_Model):
 
 
 class PartitionSpec(_Model):
-    start_date: dt.date
+    start_date: dt.date | None = None  # None: the first day landed for the entity source
 
 
 class PipelineSpec(_Model):
@@ -387,7 +387,7 @@ class PipelineSpec(_Model):
 
     name: str = Field(pattern=NAME)
     description: str = ""
-    partitions: PartitionSpec
+    partitions: PartitionSpec = PartitionSpec()
     entity: EntitySpec
     sources: list[SourceSpec] = Field(min_length=1)
     target: TargetSpec
