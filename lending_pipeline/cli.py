@@ -108,7 +108,9 @@ def cmd_materialize(args) -> int:
     _instance()
     began = time.perf_counter()
     runs = []
-    for run in run_partitions(args.spec, partitions, args.workers):
+    from lending_pipeline.progress import with_progress
+
+    for run in with_progress(run_partitions(args.spec, partitions, args.workers), len(partitions)):
         runs.append(run)
         if not run.success or run.failed_checks:
             print(f"  {run.partition}: FAILED checks={run.failed_checks} steps={run.failed_steps}")

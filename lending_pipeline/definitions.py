@@ -24,6 +24,7 @@ from lending_pipeline.defs.resources import (
     PartitionedParquetIOManager,
     PiiKey,
 )
+from lending_pipeline.defs.tags import tagged
 from lending_pipeline.defs.training import build_training_assets
 from lending_pipeline.defs.validation import build_validation_assets
 from lending_pipeline.spec import PipelineSpec, load_spec, spec_path
@@ -44,6 +45,7 @@ def build_definitions(spec: PipelineSpec) -> dg.Definitions:
         *build_packaging_assets(spec),
         *build_monitoring_assets(spec),
     ]
+    assets = tagged(spec, assets)
     daily = dg.define_asset_job(
         DAILY_JOB,
         selection=dg.AssetSelection.groups("ingestion", "validation", "features"),

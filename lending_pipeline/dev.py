@@ -26,7 +26,8 @@ def _bin(name: str) -> str:
 
 
 def dagster_command(port: int) -> list[str]:
-    return [_bin("dagster"), "dev", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"]
+    """`dg dev` over this project (`[tool.dg]` in pyproject.toml), in this interpreter's venv."""
+    return [_bin("dg"), "dev", "--use-active-venv", "-h", "127.0.0.1", "-p", str(port)]
 
 
 def mlflow_command(data_dir: Path) -> list[str] | None:
@@ -68,13 +69,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=3000, help="the Dagster UI's port")
     args = parser.parse_args(argv)
     data_dir = resolve_data_dir()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = {
+        **os.environ,
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "VIRTUAL_ENV": sys.prefix,
+    }
 
     docs = docs_server.start(data_dir)
     children = []
     mlflow = mlflow_command(data_dir)
     if mlflow:
-        children.append(subprocess.Popen(mlflow, env=env, cwd=REPO_ROOT, start_new_session=True))
+        quiet = {**env, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+        children.append(subprocess.Popen(mlflow, env=quiet, cwd=REPO_ROOT, start_new_session=True))
     print(f"docs and reports: http://127.0.0.1:{docs.server_address[1]}/docs/runbook.md")
     print(f"MLflow UI:        {mlflow_ui_base()}")
     print(f"Dagster UI:       http://127.0.0.1:{args.port}", flush=True)

@@ -7,7 +7,14 @@ import pandas as pd
 
 from lending_pipeline.defs.blocking import require_passed_checks
 from lending_pipeline.defs.common import OWNERS, blocking_check
-from lending_pipeline.defs.metadata import markdown_table, runbook_metadata
+from lending_pipeline.defs.metadata import (
+    frame_table,
+    image_markdown,
+    metric_key,
+    mlflow_run_metadata,
+    rounded,
+    runbook_metadata,
+)
 from lending_pipeline.defs.resources import MlflowTracking, resolve_data_dir
 from lending_pipeline.defs.training import CANDIDATE, TRAINING_SET
 from lending_pipeline.ml import audit, tracking
@@ -19,6 +26,7 @@ from lending_pipeline.ml.evaluate import (
     model_card,
     report,
 )
+from lending_pipeline.ml.plots import approval_rates, evaluation_plots
 from lending_pipeline.ml.train import build_pipeline, inputs, split_parts
 from lending_pipeline.spec import PipelineSpec
 
@@ -38,6 +46,11 @@ def gate_checks() -> list[dg.AssetCheckKey]:
 def predictions_path(version: str):
     folder = resolve_data_dir() / "warehouse" / "model_evaluation"
     return folder / f"oot_predictions_v{version}.parquet"
+
+
+def plots_dir(version: str):
+    """Where the evaluation plots of a model version go (served with the reports)."""
+    return resolve_data_dir() / "reports" / "evaluation" / f"v{version}"
 
 
 def gate_table(results) -> pd.DataFrame:
@@ -121,6 +134,9 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         path.parent.mkdir(parents=True, exist_ok=True)
         stored.to_parquet(path, index=False)
 
+        plots = evaluation_plots(
+            test["target"], prob, reports["candidate"], plots_dir(candidate["version"])
+        )
         card = model_card(
             spec, candidate["version"], candidate["lineage"], reports, results, cutoff
         )
@@ -133,6 +149,8 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 mlflow_api.set_tag(f"gate.{gate.gate}", "pass" if gate.passed else "fail")
             mlflow_api.log_text(card, "model_card.md")
             mlflow_api.log_artifact(str(path), "evaluation")
+            for plot in plots.values():
+                mlflow_api.log_artifact(str(plot), "plots")
 
         evaluation = {
             "version": candidate["version"],
@@ -149,12 +167,18 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             metadata={
                 "candidate_version": candidate["version"],
                 "champion_version": champion_version or "none",
-                "roc_auc": reports["candidate"]["roc_auc"],
-                "ks": reports["candidate"]["ks"],
-                "ece": reports["candidate"]["ece"],
-                "approval_rate": reports["candidate"]["approval_rate"],
-                "bad_rate_among_approved": reports["candidate"]["bad_rate_among_approved"],
-                "gates": markdown_table(gate_table(results)),
+                **{
+                    name: rounded(reports["candidate"][name])
+                    for name in ("roc_auc", "ks", "ece", "approval_rate", "bad_rate_among_approved")
+                },
+                **mlflow_run_metadata(settings.tracking_uri, candidate["run_id"]),
+                "plots": image_markdown(plots),
+                **{
+                    metric_key("approval_rate", attribute, group): rounded(rate)
+                    for attribute, groups in approval_rates(reports["candidate"]).items()
+                    for group, rate in groups.items()
+                },
+                "gates": frame_table(gate_table(results)),
                 "model_card": dg.MetadataValue.md(card),
             },
         )
@@ -165,7 +189,7 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 severity=dg.AssetCheckSeverity.ERROR,
                 description=gate.describe(),
                 metadata={
-                    "actual": gate.actual if gate.actual is not None else "n/a",
+                    "actual": rounded(gate.actual) if gate.actual is not None else "n/a",
                     "threshold": gate.threshold,
                     "direction": gate.direction,
                     **runbook_metadata("model_evaluation_gates"),

@@ -14,6 +14,7 @@ from lending_pipeline.defs.common import (
     validated_key,
     validation_checks,
 )
+from lending_pipeline.defs.metadata import mlflow_run_metadata, rounded
 from lending_pipeline.defs.resources import HAND_OVER_IN_MEMORY, MlflowTracking
 from lending_pipeline.ml import tracking
 from lending_pipeline.ml.scoring import REFERENCE_ARTIFACT, reference_values
@@ -154,8 +155,8 @@ def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             metadata={
                 "registered_model": settings.registered_model,
                 "version": version,
-                "mlflow_run_id": run_id,
-                "cutoff": trained.cutoff,
+                **mlflow_run_metadata(settings.tracking_uri, run_id),
+                "cutoff": rounded(trained.cutoff),
                 "model_type": trained.kind,
             },
         )

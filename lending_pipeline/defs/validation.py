@@ -21,7 +21,7 @@ from lending_pipeline.defs.common import (
 )
 from lending_pipeline.defs.metadata import (
     counts_table,
-    markdown_table,
+    frame_table,
     masked_quarantine_sample,
     runbook_metadata,
 )
@@ -158,7 +158,7 @@ def expectations_result(source: SourceSpec, day: str, valid: pd.DataFrame) -> dg
         metadata={
             "rows": len(valid),
             "failed_expectations": len(failed),
-            "expectations": markdown_table(table),
+            "expectations": frame_table(table),
             **runbook_metadata("validated_source_expectations"),
         },
     )

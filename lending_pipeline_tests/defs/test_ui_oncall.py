@@ -2,6 +2,8 @@
 runbook entry in the check's metadata, and the runbook link opening the entry."""
 
 import datetime as dt
+import os
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +22,7 @@ from lending_pipeline_tests.ui import (
 )
 
 CHECK = "validated_applications_schema"
+SCREENSHOTS_ENV = "LENDING_SCREENSHOTS_DIR"  # set to docs/images to refresh the docs' screenshots
 
 
 def recent_day(offset: int) -> str:
@@ -60,7 +63,7 @@ def test_failed_check_shows_its_runbook_entry_and_the_link_opens_it(damaged_day,
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=UI_TIMEOUT_MS)  # its own 5 s default ignores the page's timeout
-    shots = tmp_path / "screenshots"
+    shots = Path(os.environ.get(SCREENSHOTS_ENV) or tmp_path / "screenshots")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=BROWSER_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
@@ -76,6 +79,7 @@ def test_failed_check_shows_its_runbook_entry_and_the_link_opens_it(damaged_day,
         dialog = page.get_by_role("dialog")
         expect(dialog.get_by_text("What it means.").first).to_be_visible()
         expect(dialog.get_by_text("What to do.").first).to_be_visible()
+        page.wait_for_timeout(1_000)  # the dialog fades in: a settled screenshot for the docs
         page.screenshot(path=shots / "runbook_entry_in_ui.png")
         page.keyboard.press("Escape")
         expect(dialog).to_have_count(0)
