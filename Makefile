@@ -60,8 +60,8 @@ drift-demo: $(STAMP) $(PII_KEY_FILE) $(AUDIT_KEY_FILE) ## drift -> drift sensor 
 train: $(STAMP) $(PII_KEY_FILE) $(AUDIT_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## build the training set, train, evaluate against the gates, promote
 	$(WITH_KEY) $(BIN)/lending-pipeline train
 
-dev: $(STAMP) $(PII_KEY_FILE) $(AUDIT_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## Dagster UI + daemon on 127.0.0.1:3000
-	$(WITH_KEY) $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+dev: $(STAMP) $(PII_KEY_FILE) $(AUDIT_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## Dagster UI + daemon on 127.0.0.1:3000, docs and reports on :3002, MLflow UI on :5000
+	$(WITH_KEY) $(BIN)/python -m lending_pipeline.dev --port 3000
 
 serve: $(STAMP) $(PII_KEY_FILE) $(AUDIT_KEY_FILE) haproxy ## serve the deployed champion on 127.0.0.1:3001 (blue/green slots 3101/3102)
 	@test -s $${LENDING_API_TOKENS_FILE:-$(API_TOKENS_FILE)} || { echo "a scorer token for this machine (shown once; only its hash is kept):"; \

@@ -129,7 +129,9 @@ def cmd_materialize(args) -> int:
     _instance()
     began = time.perf_counter()
     runs = []
-    for run in run_partitions(args.spec, partitions, args.workers):
+    from lending_pipeline.progress import with_progress
+
+    for run in with_progress(run_partitions(args.spec, partitions, args.workers), len(partitions)):
         runs.append(run)
         for problem in run.problems:
             print(f"  {problem.line()}")

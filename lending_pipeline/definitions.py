@@ -27,6 +27,7 @@ from lending_pipeline.defs.resources import (
 )
 from lending_pipeline.defs.served_fairness import build_served_fairness_assets
 from lending_pipeline.defs.shadow import SHADOW_GROUP, build_shadow_assets
+from lending_pipeline.defs.tags import tagged
 from lending_pipeline.defs.training import build_training_assets
 from lending_pipeline.defs.validation import build_validation_assets
 from lending_pipeline.spec import PipelineSpec, load_spec, spec_path
@@ -50,6 +51,7 @@ def build_definitions(spec: PipelineSpec) -> dg.Definitions:
         *build_served_fairness_assets(spec),
         *build_shadow_assets(spec),
     ]
+    assets = tagged(spec, assets)
     daily = dg.define_asset_job(
         DAILY_JOB,
         selection=dg.AssetSelection.groups("ingestion", "validation", "features"),
@@ -106,10 +108,12 @@ def defs() -> dg.Definitions:
 
 
 @lru_cache(maxsize=4)
-def _definitions_for(path: str) -> dg.Definitions:
+def _definitions_for(path: str, data_dir: str) -> dg.Definitions:
     return build_definitions(load_spec(path))
 
 
 def daily_job() -> dg.JobDefinition:
     """The daily job of the spec in force, loadable by reference (for `dg.execute_job`)."""
-    return _definitions_for(str(spec_path())).resolve_job_def(DAILY_JOB)
+    from lending_pipeline.defs.resources import resolve_data_dir
+
+    return _definitions_for(str(spec_path()), str(resolve_data_dir())).resolve_job_def(DAILY_JOB)

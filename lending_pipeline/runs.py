@@ -15,6 +15,8 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from lending_pipeline.definitions import DAILY_JOB, MONITORING_JOB, TRAINING_JOB
+from lending_pipeline.defs.resources import resolve_data_dir
+from lending_pipeline.partitions import last_complete_day, partition_start
 from lending_pipeline.spec import SPEC_ENV, PipelineSpec
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -85,9 +87,9 @@ class PartitionRun:
 
 
 def partition_window(spec: PipelineSpec) -> tuple[dt.date, dt.date]:
-    """The first and last day with a partition: the spec's start date, and yesterday (UTC; a
-    day's partition opens once the day is complete)."""
-    return spec.partitions.start_date, dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    """The first and last day with a partition: the spec's start date (or the first landed
+    day), and yesterday (UTC; a day's partition opens once the day is complete)."""
+    return partition_start(spec, resolve_data_dir()), last_complete_day()
 
 
 def outside_window(spec: PipelineSpec, days: list[str]) -> list[str]:
@@ -102,7 +104,8 @@ def outside_window(spec: PipelineSpec, days: list[str]) -> list[str]:
             continue
         if day < start:
             reasons.append(
-                f"{text}: before the first partition {start} (partitions.start_date in the spec)"
+                f"{text}: before the first partition {start} (partitions.start_date in the spec, "
+                "else the first day landed)"
             )
         elif day > last:
             reasons.append(

@@ -479,7 +479,7 @@ class ScoringSpec(_Model):
 
 
 class PartitionSpec(_Model):
-    start_date: dt.date
+    start_date: dt.date | None = None  # None: the first day landed for the entity source
 
 
 class DataOriginSpec(_Model):
@@ -498,7 +498,7 @@ class PipelineSpec(_Model):
     name: str = Field(pattern=NAME)
     description: str = ""
     data_origin: DataOriginSpec = DataOriginSpec()
-    partitions: PartitionSpec
+    partitions: PartitionSpec = PartitionSpec()
     entity: EntitySpec
     sources: list[SourceSpec] = Field(min_length=1)
     target: TargetSpec

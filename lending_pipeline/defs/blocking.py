@@ -12,7 +12,7 @@ import dagster as dg
 from dagster._core.event_api import PartitionKeyFilter  # no public equivalent in 1.13
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from lending_pipeline.defs.metadata import runbook_url
+from lending_pipeline.defs.metadata import runbook_metadata
 
 
 def failed_checks(
@@ -52,7 +52,7 @@ def require_passed_checks(
             metadata={
                 "failed_checks": ", ".join(failed),
                 "partition": partition or "",
-                "runbook": runbook_url("blocked_by_failed_check"),
+                **runbook_metadata("blocked_by_failed_check"),
             },
         )
 
@@ -92,6 +92,6 @@ def require_passed_partitions(
             ),
             metadata={
                 "failed_partitions": ", ".join(sorted(failed)),
-                "runbook": runbook_url("blocked_by_failed_check"),
+                **runbook_metadata("blocked_by_failed_check"),
             },
         )

@@ -6,14 +6,18 @@ import warnings
 
 import dagster as dg
 
+from lending_pipeline.defs.resources import resolve_data_dir
+from lending_pipeline.partitions import partition_start
 from lending_pipeline.spec import PipelineSpec
 
 OWNERS = ["team:credit-risk-data"]
 
 
 def daily_partitions(spec: PipelineSpec) -> dg.DailyPartitionsDefinition:
-    """Daily partitions by application date, from the spec's start date to yesterday (UTC)."""
-    return dg.DailyPartitionsDefinition(start_date=spec.partitions.start_date.isoformat())
+    """Daily partitions by application date, from the spec's start date (or the first landed
+    day) to yesterday (UTC)."""
+    start = partition_start(spec, resolve_data_dir())
+    return dg.DailyPartitionsDefinition(start_date=start.isoformat())
 
 
 def raw_key(source: str) -> dg.AssetKey:

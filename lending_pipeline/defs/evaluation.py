@@ -9,7 +9,14 @@ import pandas as pd
 
 from lending_pipeline.defs.blocking import require_passed_checks
 from lending_pipeline.defs.common import OWNERS, blocking_check
-from lending_pipeline.defs.metadata import markdown_table, runbook_url
+from lending_pipeline.defs.metadata import (
+    frame_table,
+    image_markdown,
+    metric_key,
+    mlflow_run_metadata,
+    rounded,
+    runbook_metadata,
+)
 from lending_pipeline.defs.resources import MlflowTracking, resolve_data_dir
 from lending_pipeline.defs.training import CANDIDATE, TRAINING_SET
 from lending_pipeline.ml import audit, documents, tracking
@@ -23,6 +30,7 @@ from lending_pipeline.ml.evaluate import (
     report,
     validator_figures,
 )
+from lending_pipeline.ml.plots import approval_rates, evaluation_plots
 from lending_pipeline.ml.train import build_pipeline, inputs, split_parts
 from lending_pipeline.spec import PipelineSpec
 
@@ -42,6 +50,11 @@ def gate_checks() -> list[dg.AssetCheckKey]:
 def predictions_path(version: str):
     folder = resolve_data_dir() / "warehouse" / "model_evaluation"
     return folder / f"oot_predictions_v{version}.parquet"
+
+
+def plots_dir(version: str):
+    """Where the evaluation plots of a model version go (served with the reports)."""
+    return resolve_data_dir() / "reports" / "evaluation" / f"v{version}"
 
 
 def gate_table(results) -> pd.DataFrame:
@@ -176,6 +189,9 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         stored.to_parquet(path, index=False)
 
         figures = validator_figures(spec, test, probs, reports["candidate"])
+        plots = evaluation_plots(
+            test["target"], prob, reports["candidate"], plots_dir(candidate["version"])
+        )
         card = model_card(
             spec,
             candidate["version"],
@@ -217,19 +233,27 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 bounds = {"ci_low": interval.low, "ci_high": interval.high}
                 mlflow_api.log_metrics({f"oot_candidate_{name}_{k}": v for k, v in bounds.items()})
             mlflow_api.log_artifact(str(path), "evaluation")
+            for plot in plots.values():
+                mlflow_api.log_artifact(str(plot), "plots")
         evaluation["documents"] = str(folder)
         yield dg.Output(
             evaluation,
             metadata={
                 "candidate_version": candidate["version"],
                 "champion_version": champion_version or "none",
-                "roc_auc": reports["candidate"]["roc_auc"],
-                "ks": reports["candidate"]["ks"],
-                "ece": reports["candidate"]["ece"],
-                "approval_rate": reports["candidate"]["approval_rate"],
-                "bad_rate_among_approved": reports["candidate"]["bad_rate_among_approved"],
-                "gates": markdown_table(gate_table(results)),
-                "intervals": markdown_table(interval_table(intervals)),
+                **{
+                    name: rounded(reports["candidate"][name])
+                    for name in ("roc_auc", "ks", "ece", "approval_rate", "bad_rate_among_approved")
+                },
+                **mlflow_run_metadata(settings.tracking_uri, candidate["run_id"]),
+                "plots": image_markdown(plots),
+                **{
+                    metric_key("approval_rate", attribute, group): rounded(rate)
+                    for attribute, groups in approval_rates(reports["candidate"]).items()
+                    for group, rate in groups.items()
+                },
+                "gates": frame_table(gate_table(results)),
+                "intervals": frame_table(interval_table(intervals)),
                 "model_card": dg.MetadataValue.md(card),
                 "validation_report": dg.MetadataValue.md(texts[documents.REPORT]),
                 "annex_iv": dg.MetadataValue.md(texts[documents.ANNEX]),
@@ -244,14 +268,14 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 severity=dg.AssetCheckSeverity.ERROR,
                 description=gate.describe(),
                 metadata={
-                    "actual": gate.actual if gate.actual is not None else "n/a",
+                    "actual": rounded(gate.actual) if gate.actual is not None else "n/a",
                     "threshold": gate.threshold,
                     "direction": gate.direction,
-                    "interval_low": gate.low if gate.low is not None else "n/a",
-                    "interval_high": gate.high if gate.high is not None else "n/a",
+                    "interval_low": rounded(gate.low) if gate.low is not None else "n/a",
+                    "interval_high": rounded(gate.high) if gate.high is not None else "n/a",
                     "confidence_level": spec.gates.confidence_level,
                     "judged_on": gate.judged_on,
-                    "runbook": runbook_url("model_evaluation_gates"),
+                    **runbook_metadata("model_evaluation_gates"),
                 },
             )
         logged = pd.read_parquet(path)
@@ -267,7 +291,7 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             ),
             metadata={
                 "predictions": dg.MetadataValue.path(str(path)),
-                "runbook": runbook_url("model_evaluation_integrity"),
+                **runbook_metadata("model_evaluation_integrity"),
             },
         )
 

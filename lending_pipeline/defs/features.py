@@ -14,7 +14,7 @@ from lending_pipeline.defs.common import (
     validated_key,
     validation_checks,
 )
-from lending_pipeline.defs.metadata import runbook_url
+from lending_pipeline.defs.metadata import runbook_metadata
 from lending_pipeline.defs.withdrawal import withdraw
 from lending_pipeline.ml.drift import monitored_columns
 from lending_pipeline.ml.features import build_features, freshness, point_in_time_violations
@@ -90,7 +90,7 @@ def build_features_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             ),
             metadata={
                 "violations_by_date_column": dg.MetadataValue.json(violations),
-                "runbook": runbook_url("applicant_features_point_in_time"),
+                **runbook_metadata("applicant_features_point_in_time"),
             },
         )
         fresh = freshness(spec, features)
@@ -115,7 +115,7 @@ def build_features_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                     "max_days": fresh.max_days,
                     "rows_without_value": fresh.missing,
                     "sample_stale_keys": ", ".join(fresh.stale_keys) or "none",
-                    "runbook": runbook_url("applicant_features_freshness"),
+                    **runbook_metadata("applicant_features_freshness"),
                 },
             )
 

@@ -10,7 +10,7 @@ from lending_pipeline.defs.common import (
     raw_key,
     validated_key,
 )
-from lending_pipeline.defs.metadata import runbook_url
+from lending_pipeline.defs.metadata import runbook_metadata
 from lending_pipeline.defs.resources import LakeStorage, PiiKey
 from lending_pipeline.defs.withdrawal import withdraw
 from lending_pipeline.ml.ingest import IngestError, ingest
@@ -41,7 +41,7 @@ def build_raw_asset(spec: PipelineSpec, source: SourceSpec) -> dg.AssetsDefiniti
                 stale.append(FEATURES)
             withdraw(context, stale, context.partition_key, f"ingestion of {source.name} failed")
             raise dg.Failure(
-                description=str(exc), metadata={"runbook": runbook_url("ingestion_failure")}
+                description=str(exc), metadata=runbook_metadata("ingestion_failure")
             ) from None
         files = result.files
         undeclared = sorted({c for f in files for c in f.undeclared_columns})

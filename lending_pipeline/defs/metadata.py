@@ -1,27 +1,105 @@
-"""Check metadata a person can act on: runbook links, rule tables, masked samples."""
+"""Check metadata a person can act on: runbook links, typed tables, masked samples, links to
+MLflow runs."""
 
 from __future__ import annotations
 
-import os
+import base64
+import math
+import re
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
+from lending_pipeline.links import mlflow_run_link, runbook_entry, runbook_link
 from lending_pipeline.ml.ingest import SOURCE_FILE, SOURCE_ROW
 from lending_pipeline.ml.validation import COLUMN, DETAIL, RULE
 from lending_pipeline.spec import SourceSpec
 
-RUNBOOK_ENV = "LENDING_RUNBOOK_URL"
 MASK = "•••"
 
 
 def runbook_url(anchor: str) -> dg.MetadataValue:
-    """Link to the check's entry in docs/runbook.md (or `LENDING_RUNBOOK_URL`)."""
-    base = os.environ.get(RUNBOOK_ENV)
-    if not base:
-        base = (Path(__file__).resolve().parents[2] / "docs" / "runbook.md").as_uri()
-    return dg.MetadataValue.url(f"{base}#{anchor}")
+    """http(s) link to the check's entry in docs/runbook.md (see `lending_pipeline.links`)."""
+    return dg.MetadataValue.url(runbook_link(anchor))
+
+
+def runbook_metadata(anchor: str) -> dict[str, dg.MetadataValue]:
+    """The runbook link and the entry's own "what happened / what to do" text."""
+    metadata = {"runbook": runbook_url(anchor)}
+    text = runbook_entry(anchor)
+    if text:
+        metadata["runbook_entry"] = dg.MetadataValue.md(text)
+    return metadata
+
+
+DIGITS = 4
+
+
+def rounded(value: float | None, digits: int = DIGITS) -> float | None:
+    """A float for metadata: rounded, NaN as None."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return round(float(value), digits)
+
+
+def _column_type(series: pd.Series) -> str:
+    if pd.api.types.is_bool_dtype(series):
+        return "bool"
+    if pd.api.types.is_integer_dtype(series):
+        return "int"
+    if pd.api.types.is_float_dtype(series):
+        return "float"
+    return "string"
+
+
+def _cell(value, kind: str):
+    if value is None or (not isinstance(value, str) and bool(pd.isna(value))):
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if kind == "float":
+        return rounded(value)
+    if kind in ("int", "bool"):
+        return value
+    return str(value)
+
+
+def frame_table(frame: pd.DataFrame) -> dg.MetadataValue:
+    """A small frame as a typed table (column types from the dtypes, floats rounded)."""
+    kinds = {str(c): _column_type(frame[c]) for c in frame.columns}
+    schema = dg.TableSchema(columns=[dg.TableColumn(name, kind) for name, kind in kinds.items()])
+    records = [
+        dg.TableRecord({name: _cell(v, kinds[name]) for name, v in zip(kinds, row, strict=True)})
+        for row in frame.itertuples(index=False)
+    ]
+    return dg.MetadataValue.table(records, schema=schema)
+
+
+def mlflow_run_metadata(tracking_uri: str, run_id: str) -> dict[str, dg.MetadataValue]:
+    """The MLflow run id and a link to its page in the MLflow UI."""
+    from mlflow import MlflowClient
+
+    experiment = MlflowClient(tracking_uri=tracking_uri).get_run(run_id).info.experiment_id
+    return {
+        "mlflow_run_id": dg.MetadataValue.text(run_id),
+        "mlflow_run": dg.MetadataValue.url(mlflow_run_link(experiment, run_id, tracking_uri)),
+    }
+
+
+def image_markdown(images: dict[str, Path]) -> dg.MetadataValue:
+    """PNGs embedded in one markdown value (data URIs: they show wherever the UI runs)."""
+    parts = []
+    for title, path in images.items():
+        data = base64.b64encode(Path(path).read_bytes()).decode()
+        parts.append(f"![{title}](data:image/png;base64,{data})\n\n`{path}`")
+    return dg.MetadataValue.md("\n\n".join(parts))
+
+
+def metric_key(*parts: str) -> str:
+    """A metadata key for a plottable number, e.g. `approval_rate.age_band.18-25`."""
+    return ".".join(re.sub(r"[^\w\-]+", "_", str(p)) for p in parts)
 
 
 def markdown_table(frame: pd.DataFrame) -> dg.MetadataValue:
@@ -57,12 +135,13 @@ def masked_quarantine_sample(quarantine: pd.DataFrame, source: SourceSpec, n: in
                 "detail": record.get(DETAIL),
             }
         )
-    return markdown_table(pd.DataFrame(rows))
+    columns = [*visible_key, "file", "row", "rule", "column", "value", "detail"]
+    return frame_table(pd.DataFrame(rows, columns=columns).astype("string"))
 
 
 def counts_table(counts: dict[str, int], label: str = "rule") -> dg.MetadataValue:
-    frame = pd.DataFrame(sorted(counts.items()), columns=[label, "rows"])
-    return markdown_table(frame)
+    frame = pd.DataFrame(sorted(counts.items()), columns=[label, "rows"]).astype({"rows": int})
+    return frame_table(frame)
 
 
 def _is_empty(value) -> bool:

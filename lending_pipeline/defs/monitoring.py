@@ -1,7 +1,6 @@
 """Monitoring: `drift_report` per day, the champion's training population vs the day's
 applications (and the inputs the scoring service saw), with three non-blocking checks."""
 
-import base64
 import datetime as dt
 import os
 from dataclasses import asdict
@@ -19,8 +18,16 @@ from lending_pipeline.defs.common import (
     daily_partitions,
     validated_key,
 )
-from lending_pipeline.defs.metadata import markdown_table, runbook_url
+from lending_pipeline.defs.metadata import (
+    frame_table,
+    image_markdown,
+    metric_key,
+    mlflow_run_metadata,
+    rounded,
+    runbook_metadata,
+)
 from lending_pipeline.defs.resources import MlflowTracking, read_partitions, resolve_data_dir
+from lending_pipeline.links import report_link
 from lending_pipeline.ml import audit, data_keys, tracking
 from lending_pipeline.ml.drift import (
     NOT_JUDGED,
@@ -63,16 +70,10 @@ def feature_table(result: DriftResult) -> pd.DataFrame:
             "status": table["status"],
             "test": table["test"],
             "p_value": table["p_value"].map(lambda p: f"{p:.3g}"),
-            "missing_reference": table["missing_reference"].map(lambda r: f"{r:.1%}"),
-            "missing_current": table["missing_current"].map(lambda r: f"{r:.1%}"),
+            "missing_reference": table["missing_reference"].astype(float).round(4),
+            "missing_current": table["missing_current"].astype(float).round(4),
         }
     )
-
-
-def image_markdown(path: Path, title: str) -> dg.MetadataValue:
-    """A PNG embedded in markdown (the UI renders data URIs), with its path below."""
-    data = base64.b64encode(path.read_bytes()).decode()
-    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{data})\n\n`{path}`")
 
 
 def worst_feature(result: DriftResult) -> tuple[str, float]:
@@ -90,7 +91,7 @@ def not_judged_checks(reason: str):
             passed=True,
             severity=dg.AssetCheckSeverity.WARN,
             description=f"not judged: {reason}",
-            metadata={"judged": False, "runbook": runbook_url(check.name)},
+            metadata={"judged": False, **runbook_metadata(check.name)},
         )
 
 
@@ -241,10 +242,11 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             "missing_field_spikes": ", ".join(result.missing_spikes) or "none",
             "score_psi": round(result.score.psi, 4) if result.score else "n/a",
             "score_tier": result.score.status if result.score else "n/a",
-            "features": markdown_table(feature_table(result)),
-            "psi_chart": image_markdown(chart, f"PSI per feature, {day}"),
+            "features": frame_table(feature_table(result)),
+            "psi_chart": image_markdown({f"PSI per feature, {day}": chart}),
+            **{metric_key("psi", name): rounded(psi) for name, psi in result.table["psi"].items()},
             "evidently_report": (
-                dg.MetadataValue.url(report.as_uri())
+                dg.MetadataValue.url(report_link(data_dir, report))
                 if report
                 else "not written (too few rows, or switched off in the run config)"
             ),
@@ -254,7 +256,7 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 served_result.drifted if served_result else {}
             ),
             "realised_performance": performance.describe(),
-            "mlflow_run_id": run_id,
+            **mlflow_run_metadata(tracking_config.tracking_uri, run_id),
         }
         yield dg.Output(summary, metadata=metadata)
         yield within_limits_result(result, feature, psi)
@@ -321,8 +323,8 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 "score_psi": round(result.score.psi, 4) if result.score else "n/a",
                 "psi_warn": settings.psi_warn,
                 "psi_retrain": settings.psi_retrain,
-                "features": markdown_table(feature_table(result)),
-                "runbook": runbook_url(WITHIN_LIMITS.name),
+                "features": frame_table(feature_table(result)),
+                **runbook_metadata(WITHIN_LIMITS.name),
             },
         )
 
@@ -331,8 +333,8 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         table = pd.DataFrame(
             {
                 "feature": spikes.index,
-                "missing_reference": spikes["missing_reference"].map(lambda r: f"{r:.1%}"),
-                "missing_current": spikes["missing_current"].map(lambda r: f"{r:.1%}"),
+                "missing_reference": spikes["missing_reference"].astype(float).round(4),
+                "missing_current": spikes["missing_current"].astype(float).round(4),
             }
         )
         if not result.judged:
@@ -352,9 +354,9 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             metadata={
                 "judged": result.judged,
                 "fields": ", ".join(spikes.index) or "none",
-                "spikes": markdown_table(table),
+                "spikes": frame_table(table),
                 "missing_spike": settings.missing_spike,
-                "runbook": runbook_url(MISSING_FIELDS.name),
+                **runbook_metadata(MISSING_FIELDS.name),
             },
         )
 
@@ -365,7 +367,7 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             "cohort_days": (
                 f"{performance.days[0]}..{performance.days[-1]}" if performance.days else "none"
             ),
-            "runbook": runbook_url(PERFORMANCE.name),
+            **runbook_metadata(PERFORMANCE.name),
         }
         if performance.judged:
             metadata |= {

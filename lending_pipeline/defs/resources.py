@@ -115,7 +115,15 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         if isinstance(obj, pd.DataFrame) and context.definition_metadata.get(HAND_OVER_IN_MEMORY):
             self._kept[path] = (_signature(path), obj)
         context.add_output_metadata(
-            {"rows": table.num_rows, "path": dg.MetadataValue.path(str(path))}
+            {
+                "dagster/row_count": dg.MetadataValue.int(table.num_rows),
+                "dagster/column_schema": dg.MetadataValue.table_schema(
+                    dg.TableSchema(
+                        columns=[dg.TableColumn(f.name, str(f.type)) for f in table.schema]
+                    )
+                ),
+                "path": dg.MetadataValue.path(str(path)),
+            }
         )
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame | dict:

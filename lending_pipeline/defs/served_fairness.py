@@ -7,7 +7,7 @@ import json
 import dagster as dg
 
 from lending_pipeline.defs.common import OWNERS, blocking_check, daily_partitions, validated_key
-from lending_pipeline.defs.metadata import markdown_table, runbook_url
+from lending_pipeline.defs.metadata import frame_table, runbook_metadata
 from lending_pipeline.defs.resources import read_partitions, resolve_data_dir
 from lending_pipeline.ml import audit
 from lending_pipeline.ml.served_fairness import (
@@ -99,7 +99,7 @@ def build_served_fairness_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition
             "min_group": f"{result.min_attribute}={result.min_group}"
             if result.min_group
             else "n/a",
-            "groups": markdown_table(result.group_table()),
+            "groups": frame_table(result.group_table()),
             "report": dg.MetadataValue.path(str(path)),
         }
         yield dg.Output(result.summary(), metadata=metadata)
@@ -118,7 +118,7 @@ def build_served_fairness_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition
                 "threshold": settings.min_adverse_impact_ratio,
                 "min_ratio": metadata["min_ratio"],
                 "groups": metadata["groups"],
-                "runbook": runbook_url(SERVED_AIR.name),
+                **runbook_metadata(SERVED_AIR.name),
             },
         )
 

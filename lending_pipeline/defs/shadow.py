@@ -9,7 +9,7 @@ import pandas as pd
 from pydantic import Field
 
 from lending_pipeline.defs.common import OWNERS, blocking_check, daily_partitions, validated_key
-from lending_pipeline.defs.metadata import markdown_table, runbook_url
+from lending_pipeline.defs.metadata import frame_table, runbook_metadata
 from lending_pipeline.defs.resources import read_partitions, resolve_data_dir
 from lending_pipeline.ml import audit, data_keys
 from lending_pipeline.ml.shadow_record import daily_comparison, paired, vintages, worse_vintages
@@ -91,7 +91,7 @@ def build_shadow_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 for group, rates in by_group.items()
             ]
             if groups:
-                metadata["approval_by_group"] = markdown_table(pd.DataFrame(groups).round(4))
+                metadata["approval_by_group"] = frame_table(pd.DataFrame(groups).round(4))
         else:
             metadata["note"] = "no shadow scores that day (no challenger, or no traffic)"
         return dg.Output(summary, metadata=metadata)
@@ -138,7 +138,7 @@ def build_shadow_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         metadata = {
             "served_with_shadow": len(pairs),
             "matured_rows": int(table["rows"].sum()) if len(table) else 0,
-            "vintages": markdown_table(table.round(4)) if len(table) else "none matured yet",
+            "vintages": frame_table(table.round(4)) if len(table) else "none matured yet",
         }
         yield dg.Output({"month": month, "vintages": table.to_dict("records")}, metadata=metadata)
         yield dg.AssetCheckResult(
@@ -152,7 +152,7 @@ def build_shadow_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 if not judged
                 else "the challenger is not worse on any matured month"
             ),
-            metadata={"judged": judged, "runbook": runbook_url(NOT_WORSE.name)},
+            metadata={"judged": judged, **runbook_metadata(NOT_WORSE.name)},
         )
 
     return [shadow_comparison, challenger_vintages]

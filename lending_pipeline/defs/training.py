@@ -15,7 +15,7 @@ from lending_pipeline.defs.common import (
     validated_key,
     validation_checks,
 )
-from lending_pipeline.defs.metadata import runbook_url
+from lending_pipeline.defs.metadata import mlflow_run_metadata, rounded, runbook_metadata
 from lending_pipeline.defs.resources import HAND_OVER_IN_MEMORY, MlflowTracking
 from lending_pipeline.ml import tracking
 from lending_pipeline.ml.evidence import split_shortfalls
@@ -132,7 +132,7 @@ def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 **{f"{n}_defaults": c[1] for n, c in counts.items()},
                 "min_split_rows": spec.gates.min_split_rows,
                 "min_split_defaults": spec.gates.min_split_defaults,
-                "runbook": runbook_url(EVIDENCE.name),
+                **runbook_metadata(EVIDENCE.name),
             },
         )
 
@@ -186,8 +186,8 @@ def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             metadata={
                 "registered_model": settings.registered_model,
                 "version": version,
-                "mlflow_run_id": run_id,
-                "cutoff": trained.cutoff,
+                **mlflow_run_metadata(settings.tracking_uri, run_id),
+                "cutoff": rounded(trained.cutoff),
                 "model_type": trained.kind,
             },
         )

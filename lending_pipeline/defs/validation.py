@@ -22,9 +22,9 @@ from lending_pipeline.defs.common import (
 )
 from lending_pipeline.defs.metadata import (
     counts_table,
-    markdown_table,
+    frame_table,
     masked_quarantine_sample,
-    runbook_url,
+    runbook_metadata,
 )
 from lending_pipeline.defs.withdrawal import withdraw
 from lending_pipeline.ml.expectations import partition_passes, run_expectations
@@ -125,7 +125,7 @@ def build_validation_asset(spec: PipelineSpec, source: SourceSpec) -> dg.AssetsD
                 "structural_problems": "\n".join(outcome.structural) or "none",
                 "by_rule": counts_table(outcome.rule_counts),
                 "sample_failing_rows": masked_quarantine_sample(outcome.quarantine, source),
-                "runbook": runbook_url("validated_source_schema"),
+                **runbook_metadata("validated_source_schema"),
                 "withdrawn_downstream": ", ".join(withdrawn) or "none",
             },
         )
@@ -175,8 +175,8 @@ def expectations_result(source: SourceSpec, day: str, valid: pd.DataFrame) -> dg
         metadata={
             "rows": len(valid),
             "failed_expectations": len(failed),
-            "expectations": markdown_table(table),
-            "runbook": runbook_url("validated_source_expectations"),
+            "expectations": frame_table(table),
+            **runbook_metadata("validated_source_expectations"),
         },
     )
 

@@ -13,6 +13,7 @@ import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dagster as dg
 import pandas as pd
@@ -31,6 +32,8 @@ from lending_pipeline.defs.common import FEATURES, validated_key
 from lending_pipeline.defs.monitoring import DRIFT_REPORT, MISSING_FIELDS, PERFORMANCE
 from lending_pipeline.defs.resources import MlflowTracking, read_partitions
 from lending_pipeline.defs.served_fairness import SERVED_AIR, SERVED_FAIRNESS
+from lending_pipeline.docs_server import DocsSite
+from lending_pipeline.links import docs_port
 from lending_pipeline.ml import audit, tracking
 from lending_pipeline.ml.alerts import WEBHOOK_ENV, alerts_path
 from lending_pipeline.ml.monitoring import load_champion
@@ -247,7 +250,11 @@ def test_drifted_day_reaches_the_retrain_tier(monitored):
     assert metadata["worst_tier"].value == "retrain"
     assert metadata["worst_feature"].value == "utilization"
     assert metadata["worst_psi"].value >= 0.25
-    assert "| utilization | numeric |" in metadata["features"].value
+    features = {r.data["feature"]: r.data for r in metadata["features"].value.records}
+    assert features["utilization"]["kind"] == "numeric"
+    assert features["utilization"]["psi"] == metadata["worst_psi"].value
+    schema = {c.name: c.type for c in metadata["features"].value.schema.columns}
+    assert schema["psi"] == schema["missing_current"] == "float"
     assert metadata["psi_chart"].value.startswith("![PSI per feature")
     evaluation = checks(result)["drift_report_within_limits"]
     assert not evaluation.passed
@@ -265,7 +272,9 @@ def test_reports_are_saved_and_logged_to_mlflow(monitored):
     metadata = report_metadata(monitored["reports"][SPIKE[0]])
     html = data / "reports" / "drift" / f"{first}.html"
     assert html.stat().st_size > 10_000
-    assert metadata["evidently_report"].value == html.as_uri()
+    link = metadata["evidently_report"].value
+    assert link == f"http://127.0.0.1:{docs_port()}/reports/drift/{first}.html"
+    assert DocsSite(data).resolve(urlsplit(link).path) == html.resolve()
     client = MlflowClient(tracking_uri=config.tracking_uri)
     run = client.get_run(metadata["mlflow_run_id"].value)
     assert run.data.tags["partition"] == first
@@ -281,7 +290,8 @@ def test_missing_field_spike_fails_its_check(monitored):
     assert not evaluation.passed
     assert evaluation.severity == dg.AssetCheckSeverity.WARN
     assert "inquiries_6m" in evaluation.metadata["fields"].value
-    assert "| inquiries_6m |" in evaluation.metadata["spikes"].value
+    spikes = [r.data for r in evaluation.metadata["spikes"].value.records]
+    assert "inquiries_6m" in {row["feature"] for row in spikes}, spikes
 
 
 def test_realised_performance_judged_on_matured_cohorts(monitored):
@@ -362,6 +372,7 @@ def webserver(monitored):
         server.wait(timeout=30)
 
 
+PLOTS = (("model_evaluation", "plots", 4), ("drift_report", "psi_chart", 1))
 UI_TIMEOUT_MS = 180_000  # a busy 2-core machine renders the asset graph slowly
 
 
@@ -372,8 +383,8 @@ def test_ui_shows_the_asset_graph_and_the_failed_check(webserver, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=UI_TIMEOUT_MS)  # its own 5 s default ignores the page's timeout
-    shots = tmp_path / "screenshots"
-    shots.mkdir()
+    shots = Path(os.environ.get("LENDING_SCREENSHOTS_DIR") or tmp_path / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=BROWSER_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
@@ -391,10 +402,27 @@ def test_ui_shows_the_asset_graph_and_the_failed_check(webserver, tmp_path):
         for text in ("Failed", "worst_tier", "retrain", "drifted_features", "runbook"):
             expect(page.get_by_text(text, exact=True).first).to_be_visible()
         expect(page.get_by_text(day(MISSING_DAY), exact=True).first).to_be_visible()
-        page.screenshot(path=shots / "failed_check.png", full_page=True)
+        page.screenshot(path=shots / "drift_failed_check.png", full_page=True)
+
+        for asset, key, count in (
+            ("model_evaluation", "plots", 4),
+            ("drift_report", "psi_chart", 1),
+        ):
+            page.goto(f"{webserver}/assets/{asset}?view=events")
+            expect(page.get_by_role("progressbar")).to_have_count(0)
+            row = page.get_by_role("row").filter(has_text=key).first
+            row.get_by_text("[Show Markdown]").click()
+            images = page.get_by_role("dialog").locator("img")
+            expect(images).to_have_count(count)
+            for i in range(count):
+                loaded = images.nth(i).evaluate("img => img.complete && img.naturalWidth > 100")
+                assert loaded, (asset, key, i)
+            page.wait_for_timeout(1_000)  # the dialog fades in: a settled screenshot
+            page.screenshot(path=shots / f"{asset}_{key}.png")
+            page.keyboard.press("Escape")
         browser.close()
     print(f"screenshots: {shots}")
-    assert (shots / "failed_check.png").stat().st_size > 10_000
+    assert (shots / "drift_failed_check.png").stat().st_size > 10_000
 
 
 def sensor_tick(sensor, monitored, cursor=None):

@@ -4,6 +4,7 @@ import datetime as dt
 import shutil
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import yaml
 
@@ -220,3 +221,34 @@ def test_training_set_refuses_partitions_whose_checks_failed(tmp_path, workspace
     finally:
         path.write_bytes(original)
         assert run_partition(defs, instance, day).success
+
+
+def test_evaluation_shows_its_plots_numbers_and_mlflow_run(tmp_path, workspace, monkeypatch):
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("LENDING_MLFLOW_PORT", "5999")
+    data_dir, instance = workspace
+    spec = small_spec(tmp_path)
+    assert train(spec, instance).success
+    record = instance.fetch_materializations(dg.AssetKey("model_evaluation"), limit=1).records[0]
+    metadata = record.asset_materialization.metadata
+    plots = metadata["plots"].value
+    assert plots.count("](data:image/png;base64,") == 4
+    for name in ("roc", "calibration", "pd_by_outcome", "approval_by_group"):
+        assert (data_dir / "reports" / "evaluation" / "v1" / f"{name}.png").stat().st_size > 5_000
+    auc = metadata["roc_auc"].value
+    assert isinstance(auc, float) and auc == round(auc, 4)
+    rates = {k: v.value for k, v in metadata.items() if k.startswith("approval_rate.")}
+    assert rates and all(0 <= v <= 1 for v in rates.values())
+    run_id = metadata["mlflow_run_id"].value
+    config = settings(spec, data_dir)
+    run = MlflowClient(tracking_uri=config.tracking_uri).get_run(run_id)
+    link = f"http://127.0.0.1:5999/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+    assert metadata["mlflow_run"].value == link
+    artifacts = MlflowClient(tracking_uri=config.tracking_uri).list_artifacts(run_id, "plots")
+    assert {a.path for a in artifacts} == {
+        "plots/roc.png",
+        "plots/calibration.png",
+        "plots/pd_by_outcome.png",
+        "plots/approval_by_group.png",
+    }

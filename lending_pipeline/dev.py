@@ -1,0 +1,101 @@
+"""`make dev`: the Dagster UI and daemon, the docs and reports server, and the MLflow UI, all on
+loopback, started together and stopped together (Ctrl-C).
+
+`python -m lending_pipeline.dev [--port 3000]`. The docs server (`LENDING_DOCS_PORT`, 3002) is a
+thread of this process; the MLflow UI (`LENDING_MLFLOW_PORT`, 5000) is started only when
+`MLFLOW_TRACKING_URI` is not already an http(s) tracking server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from lending_pipeline.links import DEFAULT_MLFLOW_PORT, MLFLOW_PORT_ENV, REPO_ROOT, mlflow_ui_base
+
+
+def _bin(name: str) -> str:
+    """A console script of this venv (next to the interpreter), else from PATH."""
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else (shutil.which(name) or name)
+
+
+def dagster_command(port: int) -> list[str]:
+    """`dg dev` over this project (`[tool.dg]` in pyproject.toml), in this interpreter's venv."""
+    return [_bin("dg"), "dev", "--use-active-venv", "-h", "127.0.0.1", "-p", str(port)]
+
+
+def mlflow_command(data_dir: Path) -> list[str] | None:
+    """`mlflow ui` over the local store, or None when a tracking server is configured."""
+    from lending_pipeline.ml.tracking import default_tracking_uri
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(data_dir)
+    if uri.startswith(("http://", "https://")):
+        return None
+    port = int(os.environ.get(MLFLOW_PORT_ENV) or DEFAULT_MLFLOW_PORT)
+    (data_dir / "mlflow").mkdir(parents=True, exist_ok=True)
+    return [
+        _bin("mlflow"), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
+        "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+
+
+def _stop(processes: list[subprocess.Popen], timeout: float = 30) -> None:
+    """SIGTERM to each process group, then SIGKILL to those still there after `timeout`."""
+    running = [p for p in processes if p.poll() is None]
+    for process in running:
+        os.killpg(process.pid, signal.SIGTERM)
+    for process in running:
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def _exit(signum, frame) -> None:
+    raise SystemExit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lending_pipeline import docs_server
+    from lending_pipeline.defs.resources import resolve_data_dir
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=3000, help="the Dagster UI's port")
+    args = parser.parse_args(argv)
+    data_dir = resolve_data_dir()
+    env = {
+        **os.environ,
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "VIRTUAL_ENV": sys.prefix,
+    }
+
+    docs = docs_server.start(data_dir)
+    children = []
+    mlflow = mlflow_command(data_dir)
+    if mlflow:
+        quiet = {**env, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+        children.append(subprocess.Popen(mlflow, env=quiet, cwd=REPO_ROOT, start_new_session=True))
+    print(f"docs and reports: http://127.0.0.1:{docs.server_address[1]}/docs/runbook.md")
+    print(f"MLflow UI:        {mlflow_ui_base()}")
+    print(f"Dagster UI:       http://127.0.0.1:{args.port}", flush=True)
+    dagster = subprocess.Popen(
+        dagster_command(args.port), env=env, cwd=REPO_ROOT, start_new_session=True
+    )
+    children.append(dagster)
+    signal.signal(signal.SIGTERM, _exit)
+    signal.signal(signal.SIGINT, _exit)
+    try:
+        return dagster.wait()
+    finally:
+        _stop(children)
+        docs.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Helpers for browser tests: a real `dagster-webserver` over a test instance, headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+UI_TIMEOUT_MS = 180_000  # a busy 2-core machine renders the asset graph slowly
+BROWSER_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def chromium_path() -> str:
+    """Debian's chromium, or skip the test."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.skip("no chromium on PATH (apt-get install -y chromium)")
+    return path
+
+
+@contextmanager
+def dagster_webserver(home: Path, env: dict[str, str] | None = None, timeout: float = 120):
+    """`dagster-webserver` on a free loopback port over the instance in `home`; yields its URL."""
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    (home / ".nux").mkdir(exist_ok=True)
+    (home / ".nux" / "nux.yaml").write_text("seen: 1\n")
+    port = free_port()
+    environment = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(ROOT), **(env or {})}
+    command = [str(Path(sys.executable).parent / "dagster-webserver"), "-h", "127.0.0.1"]
+    command += ["-p", str(port), "-m", "lending_pipeline.definitions"]
+    log = home / "webserver.log"
+    with log.open("w") as output:
+        server = subprocess.Popen(command, env=environment, cwd=ROOT, stdout=output, stderr=output)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/server_info", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, f"webserver not up after {timeout} s"
+                time.sleep(0.5)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
