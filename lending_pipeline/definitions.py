@@ -17,6 +17,7 @@ from lending_pipeline.defs.features import build_features_asset
 from lending_pipeline.defs.ingestion import build_ingestion_assets
 from lending_pipeline.defs.monitoring import build_monitoring_assets
 from lending_pipeline.defs.packaging import build_packaging_assets
+from lending_pipeline.defs.promotion import build_approval_job
 from lending_pipeline.defs.resources import (
     PII_KEY_ENV,
     LakeStorage,
@@ -67,7 +68,7 @@ def build_definitions(spec: PipelineSpec) -> dg.Definitions:
     )
     return dg.Definitions(
         assets=assets,
-        jobs=[daily, training, monitoring],
+        jobs=[daily, training, monitoring, build_approval_job(spec)],
         schedules=build_schedules(spec, daily, monitoring, TRAINING_JOB),
         sensors=[
             build_drift_sensor(spec, TRAINING_JOB),

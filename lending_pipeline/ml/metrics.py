@@ -124,13 +124,15 @@ def adverse_impact_ratio(prob, cutoff, group, min_group_size: int = 30) -> dict:
     """Approval rate of each group relative to the most-approved group (four-fifths rule: < 0.8).
 
     Only groups with at least ``min_group_size`` members are compared; the rest are listed under
-    ``excluded_small_groups``. ``min_ratio`` is 1.0 and ``min_group`` None when fewer than two
-    groups qualify. If the reference rate is 0 (nobody approved anywhere), every ratio is 1.0.
+    ``excluded_small_groups`` (their rates under ``small_group_rates``; every group's size under
+    ``group_sizes``). ``min_ratio`` is 1.0 and ``min_group`` None when fewer than two groups
+    qualify: then ``measurable`` is False (nothing was compared; the gate must not pass on it).
+    If the reference rate is 0 (nobody approved anywhere), every ratio is 1.0.
     """
     p = _prob(prob)
-    rates, sizes = _group_rates(approved_at(p, cutoff), _groups(group, p.size))
+    all_rates, sizes = _group_rates(approved_at(p, cutoff), _groups(group, p.size))
     keep, excluded = _split_by_size(sizes, min_group_size)
-    rates = {g: rates[g] for g in keep}
+    rates = {g: all_rates[g] for g in keep}
     reference = max(rates, key=rates.get) if rates else None
     ref_rate = rates.get(reference, 0.0)
     ratios = {g: r / ref_rate if ref_rate > 0 else 1.0 for g, r in rates.items()}
@@ -142,6 +144,9 @@ def adverse_impact_ratio(prob, cutoff, group, min_group_size: int = 30) -> dict:
         "min_ratio": ratios[min_group] if min_group is not None else 1.0,
         "min_group": min_group,
         "excluded_small_groups": excluded,
+        "small_group_rates": {g: all_rates[g] for g in excluded},
+        "group_sizes": sizes,
+        "measurable": len(keep) >= 2,
     }
 
 
