@@ -186,7 +186,11 @@ def cmd_train(args) -> int:
     for step, error in zip(run.failed_steps, run.step_errors, strict=False):
         print(f"  step {step} failed: {error}")
     champion = _materialized(result, "champion_model")
-    if champion:
+    if champion and "pending_version" in champion:
+        pending = champion["pending_version"].value
+        print(f"  pending: version {pending} passed every gate and awaits approval")
+        print(f"    lending-pipeline approve {pending} --by NAME --reason TEXT")
+    elif champion:
         print(f"  promoted: champion is now version {champion['champion_version'].value}")
     else:
         print("  not promoted: the champion is unchanged")

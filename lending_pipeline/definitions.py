@@ -18,6 +18,7 @@ from lending_pipeline.defs.ingestion import build_ingestion_assets
 from lending_pipeline.defs.monitoring import build_monitoring_assets
 from lending_pipeline.defs.packaging import build_packaging_assets
 from lending_pipeline.defs.privacy import build_privacy_jobs
+from lending_pipeline.defs.promotion import build_approval_job
 from lending_pipeline.defs.resources import (
     PII_KEY_ENV,
     LakeStorage,
@@ -84,7 +85,14 @@ def build_definitions(spec: PipelineSpec) -> dg.Definitions:
     )
     return dg.Definitions(
         assets=assets,
-        jobs=[daily, training, monitoring, challenger, *build_privacy_jobs(spec)],
+        jobs=[
+            daily,
+            training,
+            monitoring,
+            challenger,
+            *build_privacy_jobs(spec),
+            build_approval_job(spec),
+        ],
         schedules=build_schedules(spec, daily, monitoring, TRAINING_JOB),
         sensors=[
             build_drift_sensor(spec, TRAINING_JOB),

@@ -39,6 +39,9 @@ EXPECTATIONS = {
 }
 
 
+MAX_PROTECTED_GROUPS = 12
+
+
 class SpecError(ValueError):
     """A spec that cannot be used; the message names the file, field path and problem."""
 
@@ -490,6 +493,13 @@ class DataOriginSpec(_Model):
     description: str = ""
 
 
+class PromotionSpec(_Model):
+    """How a version that passed every gate becomes the champion: at once (`automatic`), or
+    after a person's recorded sign-off (`required`: it waits as pending until approved)."""
+
+    approval: Literal["automatic", "required"] = "automatic"
+
+
 class PipelineSpec(_Model):
     """A whole pipeline: validated on load, immutable afterwards."""
 
@@ -505,8 +515,10 @@ class PipelineSpec(_Model):
     features: FeatureSpec
     protected_attributes: list[str] = []
     proxies: list[ProxySpec] = []
+    protected_bands: dict[str, list[float]] = {}
     model: ModelSpec = ModelSpec()
     gates: GateSpec = GateSpec()
+    promotion: PromotionSpec = PromotionSpec()
     drift: DriftSpec = DriftSpec()
     scoring: ScoringSpec | None = None
 
@@ -561,6 +573,32 @@ class PipelineSpec(_Model):
                 )
         return self
 
+    def _check_protected_groups(self, i: int, attribute: str) -> None:
+        """A protected attribute must fall into few groups, or fairness measures nothing: each
+        of many values is a group too small to compare."""
+        column = self.column(attribute)
+        banded = attribute in self.protected_bands
+        where = f"protected_attributes[{i}]: '{attribute}'"
+        if column.dtype in ("int", "float"):
+            if not banded:
+                raise ValueError(
+                    f"{where} is numeric ({column.dtype}): every value would be its own group, "
+                    "too small to measure; declare bands, e.g. protected_bands: "
+                    f"{{{attribute}: [25, 35, 45, 55, 65]}}"
+                )
+        elif banded:
+            raise ValueError(f"protected_bands.{attribute}: bands need a numeric column")
+        elif column.dtype in ("string", "date"):
+            raise ValueError(
+                f"{where} is {column.dtype}: high-cardinality; declare a category column "
+                f"with at most {MAX_PROTECTED_GROUPS} allowed values, or a banded number"
+            )
+        elif column.dtype == "category" and len(column.allowed or []) > MAX_PROTECTED_GROUPS:
+            raise ValueError(
+                f"{where} has {len(column.allowed)} allowed values (at most "
+                f"{MAX_PROTECTED_GROUPS}): group them into fewer, larger groups"
+            )
+
     def _check_feature_columns(self) -> None:
         seen: dict[str, str] = {}
         for source in self.feature_sources:
@@ -582,6 +620,14 @@ class PipelineSpec(_Model):
                 raise ValueError(
                     f"protected_attributes[{i}]: '{attribute}' is PII; declare the protected "
                     "attribute as its own non-PII column (e.g. an age band, not a birth date)"
+                )
+            self._check_protected_groups(i, attribute)
+        for attribute, edges in self.protected_bands.items():
+            if attribute not in protected:
+                raise ValueError(f"protected_bands: '{attribute}' is not a protected attribute")
+            if not edges or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+                raise ValueError(
+                    f"protected_bands.{attribute}: give one or more strictly increasing edges"
                 )
         available = set(seen)
         for i, feature in enumerate(self.features.derived):

@@ -1,10 +1,10 @@
-"""Evaluation and promotion: `model_evaluation` with one blocking check per gate, and
-`champion_model`, which moves the MLflow alias only when every gate passed."""
+"""Evaluation and promotion: `model_evaluation` with one blocking check per gate (each naming
+the version judged), the version's gate record, and `champion_model`, which moves the MLflow
+alias only when every gate passed for that version (and, if required, after sign-off)."""
 
 import json
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 
 from lending_pipeline.defs.blocking import require_passed_checks
@@ -17,21 +17,27 @@ from lending_pipeline.defs.metadata import (
     rounded,
     runbook_metadata,
 )
+from lending_pipeline.defs.promotion import require_gates_for_version
 from lending_pipeline.defs.resources import MlflowTracking, resolve_data_dir
-from lending_pipeline.defs.training import CANDIDATE, TRAINING_SET
-from lending_pipeline.ml import audit, documents, tracking
+from lending_pipeline.defs.training import CANDIDATE, TRAINING_SET, code_version
+from lending_pipeline.ml import audit, documents, promotion, tracking
 from lending_pipeline.ml.evaluate import (
     GATES,
     evaluate_gates,
     gate_intervals,
     gates_as_dicts,
-    integrity_differences,
     model_card,
-    report,
     validator_figures,
 )
+from lending_pipeline.ml.gating import (
+    evaluation_probabilities,
+    fingerprint_differences,
+    rescore_differences,
+    stored_rows,
+)
 from lending_pipeline.ml.plots import approval_rates, evaluation_plots
-from lending_pipeline.ml.train import build_pipeline, inputs, split_parts
+from lending_pipeline.ml.promotion import INTEGRITY_GATE, record_gates
+from lending_pipeline.ml.train import frame_digest, split_parts
 from lending_pipeline.spec import PipelineSpec
 
 EVALUATION = dg.AssetKey("model_evaluation")
@@ -129,7 +135,8 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
     check_specs.append(
         blocking_check(
             dg.AssetCheckKey(EVALUATION, INTEGRITY),
-            "Gated metrics recomputed from the stored out-of-time predictions equal those logged.",
+            "The registered model, loaded back from the registry, re-scores the stored "
+            "out-of-time rows to the logged gated metrics; fingerprints match.",
         )
     )
 
@@ -157,36 +164,28 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         parts = split_parts(training_set)
         train, test = parts["train"], parts["test"].reset_index(drop=True)
         cutoff = candidate["cutoff"]
-        test_inputs = inputs(spec, test)
-
-        def score(model) -> np.ndarray:
-            return model.predict_proba(test_inputs)[:, 1]
-
-        prob = score(tracking.logged_or_load(settings, candidate["version"]))
-        probs = {"candidate": prob}
-        reports = {"candidate": report(spec, test, prob, cutoff)}
-        baseline = build_pipeline(spec, "logistic_scorecard")
-        baseline.fit(inputs(spec, train), train["target"])
-        probs["baseline"] = score(baseline)
-        reports["baseline"] = report(spec, test, probs["baseline"], cutoff)
+        oot_digest = frame_digest(test)
         champion_version = tracking.alias_version(settings, tracking.CHAMPION)
-        reports["champion"] = None
+        champion = None
         if champion_version and champion_version != candidate["version"]:
             champion = tracking.load_model(settings, champion_version)
-            probs["champion"] = score(champion)
-            reports["champion"] = report(spec, test, probs["champion"], cutoff)
+        reports, probs = evaluation_probabilities(
+            spec,
+            train,
+            test,
+            cutoff,
+            tracking.logged_or_load(settings, candidate["version"]),
+            champion,
+        )
+        prob = probs["candidate"]
         intervals = gate_intervals(spec, test, probs, cutoff, reports)
         results = evaluate_gates(
             spec.gates, reports["candidate"], reports["baseline"], reports["champion"], intervals
         )
 
-        stored = test[[spec.entity.key, "target", *spec.protected_attributes]].copy()
-        if spec.model.exposure_column:
-            stored[spec.model.exposure_column] = test[spec.model.exposure_column]
-        stored["prob"] = prob
         path = predictions_path(candidate["version"])
         path.parent.mkdir(parents=True, exist_ok=True)
-        stored.to_parquet(path, index=False)
+        stored_rows(spec, test, prob).to_parquet(path, index=False)
 
         figures = validator_figures(spec, test, probs, reports["candidate"])
         plots = evaluation_plots(
@@ -205,6 +204,7 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         interval_dicts = {name: i.as_dict() for name, i in intervals.items()}
         evaluation = {
             "version": candidate["version"],
+            "oot_digest": oot_digest,
             "run_id": candidate["run_id"],
             "cutoff": cutoff,
             "champion_version": champion_version,
@@ -240,6 +240,7 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             evaluation,
             metadata={
                 "candidate_version": candidate["version"],
+                "oot_digest": oot_digest,
                 "champion_version": champion_version or "none",
                 **{
                     name: rounded(reports["candidate"][name])
@@ -261,6 +262,29 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 "documents_in_mlflow": f"runs:/{candidate['run_id']}/documents",
             },
         )
+        registered = tracking.load_model(settings, candidate["version"])  # from the registry
+        differences = rescore_differences(
+            spec, registered, pd.read_parquet(path), reports["candidate"], cutoff
+        )
+        differences |= fingerprint_differences(
+            settings,
+            candidate["version"],
+            {
+                "spec_digest": candidate["spec_digest"],
+                "code_version": code_version(),
+                "test_digest": oot_digest,
+                "cutoff": cutoff,
+                "model_type": candidate["model_type"],
+            },
+        )
+        bound = {"candidate_version": candidate["version"], "oot_digest": oot_digest}
+        record_gates(
+            settings,
+            candidate["version"],
+            {**{g.gate: g.passed for g in results}, INTEGRITY_GATE: not differences},
+            oot_digest,
+            context.run_id,
+        )
         for gate in results:
             yield dg.AssetCheckResult(
                 check_name=gate_check(gate.gate).name,
@@ -268,6 +292,7 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 severity=dg.AssetCheckSeverity.ERROR,
                 description=gate.describe(),
                 metadata={
+                    **bound,
                     "actual": rounded(gate.actual) if gate.actual is not None else "n/a",
                     "threshold": gate.threshold,
                     "direction": gate.direction,
@@ -278,18 +303,19 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                     **runbook_metadata("model_evaluation_gates"),
                 },
             )
-        logged = pd.read_parquet(path)
-        differences = integrity_differences(spec, logged, reports["candidate"], cutoff)
         yield dg.AssetCheckResult(
             check_name=INTEGRITY,
             passed=not differences,
             severity=dg.AssetCheckSeverity.ERROR,
             description=(
-                "gated metrics recomputed from the stored predictions match"
+                "the registered model, loaded back from the registry, re-scores the stored "
+                "out-of-time rows to the logged gated metrics; spec, code, configuration and "
+                "data fingerprints match"
                 if not differences
-                else f"recomputed metrics differ from the logged ones: {differences}"
+                else f"differences from what was logged (logged, now): {differences}"
             ),
             metadata={
+                **bound,
                 "predictions": dg.MetadataValue.path(str(path)),
                 **runbook_metadata("model_evaluation_integrity"),
             },
@@ -302,9 +328,12 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         kinds={"mlflow"},
         owners=OWNERS,
         description=(
-            "The champion: when every gate passed, the MLflow alias `champion` moves to the "
-            "candidate and the old champion keeps `previous`; the promotion is appended to the "
-            "history. A failed gate leaves everything as it was."
+            "The champion: when every gate passed for this very version (its checks' "
+            "`candidate_version` and out-of-time digest, and its gate record in the registry), "
+            "the MLflow alias `champion` moves to the candidate and the old champion keeps "
+            "`previous`; the promotion is appended to the history and the audit log. With "
+            "`promotion.approval: required` the version waits as pending for a person's "
+            "sign-off (`approve_model_job`). A failed or stale gate leaves everything as it was."
         ),
     )
     def champion_model(
@@ -313,6 +342,16 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         require_passed_checks(context, gate_checks())
         settings = mlflow.config(spec.name)
         version = evaluation["version"]
+        require_gates_for_version(context, gate_checks(), version, evaluation.get("oot_digest"))
+        by = context.run.tags.get("user", "dagster")
+        try:
+            promotion.require_deployable(settings, version, action="promote")
+        except promotion.PromotionRefused as refusal:
+            promotion.record_refusal(resolve_data_dir(), refusal, "promote", version, by)
+            raise dg.Failure(description=str(refusal)) from None
+        signed = promotion.approval(settings, version)
+        if spec.promotion.approval == "required" and (signed or {}).get("status") != "approved":
+            return hold_for_approval(context, settings, mlflow.history_path(), evaluation)
         old = tracking.promote(settings, version)
         candidate = evaluation["reports"]["candidate"]
         entry = {
@@ -322,7 +361,7 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             "previous_version": old,
             "mlflow_run_id": evaluation["run_id"],
             "dagster_run_id": context.run_id,
-            "by": context.run.tags.get("user", "dagster"),
+            "by": by,
             "metrics": {k: candidate[k] for k in ("roc_auc", "ks", "ece", "approval_rate")},
         }
         tracking.append_history(mlflow.history_path(), entry)
@@ -338,3 +377,34 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         )
 
     return [model_evaluation, champion_model]
+
+
+def hold_for_approval(context, settings, history, evaluation: dict) -> dg.Output:
+    """`promotion.approval: required`: the version that passed every gate waits for sign-off;
+    the champion stays as it is."""
+    version = evaluation["version"]
+    champion = tracking.alias_version(settings, tracking.CHAMPION)
+    promotion.mark_pending(settings, version)
+    entry = {
+        "event": "approval_pending",
+        "registered_model": settings.registered_model,
+        "version": version,
+        "champion_version": champion,
+        "mlflow_run_id": evaluation["run_id"],
+        "dagster_run_id": context.run_id,
+    }
+    promotion.audit_event(resolve_data_dir(), "approval_pending", entry)
+    tracking.append_history(history, entry)
+    return dg.Output(
+        {
+            "registered_model": settings.registered_model,
+            "version": champion,
+            "pending": version,
+        },
+        metadata={
+            "champion_version": champion or "none",
+            "pending_version": version,
+            "approve": f"lending-pipeline approve {version} --by NAME --reason TEXT, "
+            "or launch approve_model_job",
+        },
+    )

@@ -23,25 +23,30 @@ def build_packaging_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         group_name="serving",
         kinds={"bentoml"},
         owners=OWNERS,
+        output_required=False,
         description=(
             "The champion packaged for serving: model in the BentoML model store, a Bento "
             "tagged with the model version holding the service, spec and feature code; "
             "recorded as the desired deployment, which `make serve` switches to blue/green."
         ),
     )
-    def scoring_bento(
-        context: dg.AssetExecutionContext, mlflow: MlflowTracking, champion: dict
-    ) -> dg.Output:
+    def scoring_bento(context: dg.AssetExecutionContext, mlflow: MlflowTracking, champion: dict):
         from lending_pipeline.serving.deploy import record_path
         from lending_pipeline.serving.operations import deploy_version
 
+        if champion.get("pending"):
+            context.log.info(
+                f"version {champion['pending']} awaits approval: nothing packaged; "
+                "`lending-pipeline approve` then `lending-pipeline package` deploy it"
+            )
+            return
         data_dir = resolve_data_dir()
         version = champion["version"]
         bundle = deploy_version(
             spec, mlflow.config(spec.name), version, data_dir, f"promotion ({context.run_id})"
         )
         sbom = write_sbom(mlflow.config(spec.name), bundle, data_dir)
-        return dg.Output(
+        yield dg.Output(
             {"bento_tag": bundle.bento_tag, "model_tag": bundle.model_tag, "version": version},
             metadata={
                 "sbom": dg.MetadataValue.path(str(sbom)),

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from lending_pipeline.ml.metrics import score_report
+from lending_pipeline.ml.protected import protected_groups
 from lending_pipeline.ml.uncertainty import Interval, bootstrap_intervals
 from lending_pipeline.ml.validator_metrics import (
     at_same_approval_rate,
@@ -81,7 +82,7 @@ class GateResult:
 
 def report(spec: PipelineSpec, frame: pd.DataFrame, prob: np.ndarray, cutoff: float) -> dict:
     """The full score report of one model on one labelled frame."""
-    groups = {a: frame[a].astype(object).to_numpy() for a in spec.protected_attributes}
+    groups = protected_groups(spec, frame)
     exposure_column = spec.model.exposure_column
     exposure = frame[exposure_column].to_numpy(dtype=float) if exposure_column else None
     return score_report(
@@ -103,6 +104,24 @@ def min_adverse_impact(candidate: dict) -> tuple[float, str]:
     return min(ratios) if ratios else (1.0, "no protected attributes")
 
 
+def unmeasured_fairness(candidate: dict, min_group_size: int) -> list[str]:
+    """Protected attributes on which fairness measured nothing (fewer than two groups of at
+    least `min_group_size`), each with its group sizes."""
+    out = []
+    for name, values in candidate["fairness"].items():
+        impact = values["adverse_impact"]
+        if impact.get("measurable", len(impact["rates"]) >= 2):
+            continue
+        sizes = sorted(impact.get("group_sizes", {}).items(), key=lambda kv: (-kv[1], kv[0]))
+        shown = ", ".join(f"{g}: {n}" for g, n in sizes[:8])
+        more = f", and {len(sizes) - 8} more" if len(sizes) > 8 else ""
+        out.append(
+            f"{name} has {len(impact['rates'])} group(s) of at least {min_group_size} "
+            f"(group sizes {shown}{more})"
+        )
+    return out
+
+
 def evaluate_gates(
     gates: GateSpec,
     candidate: dict,
@@ -111,8 +130,11 @@ def evaluate_gates(
     intervals: dict[str, Interval] | None = None,
 ) -> list[GateResult]:
     """Every gate of the spec, with actual vs threshold and the metric's bootstrap interval; a
-    gate the spec judges on its conservative bound (`gates.judge_on`) compares that bound."""
+    gate the spec judges on its conservative bound (`gates.judge_on`) compares that bound. A
+    fairness gate that could compare no two groups of a protected attribute fails as not
+    measurable (it measured nothing)."""
     air, air_group = min_adverse_impact(candidate)
+    unmeasured = unmeasured_fairness(candidate, gates.min_group_size)
     if champion is None:
         drop, drop_detail = None, "no champion yet: nothing to regress against"
         gain, gain_detail = None, "no champion yet: nothing to beat"
@@ -148,6 +170,10 @@ def evaluate_gates(
     for gate, (direction, _) in GATES.items():
         actual, detail = actuals[gate]
         threshold = getattr(gates, gate)
+        if gate == "min_adverse_impact_ratio" and unmeasured:
+            detail = "not measurable: " + "; ".join(unmeasured)
+            results.append(GateResult(gate, False, None, threshold, direction, detail))
+            continue
         interval = (intervals or {}).get(GATE_METRIC.get(gate, ""))
         low, high = (
             (interval.low, interval.high) if interval and actual is not None else (None,) * 2
@@ -300,13 +326,34 @@ def model_card(
     lines += ["", *uncertainty_section(spec, intervals or {})]
     lines += validator_sections(figures or {})
     lines += ["", "## Fairness (approval rates by protected attribute)"]
-    lines += ["| attribute | group | approval rate | ratio to highest |", "|---|---|---|---|"]
+    lines += [
+        "| attribute | group | applications | approval rate | ratio to highest |",
+        "|---|---|---|---|---|",
+    ]
     for name, values in candidate["fairness"].items():
         impact = values["adverse_impact"]
-        for group, rate in sorted(impact["rates"].items()):
+        sizes = impact.get("group_sizes", {})
+        rates = {**impact.get("small_group_rates", {}), **impact["rates"]}
+        for group, rate in sorted(rates.items()):
             ratio = impact["ratios"].get(group)
-            ratio_text = "n/a (small group)" if ratio is None else f"{ratio:.3f}"
-            lines.append(f"| {name} | {group} | {rate:.3f} | {ratio_text} |")
+            ratio_text = "n/a (small group: not gated)" if ratio is None else f"{ratio:.3f}"
+            count = sizes.get(group, "")
+            lines.append(f"| {name} | {group} | {count} | {rate:.3f} | {ratio_text} |")
+    small = {
+        name: values["adverse_impact"].get("excluded_small_groups", [])
+        for name, values in candidate["fairness"].items()
+    }
+    if any(small.values()):
+        lines += [
+            "",
+            f"Small groups (fewer than {spec.gates.min_group_size} test applications; their "
+            "rates are too noisy to gate and are shown for review only):",
+        ]
+        for name, groups in small.items():
+            sizes = candidate["fairness"][name]["adverse_impact"].get("group_sizes", {})
+            if groups:
+                listed = ", ".join(f"{g} ({sizes.get(g, '?')})" for g in sorted(groups))
+                lines.append(f"- {name}: {listed}")
     lines += ["", "Equal opportunity (approval rate among applicants who repaid), gap max - min:"]
     for name, values in candidate["fairness"].items():
         lines.append(f"- {name}: {values['tpr_difference']['difference']:.3f}")

@@ -1,9 +1,10 @@
 """Model-risk metrics for credit-risk models: discrimination, calibration, fairness, impact.
 
 Conventions: ``y_true`` is 1 for a default ("bad") and 0 for a good loan; ``prob`` is the
-predicted probability of default; an application is approved when ``prob < cutoff`` and declined
-when ``prob >= cutoff``. Functions return plain Python values (JSON-friendly) and raise
-``ValueError`` on empty input, mismatched lengths, or a single class where both are needed.
+predicted probability of default; an application is approved or not by the one decision rule
+(`decision.approved`: ``prob < cutoff``; refer and decline both count as not approved).
+Functions return plain Python values (JSON-friendly) and raise ``ValueError`` on empty input,
+mismatched lengths, or a single class where both are needed.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+
+from lending_pipeline.ml.decision import approved as approved_at
 
 UNKNOWN_GROUP = "unknown"
 
@@ -124,20 +127,22 @@ def expected_calibration_error(y_true, prob, bins: int = 10) -> float:
 def approval_rates(prob, cutoff, group) -> dict[str, float]:
     """Approval rate (share with prob < cutoff) per group; null groups reported as "unknown"."""
     p = _prob(prob)
-    return _group_rates(p < cutoff, _groups(group, p.size))[0]
+    return _group_rates(approved_at(p, cutoff), _groups(group, p.size))[0]
 
 
 def adverse_impact_ratio(prob, cutoff, group, min_group_size: int = 30) -> dict:
     """Approval rate of each group relative to the most-approved group (four-fifths rule: < 0.8).
 
     Only groups with at least ``min_group_size`` members are compared; the rest are listed under
-    ``excluded_small_groups``. ``min_ratio`` is 1.0 and ``min_group`` None when fewer than two
-    groups qualify. If the reference rate is 0 (nobody approved anywhere), every ratio is 1.0.
+    ``excluded_small_groups`` (their rates under ``small_group_rates``; every group's size under
+    ``group_sizes``). ``min_ratio`` is 1.0 and ``min_group`` None when fewer than two groups
+    qualify: then ``measurable`` is False (nothing was compared; the gate must not pass on it).
+    If the reference rate is 0 (nobody approved anywhere), every ratio is 1.0.
     """
     p = _prob(prob)
-    rates, sizes = _group_rates(p < cutoff, _groups(group, p.size))
+    all_rates, sizes = _group_rates(approved_at(p, cutoff), _groups(group, p.size))
     keep, excluded = _split_by_size(sizes, min_group_size)
-    rates = {g: rates[g] for g in keep}
+    rates = {g: all_rates[g] for g in keep}
     reference = max(rates, key=rates.get) if rates else None
     ref_rate = rates.get(reference, 0.0)
     ratios = {g: r / ref_rate if ref_rate > 0 else 1.0 for g, r in rates.items()}
@@ -149,6 +154,9 @@ def adverse_impact_ratio(prob, cutoff, group, min_group_size: int = 30) -> dict:
         "min_ratio": ratios[min_group] if min_group is not None else 1.0,
         "min_group": min_group,
         "excluded_small_groups": excluded,
+        "small_group_rates": {g: all_rates[g] for g in excluded},
+        "group_sizes": sizes,
+        "measurable": len(keep) >= 2,
     }
 
 
@@ -164,7 +172,7 @@ def true_positive_rate_difference(y_true, prob, cutoff, group, min_group_size: i
     good = y == 0
     if not good.any():
         raise ValueError("equal opportunity needs good applicants (y_true == 0); there are none")
-    rates, sizes = _group_rates(p[good] < cutoff, g[good])
+    rates, sizes = _group_rates(approved_at(p[good], cutoff), g[good])
     keep, excluded = _split_by_size(sizes, min_group_size)
     rates = {name: rates[name] for name in keep}
     difference = max(rates.values()) - min(rates.values()) if len(rates) >= 2 else 0.0
@@ -176,7 +184,7 @@ def confusion_at_cutoff(y_true, prob, cutoff) -> dict:
     p = _prob(prob)
     y = _labels(y_true, p.size)
     _both_classes(y, "confusion_at_cutoff")
-    declined, bad = p >= cutoff, y == 1
+    declined, bad = ~approved_at(p, cutoff), y == 1
     n_declined, n_bad = int(declined.sum()), int(bad.sum())
     declined_bad = int((declined & bad).sum())
     n_approved = p.size - n_declined
@@ -204,7 +212,7 @@ def business_impact(y_true, prob, cutoff, exposure=None, loss_given_default: flo
         raise ValueError(f"exposure has shape {e.shape} but prob has {p.size} values")
     if not np.isfinite(e).all() or (e < 0).any():
         raise ValueError("exposure must be finite and non-negative")
-    approved = p < cutoff
+    approved = approved_at(p, cutoff)
     n_approved = int(approved.sum())
 
     def per_approved(values: np.ndarray) -> float:

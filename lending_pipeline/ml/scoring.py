@@ -30,6 +30,7 @@ import pandas as pd
 from scipy.special import expit
 from sklearn.calibration import _SigmoidCalibration
 
+from lending_pipeline.ml.decision import APPROVE, decide, decide_many
 from lending_pipeline.ml.features import derive, join_sources, model_matrix
 from lending_pipeline.ml.train import SPLIT, column_roles
 from lending_pipeline.spec import ColumnSpec, PipelineSpec
@@ -37,7 +38,6 @@ from lending_pipeline.spec import ColumnSpec, PipelineSpec
 if TYPE_CHECKING:
     from lending_pipeline.ml.forest import Forest
 
-APPROVE, REFER, DECLINE = "approve", "refer", "decline"
 REFERENCE_SAMPLE = 50_000
 REFERENCE_ARTIFACT = "reason_reference.json"
 
@@ -206,7 +206,7 @@ class Scorer:
         need the variations)."""
         matrix = self.matrix(self.features(records))
         probability = self.probabilities(matrix)
-        decisions = [self.decide(p) for p in probability]
+        decisions = decide_many(probability, self.cutoff, self.spec.scoring.decline_above_pd)
         adverse = [i for i, d in enumerate(decisions) if d != APPROVE]
         reasons = []
         if adverse:
@@ -219,13 +219,9 @@ class Scorer:
         ]
 
     def decide(self, probability: float) -> str:
-        """Decline above the spec's limit (it wins over the fitted cutoff), approve at or below
-        the cutoff, refer in between."""
-        if probability > self.spec.scoring.decline_above_pd:
-            return DECLINE
-        if probability <= self.cutoff:
-            return APPROVE
-        return REFER
+        """The decision rule (`decision.decide`): decline above the spec's limit, approve below
+        the cutoff, refer from the cutoff (inclusive) up to the limit."""
+        return decide(probability, self.cutoff, self.spec.scoring.decline_above_pd)
 
     def points(self, probability: np.ndarray) -> np.ndarray:
         """Scores on the spec's points scale (integers, clipped to its range)."""

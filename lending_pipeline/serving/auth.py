@@ -97,3 +97,17 @@ def bearer_token(value: bytes) -> str | None:
     """The token of an `Authorization: Bearer ...` header value, or None."""
     scheme, _, token = value.decode("latin-1").partition(" ")
     return token.strip() if scheme.lower() == "bearer" else None
+
+
+ADMIN_TOKEN_ENV = "LENDING_ADMIN_TOKEN"
+
+
+def admin_identity(token: str | None) -> str:
+    """The caller id of an administrator's token (from `LENDING_ADMIN_TOKEN` for commands that
+    need the admin role, such as `package --force`); refuses any other token."""
+    if not token:
+        raise TokenConfigError(f"this needs the admin role: set {ADMIN_TOKEN_ENV} to its token")
+    caller = identify(load_callers(), token)
+    if caller is None or caller.role != "admin":
+        raise TokenConfigError(f"{ADMIN_TOKEN_ENV} is not the token of an admin caller")
+    return caller.id

@@ -1,5 +1,5 @@
-"""`lending-pipeline` commands for serving: serve, package, rollback, challenger, token, audit
-verify and setup-postgres."""
+"""`lending-pipeline` commands for serving: serve, package, approve, rollback, challenger, token,
+audit verify and setup-postgres."""
 
 from __future__ import annotations
 
@@ -45,7 +45,10 @@ def cmd_serve(args) -> int:
 
 
 def cmd_package(args) -> int:
-    from lending_pipeline.ml import tracking
+    """Exit 0: deployed; 1: refused (a gate, the approval, or a failed fairness gate); 2: a
+    `--force` without a reason or without an admin token."""
+    from lending_pipeline.ml import promotion, tracking
+    from lending_pipeline.serving.auth import ADMIN_TOKEN_ENV, TokenConfigError, admin_identity
     from lending_pipeline.serving.operations import deploy_version
 
     spec, data_dir, config, _ = _registry(args)
@@ -53,8 +56,45 @@ def cmd_package(args) -> int:
     if version is None:
         print("no champion model yet: run `make demo` or `lending-pipeline train`", file=sys.stderr)
         return 1
-    bundle = deploy_version(spec, config, version, data_dir, reason=args.reason)
-    print(f"bento {bundle.bento_tag} (model version {version}) is the desired deployment")
+    force = None
+    if args.force:
+        if not (args.reason or "").strip():
+            print("package --force: say why with --reason TEXT (audited)", file=sys.stderr)
+            return 2
+        try:
+            force = promotion.Force(admin_identity(os.environ.get(ADMIN_TOKEN_ENV)), args.reason)
+        except TokenConfigError as exc:
+            print(f"package --force refused: {exc}", file=sys.stderr)
+            return 2
+    try:
+        bundle = deploy_version(
+            spec, config, version, data_dir, reason=args.reason or "manual deploy", force=force
+        )
+    except promotion.PromotionRefused as exc:
+        print(f"package refused: {exc}", file=sys.stderr)
+        return 1
+    forced = " (FORCED past the gates: audited)" if force else ""
+    print(f"bento {bundle.bento_tag} (model version {version}) is the desired deployment{forced}")
+    return 0
+
+
+def cmd_approve(args) -> int:
+    """A person's sign-off of a version waiting for approval; exit 1 when refused."""
+    from lending_pipeline.ml import promotion
+
+    _, data_dir, config, history = _registry(args)
+    try:
+        done = promotion.approve_version(
+            config, history, data_dir, args.version, args.by, args.reason, channel="cli"
+        )
+    except promotion.PromotionRefused as exc:
+        print(f"approve refused: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"version {args.version} approved by {done['by']} (audit entry {done['audit_seq']}); "
+        f"champion is now {args.version} (was {done['previous_version'] or 'none'}). "
+        "`lending-pipeline package` deploys it."
+    )
     return 0
 
 
@@ -276,8 +316,24 @@ def add_commands(sub) -> None:
     package.add_argument("--spec")
     package.add_argument("--data-dir")
     package.add_argument("--version", help="model version (default: the champion)")
-    package.add_argument("--reason", default="manual deploy")
+    package.add_argument("--reason", help="why (required with --force; audited)")
+    package.add_argument(
+        "--force",
+        action="store_true",
+        help="emergency: deploy past failed or missing gates (needs an admin token in "
+        "LENDING_ADMIN_TOKEN and --reason; never past a failed fairness gate; audited)",
+    )
     package.set_defaults(func=cmd_package)
+
+    approve = sub.add_parser(
+        "approve", help="sign off a version that passed every gate and awaits approval"
+    )
+    approve.add_argument("version")
+    approve.add_argument("--by", required=True, help="who approves (recorded)")
+    approve.add_argument("--reason", required=True, help="why (recorded)")
+    approve.add_argument("--spec")
+    approve.add_argument("--data-dir")
+    approve.set_defaults(func=cmd_approve)
 
     back = sub.add_parser("rollback", help="make the previous model the champion and serve it")
     back.add_argument("--spec")

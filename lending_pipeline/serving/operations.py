@@ -1,7 +1,10 @@
 """Operations on the served model: package and deploy a version, roll back to the previous one.
 
-Both leave a trace: the deployment record's history, and for a rollback the promotion history and
-the audit log as well.
+Both refuse a version that has not passed every gate for itself (and, under
+`promotion.approval: required`, a version nobody approved), naming the gate; the refusal is
+audited. An administrator's `Force` deploys past failed or missing gates (never a failed
+fairness gate), recorded in the audit log and the promotion history. Both leave a trace: the
+deployment record's history, and for a rollback the promotion history and the audit log as well.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from lending_pipeline.ml import audit, tracking
+from lending_pipeline.ml import audit, promotion, tracking
 from lending_pipeline.serving.bundle import Bundle
 from lending_pipeline.serving.deploy import read_record, request_deploy
 from lending_pipeline.serving.package import package_version
@@ -29,11 +32,47 @@ def spec_file(spec: PipelineSpec, data_dir: Path) -> Path:
     return path
 
 
+def _actor(actor: str | None = None) -> str:
+    return (actor or os.environ.get("USER") or getpass.getuser())[:300]
+
+
+def approval_required(spec: PipelineSpec) -> bool:
+    return spec.promotion.approval == "required"
+
+
 def deploy_version(
-    spec: PipelineSpec, config: tracking.TrackingConfig, version: str, data_dir: Path, reason: str
+    spec: PipelineSpec,
+    config: tracking.TrackingConfig,
+    version: str,
+    data_dir: Path,
+    reason: str,
+    force: promotion.Force | None = None,
+    actor: str | None = None,
 ) -> Bundle:
     """Build (or reuse) the Bento of a model version (with the registry's challenger in its
-    shadow, when the spec asks for one) and make it the desired deployment."""
+    shadow, when the spec asks for one) and make it the desired deployment; refused
+    (`promotion.PromotionRefused`, audited) unless every gate passed for this version and, when
+    the spec requires it, it was approved; `force` is audited and recorded."""
+    version = str(version)
+    actor = force.admin if force else _actor(actor)
+    try:
+        overridden = promotion.require_deployable(
+            config, version, approval_required(spec), force, action="deploy"
+        )
+    except promotion.PromotionRefused as refusal:
+        promotion.record_refusal(data_dir, refusal, "deploy", version, actor)
+        raise
+    if force is not None:
+        entry = {
+            "event": "forced_deploy",
+            "registered_model": config.registered_model,
+            "version": version,
+            "by": force.admin,
+            "reason": force.reason[:1000],
+            "overridden": overridden,
+        }
+        seq = promotion.audit_event(data_dir, "forced_deploy", entry)
+        tracking.append_history(tracking.history_path(data_dir), {**entry, "audit_seq": seq})
     bundle = package_version(
         spec_file(spec, data_dir),
         config.tracking_uri,
@@ -76,7 +115,7 @@ def rollback(
     is not the previous one. Rollbacks are serialised by a lock file; the audit entry is written
     before the aliases move, so no rollback goes unaudited.
     """
-    actor = (actor or os.environ.get("USER") or getpass.getuser())[:300]
+    actor = _actor(actor)
     history.parent.mkdir(parents=True, exist_ok=True)
     with open(history.with_name(".rollback.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -89,6 +128,13 @@ def rollback(
                 f"cannot roll back to {to_version or 'the previous version'}: champion is "
                 f"{champion or 'unset'}, previous is {previous or 'unset'}"
             )
+        try:
+            promotion.require_deployable(
+                config, previous, approval_required(spec), action="roll back to"
+            )
+        except promotion.PromotionRefused as refusal:
+            promotion.record_refusal(data_dir, refusal, "rollback", previous, actor)
+            raise RollbackError(str(refusal)) from None
         entry = {
             "event": "rollback",
             "from_version": champion,

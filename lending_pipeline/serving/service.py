@@ -30,6 +30,7 @@ from starlette.responses import Response  # noqa: E402
 
 from lending_pipeline import telemetry  # noqa: E402, F401
 from lending_pipeline.ml import audit, data_keys, keyring, tracking  # noqa: E402
+from lending_pipeline.ml.decision import DECISIONS, REFER  # noqa: E402
 from lending_pipeline.ml.scoring import Decision, Scorer, request_columns  # noqa: E402
 from lending_pipeline.serving import controls, operations  # noqa: E402
 from lending_pipeline.serving.auth import load_callers  # noqa: E402
@@ -44,8 +45,6 @@ from lending_pipeline.spec import load_spec  # noqa: E402
 
 BUNDLE = Bundle.load(bundle_dir())
 SPEC = load_spec(bundle_dir() / SPEC_FILE)
-DECISIONS = ("approve", "refer", "decline")
-REFER = "refer"
 SCORING_ROUTES = ("/score", "/score_batch")
 LOG = logging.getLogger("lending_pipeline.serving")
 UNAUDITED = "no decision: the audit log cannot be written; retry"

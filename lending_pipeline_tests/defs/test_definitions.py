@@ -91,8 +91,14 @@ def test_import_does_no_work_and_switches_telemetry_off(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in TELEMETRY_OFF}
     env.pop("DAGSTER_HOME", None)
     code = (
-        "import os, lending_pipeline.definitions as d; "
-        "assert isinstance(d.defs, object); "
+        "import os, dagster as dg, lending_pipeline.definitions as d; "
+        "from dagster.components.definitions import LazyDefinitions; "
+        "assert isinstance(d.defs, LazyDefinitions), type(d.defs); "  # built when loaded, not here
+        "assert os.listdir('.') == [], os.listdir('.'); "
+        "built = d.defs(); "
+        "assert isinstance(built, dg.Definitions); "
+        "assert {'training_job', 'approve_model_job'} <= {j.name for j in built.jobs}; "
+        "assert built.resolve_assets_def('champion_model') is not None; "
         f"print(sorted(k for k in {sorted(TELEMETRY_OFF)!r} if os.environ.get(k)))"
     )
     result = subprocess.run(

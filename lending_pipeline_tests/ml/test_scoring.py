@@ -113,9 +113,41 @@ def test_points_fall_as_risk_rises_and_decisions_follow_the_bands(spec, scorer):
     scale = spec.scoring.points
     assert points[0] <= scale.max_score and points[-1] >= scale.min_score
     assert scorer.points(np.array([1 / (1 + scale.base_odds)])).tolist() == [scale.base_score]
-    assert scorer.decide(scorer.cutoff) == "approve"
+    assert scorer.decide(np.nextafter(scorer.cutoff, 0)) == "approve"
+    assert scorer.decide(scorer.cutoff) == "refer"  # a tie is not approved (decision.py)
     assert scorer.decide(scorer.cutoff + 1e-6) in ("refer", "decline")
     assert scorer.decide(spec.scoring.decline_above_pd + 1e-6) == "decline"
+
+
+def test_served_decision_at_the_cutoff_equals_the_evaluated_one(spec, fitted, scorer):
+    """With the cutoff set to a probability some applications have exactly (calibrated scores
+    tie), the served decisions approve the same applications, at the same rate and per group,
+    as the metrics the gates judge."""
+    from lending_pipeline.ml.metrics import approval_rates, business_impact
+
+    tables, _, _ = fitted
+    records = records_from_tables(spec, tables)[:600]
+    prob = np.array([d.probability for d in scorer.score(records)])
+    values, counts = np.unique(prob, return_counts=True)
+    tie = values[np.argmax(counts)] if counts.max() > 1 else np.sort(prob)[prob.size // 2]
+    at_cutoff = Scorer(spec, scorer.model, float(tie), scorer_reference(spec, fitted))
+    served = [d.decision for d in at_cutoff.score(records)]
+    assert (prob == tie).sum() >= 1
+    assert {served[i] for i in np.flatnonzero(prob == tie)} <= {"refer", "decline"}
+    served_approved = np.array([d == APPROVE for d in served])
+    outcome = np.zeros(prob.size, dtype=int)
+    outcome[::7] = 1
+    evaluated = business_impact(outcome, prob, float(tie))
+    assert evaluated["approved_count"] == served_approved.sum()
+    groups = np.array([r["sex"] for r in records], dtype=object)
+    rates = approval_rates(prob, float(tie), groups)
+    for group, rate in rates.items():
+        assert rate == pytest.approx(served_approved[groups.astype(str) == group].mean())
+
+
+def scorer_reference(spec, fitted):
+    _, _, split = fitted
+    return reference_values(spec, split[split["_split"] == "train"])
 
 
 def test_reference_values_are_aggregates_of_repaid_applicants(spec, fitted):

@@ -177,8 +177,13 @@ class Deployment:
 
 
 def register(spec, config, split, **params):
-    """Fit, log and register one model version the way `candidate_model` does."""
+    """Fit, log and register one model version the way `candidate_model` does, then judge it
+    against the spec's gates on the split's test rows (re-scored from the registry) and record
+    its gate record, as `model_evaluation` does: packaging refuses a version without one. It is
+    judged without a champion (the serving tests register versions from different data)."""
     import mlflow
+
+    from lending_pipeline.ml.gating import judge_version
 
     run_spec = spec.model_copy(update={"model": spec.model.model_copy(update=params)})
     trained = fit_candidate(run_spec, split)
@@ -187,6 +192,9 @@ def register(spec, config, split, **params):
         mlflow.log_dict(reference_values(spec, split[split[SPLIT] == "train"]), REFERENCE_ARTIFACT)
         example = inputs(spec, split[split[SPLIT] == "validation"].head(20))
         version, _ = tracking.log_model(config, trained.model, example, {})
+    gates, differences, _ = judge_version(spec, config, version, split, trained.cutoff, "test")
+    failed = [g.describe() for g in gates if not g.passed]
+    assert not failed and not differences, (failed, differences)
     return version, trained
 
 
