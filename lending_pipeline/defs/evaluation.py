@@ -351,7 +351,7 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             raise dg.Failure(description=str(refusal)) from None
         signed = promotion.approval(settings, version)
         if spec.promotion.approval == "required" and (signed or {}).get("status") != "approved":
-            return hold_for_approval(context, settings, mlflow.history_path(), evaluation)
+            return hold_for_approval(context, spec, settings, mlflow.history_path(), evaluation)
         old = tracking.promote(settings, version)
         candidate = evaluation["reports"]["candidate"]
         entry = {
@@ -379,9 +379,12 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
     return [model_evaluation, champion_model]
 
 
-def hold_for_approval(context, settings, history, evaluation: dict) -> dg.Output:
+def hold_for_approval(
+    context, spec: PipelineSpec, settings, history, evaluation: dict
+) -> dg.Output:
     """`promotion.approval: required`: the version that passed every gate waits for sign-off;
-    the champion stays as it is."""
+    the champion stays as it is, with the pending version scored in its shadow (the registry's
+    `challenger`) when the spec serves one."""
     version = evaluation["version"]
     champion = tracking.alias_version(settings, tracking.CHAMPION)
     promotion.mark_pending(settings, version)
@@ -393,6 +396,10 @@ def hold_for_approval(context, settings, history, evaluation: dict) -> dg.Output
         "mlflow_run_id": evaluation["run_id"],
         "dagster_run_id": context.run_id,
     }
+    shadow = bool(spec.scoring and spec.scoring.shadow and champion)
+    if shadow:  # the pending version gathers evidence on live traffic while it waits
+        tracking.set_challenger(settings, version)
+        entry["challenger"] = version
     promotion.audit_event(resolve_data_dir(), "approval_pending", entry)
     tracking.append_history(history, entry)
     return dg.Output(
@@ -400,6 +407,7 @@ def hold_for_approval(context, settings, history, evaluation: dict) -> dg.Output
             "registered_model": settings.registered_model,
             "version": champion,
             "pending": version,
+            "challenger": version if shadow else None,
         },
         metadata={
             "champion_version": champion or "none",

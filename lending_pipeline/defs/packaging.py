@@ -34,14 +34,18 @@ def build_packaging_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         from lending_pipeline.serving.deploy import record_path
         from lending_pipeline.serving.operations import deploy_version
 
-        if champion.get("pending"):
-            context.log.info(
-                f"version {champion['pending']} awaits approval: nothing packaged; "
-                "`lending-pipeline approve` then `lending-pipeline package` deploy it"
-            )
-            return
         data_dir = resolve_data_dir()
         version = champion["version"]
+        if champion.get("pending"):
+            context.log.info(
+                f"version {champion['pending']} awaits approval: not deployed; "
+                "`lending-pipeline approve` then `lending-pipeline package` deploy it"
+            )
+            if not (champion.get("challenger") and version):
+                return
+            context.log.info(
+                f"champion {version} redeployed with {champion['pending']} in its shadow"
+            )
         bundle = deploy_version(
             spec, mlflow.config(spec.name), version, data_dir, f"promotion ({context.run_id})"
         )

@@ -212,6 +212,26 @@ def record_refusal(
         audit_event(data_dir, "refused", entry)
 
 
+def shadow_evidence(config: tracking.TrackingConfig, data_dir: Path, version: str) -> dict:
+    """The version's record in the champion's shadow, cited by its approval and logged to its
+    MLflow run (`shadow_record.md`) beside its model card."""
+    from lending_pipeline.ml import audit
+    from lending_pipeline.ml.shadow_record import evidence, evidence_markdown
+
+    try:
+        reader = audit.open_reader(data_dir)
+    except audit.AuditStoreError:
+        return {"requests": 0}
+    try:
+        record = evidence(reader.entries(), version)
+    finally:
+        reader.close()
+    run_id = tracking.version_run(config, version).info.run_id
+    with tracking.resume_run(config, run_id) as mlflow_api:
+        mlflow_api.log_text(evidence_markdown(version, record), "shadow_record.md")
+    return record
+
+
 def approve_version(
     config: tracking.TrackingConfig,
     history: Path,
@@ -250,9 +270,12 @@ def approve_version(
         "by": by,
         "reason": reason,
         "channel": channel,
+        "shadow_record": shadow_evidence(config, data_dir, version),
     }
     seq = audit_event(data_dir, "approval", entry)
     record_approval(config, version, by, reason)
     old = tracking.promote(config, version)
+    if tracking.alias_version(config, tracking.CHALLENGER) == version:
+        tracking.set_challenger(config, None)  # the shadow's candidate is the champion now
     tracking.append_history(history, {**entry, "event": "promotion", "audit_seq": seq})
     return {**entry, "previous_version": old, "audit_seq": seq}

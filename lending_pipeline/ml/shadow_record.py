@@ -141,6 +141,44 @@ def vintages(
     return pd.DataFrame(rows)
 
 
+def evidence(entries: Iterable[Entry], version: str) -> dict:
+    """What served traffic says of `version` scored in the shadow: requests, days, decision
+    agreement and approval rates against the decisions served (cited by its approval)."""
+    pairs = paired(entries, "", [])
+    pairs = pairs[pairs["challenger_version"] == str(version)]
+    if pairs.empty:
+        return {"requests": 0}
+    summary = daily_comparison(pairs, [])
+    return {
+        "requests": summary["rows"],
+        "first_day": str(pairs["day"].min()),
+        "last_day": str(pairs["day"].max()),
+        "served_versions": summary["champion_versions"],
+        "decision_agreement": round(summary["decision_agreement"], 4),
+        "approval_rate_served": round(summary["champion_approval_rate"], 4),
+        "approval_rate_shadow": round(summary["challenger_approval_rate"], 4),
+    }
+
+
+def evidence_markdown(version: str, record: dict) -> str:
+    """The shadow record as a section for the version's documents."""
+    if not record.get("requests"):
+        return f"# Shadow record of version {version}\n\nNever scored in the shadow.\n"
+    lines = [
+        f"# Shadow record of version {version}",
+        "",
+        f"Scored in the shadow of version(s) {', '.join(record['served_versions'])} on "
+        f"{record['requests']} served applications, {record['first_day']} to "
+        f"{record['last_day']} (from the audit log's `shadow` entries).",
+        "",
+        "| figure | value |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {record[k]} |" for k in record if k not in ("served_versions",)]
+    lines += ["", "Realised performance by vintage: asset `challenger_vintages`."]
+    return "\n".join(lines) + "\n"
+
+
 def worse_vintages(table: pd.DataFrame, tolerance: float) -> list[str]:
     """Matured months where the challenger's AUC is below the champion's by more than
     `tolerance`."""

@@ -167,7 +167,8 @@ def set_challenger(
 ) -> Bundle | None:
     """Name (or, with None, clear) the version scored in the champion's shadow: audited, in the
     promotion history, then the champion's Bento rebuilt with it and deployed. Refuses the
-    champion itself and a version the registry does not hold."""
+    champion itself, a version the registry does not hold and one that did not pass every gate
+    for itself (a refusal is audited)."""
     champion = tracking.alias_version(config, tracking.CHAMPION)
     if version is not None:
         if version == champion:
@@ -176,6 +177,11 @@ def set_challenger(
             tracking.version_tags(config, version)
         except Exception:
             raise RollbackError(f"model version {version} is not in the registry") from None
+        try:
+            promotion.require_deployable(config, version, action="score in the shadow")
+        except promotion.PromotionRefused as refusal:
+            promotion.record_refusal(data_dir, refusal, "challenger", version, actor)
+            raise RollbackError(str(refusal)) from None
     entry = {
         "event": "challenger_set" if version else "challenger_cleared",
         "version": version,
