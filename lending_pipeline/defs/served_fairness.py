@@ -9,7 +9,7 @@ import dagster as dg
 from lending_pipeline.defs.common import OWNERS, blocking_check, daily_partitions, validated_key
 from lending_pipeline.defs.metadata import frame_table, runbook_metadata
 from lending_pipeline.defs.resources import read_partitions, resolve_data_dir
-from lending_pipeline.ml import audit
+from lending_pipeline.ml import audit, data_keys
 from lending_pipeline.ml.served_fairness import (
     attach_attributes,
     served_decisions,
@@ -62,9 +62,13 @@ def build_served_fairness_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition
         except audit.AuditStoreError as exc:
             decisions, note = None, f"no audit log to read ({exc})"
         else:
+            sealed = data_keys.open_inputs_reader(data_dir)
             try:
-                decisions = served_decisions(reader.entries(), day, attributes, join, key)
+                decisions = served_decisions(
+                    reader.entries(), day, attributes, join, key, sealed.inputs
+                )
             finally:
+                sealed.close()
                 reader.close()
             note = ""
         if decisions is not None and join and len(decisions):

@@ -28,11 +28,14 @@ def served_decisions(
     attributes: list[str],
     join_on: str | None = None,
     key: bytes | None = None,
+    inputs=None,
 ) -> pd.DataFrame:
     """One row per decision logged on `day` (UTC): request id, decision of record, whether it
-    was overridden, each protected attribute from the inputs (None when absent) and, with
-    `join_on`, that input's value for the lookup. With the audit `key`, entries whose MAC does
-    not match are left out and counted in `frame.attrs["unauthentic"]`."""
+    was overridden, each protected attribute from the inputs (None when absent, or erased) and,
+    with `join_on`, that input's value for the lookup. `inputs` opens a payload's sealed inputs
+    (`data_keys.InputsReader.inputs`); without it only inputs in clear are read. With the audit
+    `key`, entries whose MAC does not match are left out and counted in
+    `frame.attrs["unauthentic"]`."""
     rows: dict[str, dict] = {}
     overrides: dict[str, str] = {}
     unauthentic = 0
@@ -45,11 +48,11 @@ def served_decisions(
             continue
         if entry.kind == "decision" and entry.time.startswith(day):
             payload = entry.data
-            inputs = payload.get("inputs") or {}
+            values = (inputs(payload) if inputs else payload.get("inputs")) or {}
             row = {"request_id": payload["request_id"], "decision": payload["decision"]}
-            row |= {a: inputs.get(a) for a in attributes}
+            row |= {a: values.get(a) for a in attributes}
             if join_on:
-                row["_join"] = inputs.get(join_on)
+                row["_join"] = values.get(join_on)
             rows[payload["request_id"]] = row
         elif entry.kind == "override":
             payload = entry.data
