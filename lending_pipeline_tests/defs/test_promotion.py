@@ -28,7 +28,14 @@ def spec_file(tmp_path, approval="automatic", **gates):
     data = yaml.safe_load(default_spec_path().read_text())
     data["model"]["split"] = {"validation_days": 3, "test_days": 3}
     data["model"]["params"]["max_iter"] = 80
-    data["gates"].update({"min_auc_margin_over_baseline": -0.1, "max_ece": 0.1, **gates})
+    data["gates"].update(
+        {
+            "min_auc_margin_over_baseline": -0.1,
+            "max_ece": 0.1,
+            "challenger_must_beat_champion": False,  # retrained on the same days: a tie
+            **gates,
+        }
+    )
     data["promotion"] = {"approval": approval}
     path = tmp_path / f"spec_{approval}_{abs(hash(str(gates)))}.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -75,6 +82,13 @@ def test_a_version_that_failed_a_gate_is_not_packaged_and_force_is_audited(
     refused = [p for kind, p in audit_kinds(data_dir) if kind == "refused"]
     assert refused[-1]["version"] == "2" and refused[-1]["action"] == "deploy"
 
+    # nor may it score in the champion's shadow
+    assert main(["challenger", "set", "2", "--spec", str(good_path), "--reason", "try it"]) == 1
+    assert "refusing to score in the shadow model version 2" in capsys.readouterr().err
+    assert tracking.alias_version(config, tracking.CHALLENGER) is None
+    refused = [p for kind, p in audit_kinds(data_dir) if kind == "refused"]
+    assert refused[-1]["version"] == "2" and refused[-1]["action"] == "challenger"
+
     # --force needs a reason and an admin's token; a scorer's token is not enough
     assert main(["package", "--spec", str(good_path), "--version", "2", "--force"]) == 2
     args = ["package", "--spec", str(good_path), "--version", "2", "--force", "--reason", "P1"]
@@ -86,6 +100,7 @@ def test_a_version_that_failed_a_gate_is_not_packaged_and_force_is_audited(
     assert main(args) == 0
     assert "FORCED" in capsys.readouterr().out
     forced = [p for kind, p in audit_kinds(data_dir) if kind == "forced_deploy"]
+    assert len(forced) == 1 and "gate min_roc_auc FAILED" in forced[0].pop("overridden")
     assert forced == [
         {
             "event": "forced_deploy",
@@ -93,7 +108,6 @@ def test_a_version_that_failed_a_gate_is_not_packaged_and_force_is_audited(
             "version": "2",
             "by": "risk-ops",
             "reason": "P1",
-            "overridden": ["gate min_roc_auc FAILED"],
         }
     ]
     history = tracking.read_history(data_dir / "registry" / "promotions.jsonl")
@@ -171,6 +185,9 @@ def test_required_approval_holds_the_version_until_a_person_signs_off(tmp_path, 
     # the UI's way: the approval job, launched with config
     assert train_only(spec, instance).success
     assert tracking.alias_version(config, tracking.CHAMPION) == "1"
+    # while it waits, the pending version is scored in the champion's shadow
+    assert tracking.alias_version(config, tracking.CHALLENGER) == "2"
+    assert tracking.read_history(history)[-1]["challenger"] == "2"
     job = build_definitions(spec).resolve_job_def(APPROVE_JOB)
     run_config = {
         "ops": {"approve_model_version": {"config": {"version": "2", "by": "bob", "reason": "ok"}}}
@@ -179,6 +196,9 @@ def test_required_approval_holds_the_version_until_a_person_signs_off(tmp_path, 
     assert tracking.alias_version(config, tracking.CHAMPION) == "2"
     assert tracking.alias_version(config, tracking.PREVIOUS) == "1"
     assert [p["by"] for k, p in audit_kinds(data_dir) if k == "approval"] == ["alice", "bob"]
+    assert tracking.alias_version(config, tracking.CHALLENGER) is None  # it is the champion now
+    cited = [p["shadow_record"] for k, p in audit_kinds(data_dir) if k == "approval"]
+    assert cited[-1] == {"requests": 0}  # nothing was served here: the record says so
 
 
 def test_a_stale_gate_pass_does_not_count(tmp_path, workspace):
