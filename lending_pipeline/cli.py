@@ -375,11 +375,48 @@ def _versions(settings) -> list[str]:
 
 
 def cmd_spec_check(args) -> int:
+    if args.path == "init":
+        return _spec_init(args)
     spec = load_spec(args.path)
     print(
         f"spec '{spec.name}' is valid: {len(spec.sources)} sources, "
         f"{len(spec.features.model_inputs)} model inputs, digest {spec.digest[:12]}"
     )
+    return 0
+
+
+def _spec_init(args) -> int:
+    """`spec init --from-files DIR`: draft a spec from landing files."""
+    from pydantic import ValidationError
+
+    from lending_pipeline.spec import PipelineSpec
+    from lending_pipeline.spec_draft import draft_spec, render
+
+    if not args.from_files:
+        print("spec init needs --from-files DIR (the landing files to draft from)", file=sys.stderr)
+        return 2
+    root = Path(args.from_files).resolve()
+    data_dir = _data_dir(args)
+    base = data_dir if root.is_relative_to(data_dir) else root
+    try:
+        draft, review = draft_spec(root, base, args.name)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    output = Path(args.output)
+    output.write_text(render(draft, review), encoding="utf-8")
+    print(f"drafted spec '{args.name}' from {root} into {output} (files relative to {base})")
+    for item in review:
+        print(f"  confirm: {item}")
+    try:
+        PipelineSpec.model_validate(draft)
+    except ValidationError as exc:
+        print(f"the draft does not validate yet; fix these, then `lending-pipeline spec {output}`:")
+        for error in exc.errors():
+            location = ".".join(str(part) for part in error["loc"])
+            print(f"  {location}: {error['msg'].removeprefix('Value error, ')}")
+        return 1
+    print(f"the draft validates; review it, then `lending-pipeline spec {output}`")
     return 0
 
 
@@ -459,8 +496,16 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     demo.set_defaults(func=cmd_drift_demo)
 
-    spec = sub.add_parser("spec", help="validate a spec file")
-    spec.add_argument("path", nargs="?", help="default: LENDING_PIPELINE_SPEC or shipped")
+    spec = sub.add_parser(
+        "spec", help="validate a spec file, or draft one: spec init --from-files DIR"
+    )
+    spec.add_argument(
+        "path", nargs="?", help="default: LENDING_PIPELINE_SPEC or shipped; `init` drafts one"
+    )
+    spec.add_argument("--from-files", help="init: the landing files to draft from")
+    spec.add_argument("--output", default="spec.yaml", help="init: where to write the draft")
+    spec.add_argument("--name", default="my_loan", help="init: the pipeline's name")
+    spec.add_argument("--data-dir", help="init: files globs relative to it (default data/)")
     spec.set_defaults(func=cmd_spec_check)
     add_serving_commands(sub)
     return main
