@@ -71,7 +71,9 @@ def _infer(values: pd.Series, name: str) -> dict:
     if len(text) == 0:
         return {"dtype": "string", "nullable": True}
     numbers = pd.to_numeric(text, errors="coerce")
-    if numbers.notna().all():
+    if PII_NAMES.search(name) or text.str.contains("@").mean() > 0.5:
+        column.update(dtype="string", pii=True)  # by name or content: phone numbers, zips too
+    elif numbers.notna().all():
         whole = (numbers == numbers.round()).all()
         column["dtype"] = "int" if whole else "float"
         if numbers.min() >= 0:
@@ -83,9 +85,6 @@ def _infer(values: pd.Series, name: str) -> dict:
         column["dtype"] = "date"
     elif text.str.lower().isin(["true", "false"]).all():
         column["dtype"] = "bool"
-    elif PII_NAMES.search(name) or text.str.contains("@").mean() > 0.5:
-        column["dtype"] = "string"
-        column["pii"] = True
     else:
         distinct = text.unique()
         few = len(distinct) <= MAX_CATEGORIES and len(distinct) <= max(2, len(text) // 2)
