@@ -56,8 +56,20 @@ class Damage:
 # Column pickers: the first column of the source that the damage can hit, or None.
 
 
+def _in_file(source: SourceSpec, name: str) -> bool:
+    """Whether the files carry the column (a partition-dated source's date is filled in)."""
+    return name != source.date_column or source.file_dated
+
+
 def _columns(source: SourceSpec, key: str, keep: Callable[[str, ColumnSpec], bool]) -> str | None:
-    return next((n for n, c in source.columns.items() if n not in source.key and keep(n, c)), None)
+    return next(
+        (
+            n
+            for n, c in source.columns.items()
+            if n not in source.key and _in_file(source, n) and keep(n, c)
+        ),
+        None,
+    )
 
 
 def _required(source: SourceSpec, key: str) -> str | None:
@@ -99,7 +111,8 @@ def _text(source: SourceSpec, key: str) -> str | None:
 
 
 def _date(source: SourceSpec, key: str) -> str | None:
-    return source.date_column
+    dated = source.date_column and source.file_dated
+    return source.date_column if dated else _columns(source, key, lambda n, c: c.dtype == "date")
 
 
 def _key(source: SourceSpec, key: str) -> str | None:
@@ -305,7 +318,8 @@ def apply(damage: Damage, path: Path, source: SourceSpec, entity_key: str) -> st
     column = damage.column(source, entity_key) if damage.column else None
     if damage.table is not None:
         header, rows = read_landing(path, source.format)
-        header, rows = damage.table(header, rows, column)
+        in_file = {source.file_column(name): name for name in header}  # `rename`, `prefix`
+        header, rows = damage.table(header, rows, in_file.get(column, column))
         write_landing(path, source.format, header, rows)
     if damage.raw is not None:
         path.write_bytes(damage.raw(path.read_bytes()))

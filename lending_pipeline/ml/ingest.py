@@ -211,9 +211,12 @@ def _unreadable(data: bytes) -> str | None:
 
 
 def _refused(data: bytes, problem: str, report: FileReport) -> pa.Table:
-    """A file that cannot be parsed: one row per non-empty line after the first, carrying the
-    problem (no values are kept: the text may hold personal data; the file stays in landing)."""
-    lines = [n for n, line in enumerate(data.split(b"\n"), start=1) if line.strip()][1:]
+    """A file that cannot be parsed: one row per non-empty line after the header (every line
+    of a binary file, which has none), carrying the problem. No values are kept (the text may
+    hold personal data); the file stays in landing."""
+    lines = [n for n, line in enumerate(data.split(b"\n"), start=1) if line.strip()]
+    if not problem.startswith("binary"):  # a text file's first line is its header
+        lines = lines[1:]
     report.refused = problem
     return pa.table(
         {
