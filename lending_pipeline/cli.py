@@ -32,7 +32,8 @@ def _data_dir(args) -> Path:
 
 
 def cmd_generate(args) -> int:
-    from lending_pipeline.ml.corrupt import corrupt
+    from lending_pipeline.ml.corrupt import CORRUPTIONS, corrupt
+    from lending_pipeline.ml.damage import BY_KIND, apply
     from lending_pipeline.ml.synth import generate_consumer_loans, partition_path
     from lending_pipeline.ml.synth_generic import generate_from_spec
 
@@ -79,7 +80,16 @@ def cmd_generate(args) -> int:
         source = spec.source_by_name[args.corrupt_source or spec.entity.source]
         day = (args.corrupt_day or end).isoformat()
         path = partition_path(data_dir, source, day)
-        corrupt(path, args.corrupt, args.corrupt_column)
+        if args.corrupt in CORRUPTIONS:
+            corrupt(path, args.corrupt, args.corrupt_column)
+        elif args.corrupt in BY_KIND and BY_KIND[args.corrupt].applies_to(source, spec.entity.key):
+            apply(BY_KIND[args.corrupt], path, source, spec.entity.key)
+        else:
+            kinds = sorted({*CORRUPTIONS, *BY_KIND})
+            print(
+                f"unknown corruption '{args.corrupt}' for {source.name}; kinds: {', '.join(kinds)}"
+            )
+            return 2
         print(f"corrupted {path} ({args.corrupt})")
     return 0
 
@@ -440,7 +450,10 @@ def parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--scenario-start", type=_date, help="first day of the scenario")
     gen.add_argument("--generic", action="store_true", help="spec-driven random data")
-    gen.add_argument("--corrupt", help="corrupt one landing file afterwards (kind)")
+    gen.add_argument(
+        "--corrupt",
+        help="corrupt one landing file afterwards: a kind of docs/spec.md's bad-file table",
+    )
     gen.add_argument("--corrupt-source", help="source to corrupt (default: the entity source)")
     gen.add_argument("--corrupt-day", type=_date, help="day to corrupt (default: the last)")
     gen.add_argument("--corrupt-column", help="column the corruption targets")
