@@ -38,11 +38,13 @@ class Damage:
     table: Callable[[list[str], Rows, str | None], tuple[list[str], Rows]] | None = None
     raw: Callable[[bytes], bytes] | None = None  # byte-level damage (CSV unless `any_format`)
     any_format: bool = False
+    csv_only: bool = False
     parquet_rules: tuple[str, ...] = ()  # when a Parquet file is refused differently
     note: str = ""
 
     def applies_to(self, source: SourceSpec, entity_key: str) -> bool:
-        if self.raw is not None and not self.any_format and source.format != "csv":
+        csv_only = self.csv_only or (self.raw is not None and not self.any_format)
+        if csv_only and source.format != "csv":
             return False
         return self.column is None or self.column(source, entity_key) is not None
 
@@ -155,6 +157,10 @@ def _shuffle(header, rows, column):
     return header, rows
 
 
+def _twice(header, rows, column):
+    return [*header, column], [[*row, row[header.index(column)]] for row in rows]
+
+
 def _duplicate(header, rows, column):
     return header, [*rows, list(rows[DAMAGED_ROW])]
 
@@ -244,6 +250,8 @@ DAMAGES: list[Damage] = [
            raw=_binary, any_format=True, parquet_rules=("ingestion",)),
     Damage("wrong_delimiter", S, REFUSE, ("delimiter",), "fields separated by semicolons",
            raw=_semicolons),
+    Damage("duplicate_column", S, REFUSE, ("header",), "two columns with the same name",
+           _required, _twice, csv_only=True),
     Damage("repeated_header", S, REFUSE, ("repeated_header",),
            "the header line again mid-file (two files joined)", raw=_repeat_header),
     Damage("duplicate_keys", S, REFUSE, ("unique_key",), "two rows with the same key",

@@ -105,6 +105,9 @@ def _read(path: Path, source: SourceSpec, report: FileReport) -> pa.Table:
             table = pq.read_table(path)
         except (pa.ArrowException, OSError) as exc:
             raise IngestError(f"file '{path}': not a readable Parquet file ({exc})") from None
+        twice = sorted({n for n in table.column_names if table.column_names.count(n) > 1})
+        if twice:
+            raise IngestError(f"file '{path}': column(s) '{', '.join(twice)}' named twice")
         columns = {}
         for name in table.column_names:
             column = table[name]
@@ -138,6 +141,13 @@ def _read_csv(path: Path, source: SourceSpec, report: FileReport) -> pa.Table:
     if not {source.file_column(name) for name in header} & set(source.columns):
         delimiter = _other_delimiter(header_line, source) or ","
         header = next(csv.reader([header_line.decode("utf-8").rstrip("\r")], delimiter=delimiter))
+
+    twice = sorted({name for name in header if header.count(name) > 1})
+    if twice:
+        spec_names = ", ".join(source.file_column(name) for name in twice)
+        in_file = "" if spec_names == ", ".join(twice) else f" ('{', '.join(twice)}' in the file)"
+        problem = f"header: column '{spec_names}'{in_file} is named twice in the header line"
+        return _refused(data, problem, report)
 
     invalid: list[str] = []
 

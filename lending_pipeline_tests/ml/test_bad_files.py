@@ -200,3 +200,11 @@ def test_free_text_rules(spec, data_dir):
     _, outcome = run(spec, data_dir, "income")
     assert outcome.rule_counts == {"text_content": 2, "max_length": 1}
     assert sorted(outcome.quarantine["_source_row"]) == [2, 3, 4]
+
+
+def test_a_column_named_twice_refuses_the_file_instead_of_crashing(spec, data_dir):
+    path = partition_path(data_dir, spec.source_by_name["bureau"], day())
+    path.write_text(path.read_text().replace('"revolving_limit"', '"revolving_balance"', 1))
+    _, outcome = run(spec, data_dir, "bureau")
+    assert not outcome.passed and set(outcome.rule_counts) == {"header"}
+    assert "column 'revolving_balance' is named twice" in outcome.failure_summary()
