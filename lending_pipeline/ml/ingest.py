@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,6 +129,8 @@ def _read_csv(path: Path, source: SourceSpec, report: FileReport) -> pa.Table:
     except OSError as exc:
         raise IngestError(f"file '{path}': cannot be read ({exc})") from None
     data = data.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark says UTF-8: harmless
+    if data and not data.endswith(b"\n"):
+        data += b"\n"  # a last line without its line break (e.g. a header-only file)
     if not data.strip():
         report.empty = True
         return _no_rows()
@@ -204,27 +207,33 @@ def _no_rows() -> pa.Table:
 
 def _unreadable(data: bytes) -> str | None:
     """Why a file cannot be read as CSV text at all, or None."""
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        return f"binary: the file holds NUL bytes (first at byte {nul}); it is not a CSV text file"
     header = data.lstrip(b"\r\n").split(b"\n", 1)[0]
     try:
         header.decode("utf-8")
+        problem = None
     except UnicodeDecodeError as exc:
-        return f"encoding: the header line is not UTF-8 text (invalid byte at position {exc.start})"
+        problem = f"encoding: the header line is not UTF-8 text (invalid byte at {exc.start})"
+    nul = data.find(b"\x00")  # a stray NUL in a text file is a row's problem (`_decode`)
+    if nul >= 0 and (problem or b"\x00" in header or data.count(b"\x00") * 100 > len(data)):
+        return f"binary: the file holds NUL bytes (first at byte {nul}); it is not a CSV text file"
+    if problem:
+        return problem
     if b"\r" in header.rstrip(b"\r"):
         return (
             "line_endings: a bare carriage return (CR) inside the header line splits it; "
-            "the file's line endings are damaged"
+            "the file's line endings are damaged (or CR only, as old Mac exports)"
         )
     return None
+
+
+LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
 def _refused(data: bytes, problem: str, report: FileReport) -> pa.Table:
     """A file that cannot be parsed: one row per non-empty line after the header (every line
     of a binary file, which has none), carrying the problem. No values are kept (the text may
     hold personal data); the file stays in landing."""
-    lines = [n for n, line in enumerate(data.split(b"\n"), start=1) if line.strip()]
+    lines = [n for n, line in enumerate(LINE_END.split(data), start=1) if line.strip()]
     if not problem.startswith("binary"):  # a text file's first line is its header
         lines = lines[1:]
     report.refused = problem
@@ -237,15 +246,20 @@ def _refused(data: bytes, problem: str, report: FileReport) -> pa.Table:
 
 
 def _decode(data: bytes, report: FileReport) -> tuple[bytes, dict[int, str]]:
-    """Replace bytes that are not UTF-8, noting the problem per line."""
+    """Replace bytes that are not UTF-8 and stray NUL bytes, noting the problem per line."""
     bad_lines: dict[int, str] = {}
     try:
         data.decode("utf-8")
-        return data, bad_lines
+        if b"\x00" not in data:
+            return data, bad_lines
     except UnicodeDecodeError:
         pass
     fixed = []
     for number, line in enumerate(data.split(b"\n"), start=1):
+        nul = line.find(b"\x00")
+        if nul >= 0:
+            bad_lines[number] = f"encoding: NUL byte at position {nul}"
+            line = line.replace(b"\x00", "\ufffd".encode())
         try:
             line.decode("utf-8")
             fixed.append(line)
@@ -337,8 +351,10 @@ def _conform(table: pa.Table, source: SourceSpec, report: FileReport, day: str) 
     """Name the file's columns as the spec does (`rename`, `prefix`); keep declared columns in
     spec order; add missing ones empty; drop undeclared ones; fill a partition-dated source's
     date column with the partition day."""
-    names = {
-        source.file_column(c): c for c in table.column_names if c not in (SOURCE_ROW, INGEST_ERROR)
+    names = {  # names padded with spaces in the header are harmless
+        source.file_column(c.strip()): c
+        for c in table.column_names
+        if c not in (SOURCE_ROW, INGEST_ERROR)
     }
     present = set(names)
     filled = set() if source.file_dated or source.static else {source.date_column}

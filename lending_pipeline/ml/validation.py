@@ -396,8 +396,9 @@ def _root_causes(failures: list[tuple]) -> list[tuple]:
     for (rule, column, detail), mask in merged.items():
         if rule not in WHOLE_ROW_RULES:
             mask = mask & ~whole_row
-            if rule != "required_column" and column in missing:
-                mask = mask & ~missing[column]
+            for name in column.split(", ") if rule != "required_column" else []:
+                if name in missing:  # a key column missing also leaves its keys empty
+                    mask = mask & ~missing[name]
             if rule not in ("required_column", "dtype") and column in unparsed:
                 mask = mask & ~unparsed[column]
         if mask.any():

@@ -208,3 +208,41 @@ def test_a_column_named_twice_refuses_the_file_instead_of_crashing(spec, data_di
     _, outcome = run(spec, data_dir, "bureau")
     assert not outcome.passed and set(outcome.rule_counts) == {"header"}
     assert "column 'revolving_balance' is named twice" in outcome.failure_summary()
+
+
+@pytest.mark.parametrize(
+    "damage, rules",
+    [
+        ("cr_only_line_endings", {"line_endings"}),
+        ("header_without_line_break", set()),
+        ("stray_nul_byte", {"encoding"}),
+        ("utf16", {"binary"}),
+        ("spaces_around_header_names", None),
+        ("missing_key_column", {"required_column"}),
+    ],
+)
+def test_more_damaged_files_are_named_not_crashed_on(spec, data_dir, damage, rules):
+    path = partition_path(data_dir, spec.source_by_name["bureau"], day())
+    data = path.read_bytes()
+    if damage == "cr_only_line_endings":
+        data = data.replace(b"\n", b"\r")
+    elif damage == "header_without_line_break":
+        data = data.split(b"\n")[0]
+    elif damage == "stray_nul_byte":
+        data = data.replace(b"A011", b"A0\x0011", 1)
+    elif damage == "utf16":
+        data = data.decode().encode("utf-16")
+    elif damage == "spaces_around_header_names":
+        data = data.replace(b'"pull_date"', b'" pull_date "', 1)
+    else:
+        corrupt.missing_column(path, "pull_date")  # a key column: no unique_key noise
+        data = path.read_bytes()
+    path.write_bytes(data)
+    _, outcome = run(spec, data_dir, "bureau")
+    if rules is None:
+        assert outcome.passed and outcome.quarantined_rows == 0
+        return
+    assert not outcome.passed
+    assert set(outcome.rule_counts) == rules, outcome.rule_counts
+    if damage == "header_without_line_break":
+        assert "no rows (rule: not_empty)" in outcome.failure_summary()
