@@ -190,8 +190,11 @@ def cmd_train(args) -> int:
     for evaluation in result.get_asset_check_evaluations():
         verdict = "pass" if evaluation.passed else "FAIL"
         print(f"  [{verdict}] {evaluation.description}")
-    for step, error in zip(run.failed_steps, run.step_errors, strict=False):
-        print(f"  step {step} failed: {error}")
+    for problem in run.problems:
+        if problem.kind != "check":  # checks are listed above
+            print(f"  {problem.line()}")
+            if problem.traceback:
+                print(problem.traceback)
     champion = _materialized(result, "champion_model")
     if champion:
         print(f"  promoted: champion is now version {champion['champion_version'].value}")
