@@ -1,12 +1,17 @@
 """Ingestion: read one source's landing files for one day, pseudonymise PII at the door.
 
 Reading never drops a row. Every record of every file becomes one row, as text, with its origin
-(`_source_file`, `_source_row`). Rows that cannot be read cleanly — bytes that are not UTF-8, a
-wrong number of fields (a truncated or garbled line) — are kept with the problem in
-`_ingest_error`, so validation can quarantine them by rule. Declared columns missing from a file
-are added empty and reported; undeclared columns are dropped (they could hold personal data the
-spec does not know about) and reported by name. PII columns are replaced by their keyed
-pseudonyms before the table leaves this module.
+(`_source_file`, `_source_row`: the line the record starts on, also after quoted newlines).
+Rows that cannot be read cleanly — bytes that are not UTF-8, a wrong number of fields (a
+truncated or garbled line), a repeated header line — are kept with the problem in
+`_ingest_error`, so validation can quarantine them by rule. A file that cannot be parsed at all
+(binary, a damaged header line, a column named twice) becomes one row per line carrying the
+problem and no values; a file written with another delimiter is read with it, every row
+carrying the `delimiter` problem. Declared columns missing from a file are added empty and
+reported; undeclared columns are dropped (they could hold personal data the spec does not know
+about) and reported by name. Columns are named as the spec names them (`rename`, `prefix`); a
+partition-dated source's date column is the partition day. PII columns are replaced by their
+keyed pseudonyms before the table leaves this module.
 """
 
 from __future__ import annotations
