@@ -28,7 +28,9 @@ PII_NAMES = re.compile(
 PROTECTED_NAMES = re.compile(
     r"^(age|age_band|age_group|sex|gender|race|ethnicity|religion|marital.*)$"
 )
-TARGET_NAMES = re.compile(r"(default|bad|target|label|delinquent|charged_off|outcome)")
+TARGET_NAMES = re.compile(
+    r"(default|bad|target|label|delinquen|charged_off|outcome|missed|arrears|late)"
+)
 SAMPLE_ROWS = 5000
 MAX_CATEGORIES = 20
 
@@ -40,7 +42,17 @@ class SourceDraft:
     files: list[Path]
     dated: bool
     frame: pd.DataFrame
+    days: list[str] = field(default_factory=list)  # the day of each sampled row's file
     columns: dict[str, dict] = field(default_factory=dict)
+
+    def dated_by_file(self) -> bool:
+        """Whether a date column equals the day in each row's file name (the entity source's
+        rows are partitioned by their own date)."""
+        if not self.dated:
+            return False
+        days = pd.Series(self.days[: len(self.frame)], index=self.frame.index[: len(self.days)])
+        dates = [c for c, col in self.columns.items() if col["dtype"] == "date"]
+        return any((self.frame[c].reindex(days.index) == days).all() for c in dates)
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -57,10 +69,13 @@ def _sources(root: Path) -> list[SourceDraft]:
     drafts = []
     for folder, paths in groups.items():
         dated = all(DAY.search(p.name) for p in paths)
-        sample = pd.concat([_read(p) for p in paths[:20]], ignore_index=True).head(SAMPLE_ROWS)
+        frames = [_read(p) for p in paths[:20]]
+        sample = pd.concat(frames, ignore_index=True).head(SAMPLE_ROWS)
+        days = [DAY.search(p.name).group(0) if dated else "" for p in paths[: len(frames)]]
+        days = [day for day, f in zip(days, frames, strict=True) for _ in range(len(f))]
         label = folder.name if dated or len(paths) > 1 else paths[0].stem
         name = re.sub(r"[^a-z0-9_]", "_", label.lower()).strip("_") or "source"
-        drafts.append(SourceDraft(name, folder, paths, dated, sample))
+        drafts.append(SourceDraft(name, folder, paths, dated, sample, days[:SAMPLE_ROWS]))
     return drafts
 
 
@@ -117,19 +132,18 @@ def draft_spec(root: Path, base: Path, name: str = "my_loan") -> tuple[dict, lis
     ) or (candidates[0] if candidates else _names(drafts[0])[0])
     review.append(f"entity.key: '{key}' (a column every source shares)")
     dated = [d for d in drafts if d.dated]
-    target = next(
-        (
-            (d, c)
-            for d in dated
-            for c, col in d.columns.items()
-            if col.get("allowed") == [0, 1] and TARGET_NAMES.search(c)
-        ),
-        None,
-    )
+    labels = [
+        (d, c, bool(TARGET_NAMES.search(c)))
+        for d in dated
+        for c, col in d.columns.items()
+        if col.get("allowed") == [0, 1]
+    ]
+    labels.sort(key=lambda item: (not item[2], len(item[0].columns)))  # named so, narrow source
+    target = labels[0][:2] if labels else None
     with_dates = [d for d in dated if d is not (target and target[0]) and d.frame[key].is_unique]
     entity = max(
         with_dates or dated or drafts,
-        key=lambda d: (any(c["dtype"] == "date" for c in d.columns.values()), len(d.frame)),
+        key=lambda d: (d.dated_by_file(), len(d.columns), len(d.frame)),
     )
     review.append(f"entity.source: '{entity.name}' (one row per application)")
     sources = []

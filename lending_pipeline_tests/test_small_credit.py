@@ -134,3 +134,20 @@ def test_spec_init_drafts_a_spec_that_validates_the_files(small, tmp_path, capsy
         raw = arrow_to_pandas(ingest(source, data, "2025-04-02", KEY).table)
         outcome = validate_source(raw, source, "2025-04-02", partition_dated=False)
         assert outcome.passed and outcome.quarantined_rows == 0, outcome.failure_summary()
+
+
+def test_spec_init_on_parquet_files_finds_the_entity_and_the_label(tmp_path, capsys):
+    from lending_pipeline.cli import main
+    from lending_pipeline_tests.test_second_spec import SME
+
+    sme = load_spec(SME)
+    data = tmp_path / "sme"
+    generate_from_spec(sme, data, START, 2, 30, as_of=dt.date(2025, 6, 1))
+    output = tmp_path / "sme_draft.yaml"
+    args = ["spec", "init", "--from-files", str(data), "--data-dir", str(data)]
+    assert main([*args, "--output", str(output)]) == 0, capsys.readouterr().out
+    draft = load_spec(output)
+    assert (draft.entity.source, draft.entity.key) == ("requests", "request_id")
+    assert (draft.target.source, draft.target.column) == ("repayments", "missed_payment")
+    assert draft.source_by_name["requests"].format == "parquet"
+    assert draft.source_by_name["requests"].columns["director_name"].pii
