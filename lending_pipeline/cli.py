@@ -33,7 +33,8 @@ def _data_dir(args) -> Path:
 
 
 def cmd_generate(args) -> int:
-    from lending_pipeline.ml.corrupt import corrupt
+    from lending_pipeline.ml.corrupt import CORRUPTIONS, corrupt
+    from lending_pipeline.ml.damage import BY_KIND, apply
     from lending_pipeline.ml.synth import generate_consumer_loans, partition_path
     from lending_pipeline.ml.synth_generic import generate_from_spec
 
@@ -80,7 +81,16 @@ def cmd_generate(args) -> int:
         source = spec.source_by_name[args.corrupt_source or spec.entity.source]
         day = (args.corrupt_day or end).isoformat()
         path = partition_path(data_dir, source, day)
-        corrupt(path, args.corrupt, args.corrupt_column)
+        if args.corrupt in CORRUPTIONS:
+            corrupt(path, args.corrupt, args.corrupt_column)
+        elif args.corrupt in BY_KIND and BY_KIND[args.corrupt].applies_to(source, spec.entity.key):
+            apply(BY_KIND[args.corrupt], path, source, spec.entity.key)
+        else:
+            kinds = sorted({*CORRUPTIONS, *BY_KIND})
+            print(
+                f"unknown corruption '{args.corrupt}' for {source.name}; kinds: {', '.join(kinds)}"
+            )
+            return 2
         print(f"corrupted {path} ({args.corrupt})")
     return 0
 
@@ -183,8 +193,11 @@ def cmd_train(args) -> int:
     for evaluation in result.get_asset_check_evaluations():
         verdict = "pass" if evaluation.passed else "FAIL"
         print(f"  [{verdict}] {evaluation.description}")
-    for step, error in zip(run.failed_steps, run.step_errors, strict=False):
-        print(f"  step {step} failed: {error}")
+    for problem in run.problems:
+        if problem.kind != "check":  # checks are listed above
+            print(f"  {problem.line()}")
+            if problem.traceback:
+                print(problem.traceback)
     champion = _materialized(result, "champion_model")
     if champion and "pending_version" in champion:
         pending = champion["pending_version"].value
@@ -384,6 +397,8 @@ def _versions(settings) -> list[str]:
 def cmd_spec_check(args) -> int:
     from lending_pipeline.ml.evidence import spec_warnings
 
+    if args.path == "init":
+        return _spec_init(args)
     spec = load_spec(args.path)
     print(
         f"spec '{spec.name}' is valid: {len(spec.sources)} sources, "
@@ -391,6 +406,41 @@ def cmd_spec_check(args) -> int:
     )
     for warning in spec_warnings(spec, _data_dir(args)):
         print(f"  warning: {warning}")
+    return 0
+
+
+def _spec_init(args) -> int:
+    """`spec init --from-files DIR`: draft a spec from landing files."""
+    from pydantic import ValidationError
+
+    from lending_pipeline.spec import PipelineSpec
+    from lending_pipeline.spec_draft import draft_spec, render
+
+    if not args.from_files:
+        print("spec init needs --from-files DIR (the landing files to draft from)", file=sys.stderr)
+        return 2
+    root = Path(args.from_files).resolve()
+    data_dir = _data_dir(args)
+    base = data_dir if root.is_relative_to(data_dir) else root
+    try:
+        draft, review = draft_spec(root, base, args.name)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    output = Path(args.output)
+    output.write_text(render(draft, review), encoding="utf-8")
+    print(f"drafted spec '{args.name}' from {root} into {output} (files relative to {base})")
+    for item in review:
+        print(f"  confirm: {item}")
+    try:
+        PipelineSpec.model_validate(draft)
+    except ValidationError as exc:
+        print(f"the draft does not validate yet; fix these, then `lending-pipeline spec {output}`:")
+        for error in exc.errors():
+            location = ".".join(str(part) for part in error["loc"])
+            print(f"  {location}: {error['msg'].removeprefix('Value error, ')}")
+        return 1
+    print(f"the draft validates; review it, then `lending-pipeline spec {output}`")
     return 0
 
 
@@ -414,7 +464,10 @@ def parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--scenario-start", type=_date, help="first day of the scenario")
     gen.add_argument("--generic", action="store_true", help="spec-driven random data")
-    gen.add_argument("--corrupt", help="corrupt one landing file afterwards (kind)")
+    gen.add_argument(
+        "--corrupt",
+        help="corrupt one landing file afterwards: a kind of docs/spec.md's bad-file table",
+    )
     gen.add_argument("--corrupt-source", help="source to corrupt (default: the entity source)")
     gen.add_argument("--corrupt-day", type=_date, help="day to corrupt (default: the last)")
     gen.add_argument("--corrupt-column", help="column the corruption targets")
@@ -470,9 +523,19 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     demo.set_defaults(func=cmd_drift_demo)
 
-    spec = sub.add_parser("spec", help="validate a spec file")
-    spec.add_argument("path", nargs="?", help="default: LENDING_PIPELINE_SPEC or shipped")
-    spec.add_argument("--data-dir", help="landed files to estimate the splits from")
+    spec = sub.add_parser(
+        "spec", help="validate a spec file, or draft one: spec init --from-files DIR"
+    )
+    spec.add_argument(
+        "path", nargs="?", help="default: LENDING_PIPELINE_SPEC or shipped; `init` drafts one"
+    )
+    spec.add_argument("--from-files", help="init: the landing files to draft from")
+    spec.add_argument("--output", default="spec.yaml", help="init: where to write the draft")
+    spec.add_argument("--name", default="my_loan", help="init: the pipeline's name")
+    spec.add_argument(
+        "--data-dir",
+        help="landed files to estimate the splits from; init: files globs relative to it",
+    )
     spec.set_defaults(func=cmd_spec_check)
     add_serving_commands(sub)
     add_privacy_commands(sub)

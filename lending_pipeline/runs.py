@@ -51,7 +51,8 @@ class Problem:
                 first += f" (+{more} more)"
         anchor = f" [runbook {self.runbook}]" if self.runbook else ""
         label = {"check": "FAILED CHECK", "refused": "REFUSED STEP", "error": "ERROR IN STEP"}
-        return f"{label[self.kind]} {self.name} partition {self.partition or '-'}: {first}{anchor}"
+        where = f" partition {self.partition}" if self.partition else ""
+        return f"{label[self.kind]} {self.name}{where}: {first}{anchor}"
 
 
 def _anchor(metadata) -> str:

@@ -1,4 +1,5 @@
-"""The bad-file contract of docs/spec.md, held for every source of every shipped spec.
+"""The bad-file contract of docs/spec.md, held for every source of every shipped spec (the
+third, small_credit, adds partition-dated sources, a static one and renamed columns).
 
 Cases are generated from the specs and `lending_pipeline.ml.damage.DAMAGES` (the table in the
 docs is generated from the same list and checked here): each damage kind, applied to one
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SPECS = {
     "consumer_loan": default_spec_path(),
     "sme_loan": ROOT / "lending_pipeline" / "specs" / "sme_loan.yaml",
+    "small_credit": ROOT / "lending_pipeline" / "specs" / "small_credit.yaml",
 }
 DAY = dt.date(2025, 3, 4)
 KEY = PII_KEY.encode()

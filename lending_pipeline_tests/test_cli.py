@@ -81,3 +81,14 @@ def test_generate_from_a_start_date_writes_the_given_number_of_days(tmp_path, ca
         )
         == 2
     )
+
+
+def test_generate_can_corrupt_with_any_kind_of_the_bad_file_table(tmp_path, capsys):
+    args = ["generate", "--data-dir", str(tmp_path), "--days", "1", "--per-day", "20"]
+    args += ["--end", "2025-05-10", "--corrupt", "wrong_delimiter", "--corrupt-source", "bureau"]
+    assert main(args) == 0
+    assert "corrupted" in capsys.readouterr().out
+    header = (tmp_path / "landing" / "bureau" / "2025-05-10.csv").read_text().splitlines()[0]
+    assert ";" in header and "," not in header
+    assert main([*args[:-4], "--corrupt", "moon_dust"]) == 2
+    assert "unknown corruption 'moon_dust'" in capsys.readouterr().out

@@ -12,6 +12,7 @@ from lending_pipeline.defs.common import (
     OWNERS,
     POINT_IN_TIME_CHECK,
     blocking_check,
+    daily_partitions,
     validated_key,
     validation_checks,
 )
@@ -20,6 +21,7 @@ from lending_pipeline.defs.resources import HAND_OVER_IN_MEMORY, MlflowTracking
 from lending_pipeline.ml import tracking
 from lending_pipeline.ml.evidence import split_shortfalls
 from lending_pipeline.ml.scoring import REFERENCE_ARTIFACT, reference_values
+from lending_pipeline.ml.sufficiency import days_problem, split_problems
 from lending_pipeline.ml.train import (
     SPLIT,
     SPLITS,
@@ -67,6 +69,20 @@ def as_of_date(config: TrainingConfig) -> dt.date:
     return dt.date.fromisoformat(config.as_of) if config.as_of else dt.datetime.now(dt.UTC).date()
 
 
+def refuse_small(rows: int, problems: list[str]) -> None:
+    """Refuse a training set too small to train on meaningfully, saying what and why."""
+    raise dg.Failure(
+        description=(
+            f"training set too small to train meaningfully ({rows} matured applications): "
+            + "; ".join(problems)
+        ),
+        metadata={
+            "problems": "\n".join(problems),
+            **runbook_metadata("training_set_too_small"),
+        },
+    )
+
+
 def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
     target = spec.target.source
     input_checks = [POINT_IN_TIME_CHECK, FRESHNESS_CHECK if spec.features.freshness else None]
@@ -103,14 +119,21 @@ def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         outcomes: pd.DataFrame,
     ):
         days = day_strings(features[date])
-        # every day of the input: a day whose checks failed has had its features withdrawn
-        inputs_days = context.asset_partition_keys_for_input("features")
-        require_passed_partitions(context, input_checks, sorted({*days, *inputs_days}))
+        # Every day, not only those with stored features: a failed day's features are withdrawn,
+        # and its absence must refuse the training set, not shrink it silently.
+        every_day = sorted(set(days) | set(daily_partitions(spec).get_partition_keys()))
+        require_passed_partitions(context, input_checks, every_day)
         frame = labelled(spec, features, outcomes, as_of_date(config))
         split = spec.model.split
+        too_few_days = days_problem(spec, frame)
+        if too_few_days:
+            refuse_small(len(frame), [too_few_days])
         frame = out_of_time_split(frame, date, split.validation_days, split.test_days)
         metadata = {"rows": len(frame), "input_partitions": len(days)}
         parts = split_parts(frame)
+        problems = split_problems(spec, parts)
+        if problems:
+            refuse_small(len(frame), problems)
         digests = split_digests(parts)
         for name, part in parts.items():
             metadata[f"{name}_rows"] = len(part)

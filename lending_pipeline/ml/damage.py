@@ -38,11 +38,13 @@ class Damage:
     table: Callable[[list[str], Rows, str | None], tuple[list[str], Rows]] | None = None
     raw: Callable[[bytes], bytes] | None = None  # byte-level damage (CSV unless `any_format`)
     any_format: bool = False
+    csv_only: bool = False
     parquet_rules: tuple[str, ...] = ()  # when a Parquet file is refused differently
     note: str = ""
 
     def applies_to(self, source: SourceSpec, entity_key: str) -> bool:
-        if self.raw is not None and not self.any_format and source.format != "csv":
+        csv_only = self.csv_only or (self.raw is not None and not self.any_format)
+        if csv_only and source.format != "csv":
             return False
         return self.column is None or self.column(source, entity_key) is not None
 
@@ -56,8 +58,20 @@ class Damage:
 # Column pickers: the first column of the source that the damage can hit, or None.
 
 
+def _in_file(source: SourceSpec, name: str) -> bool:
+    """Whether the files carry the column (a partition-dated source's date is filled in)."""
+    return name != source.date_column or source.file_dated
+
+
 def _columns(source: SourceSpec, key: str, keep: Callable[[str, ColumnSpec], bool]) -> str | None:
-    return next((n for n, c in source.columns.items() if n not in source.key and keep(n, c)), None)
+    return next(
+        (
+            n
+            for n, c in source.columns.items()
+            if n not in source.key and _in_file(source, n) and keep(n, c)
+        ),
+        None,
+    )
 
 
 def _required(source: SourceSpec, key: str) -> str | None:
@@ -99,7 +113,8 @@ def _text(source: SourceSpec, key: str) -> str | None:
 
 
 def _date(source: SourceSpec, key: str) -> str | None:
-    return source.date_column
+    dated = source.date_column and source.file_dated
+    return source.date_column if dated else _columns(source, key, lambda n, c: c.dtype == "date")
 
 
 def _key(source: SourceSpec, key: str) -> str | None:
@@ -140,6 +155,10 @@ def _reorder(header, rows, column):
 def _shuffle(header, rows, column):
     random.Random(5).shuffle(rows)
     return header, rows
+
+
+def _twice(header, rows, column):
+    return [*header, column], [[*row, row[header.index(column)]] for row in rows]
 
 
 def _duplicate(header, rows, column):
@@ -231,6 +250,8 @@ DAMAGES: list[Damage] = [
            raw=_binary, any_format=True, parquet_rules=("ingestion",)),
     Damage("wrong_delimiter", S, REFUSE, ("delimiter",), "fields separated by semicolons",
            raw=_semicolons),
+    Damage("duplicate_column", S, REFUSE, ("header",), "two columns with the same name",
+           _required, _twice, csv_only=True),
     Damage("repeated_header", S, REFUSE, ("repeated_header",),
            "the header line again mid-file (two files joined)", raw=_repeat_header),
     Damage("duplicate_keys", S, REFUSE, ("unique_key",), "two rows with the same key",
@@ -305,7 +326,8 @@ def apply(damage: Damage, path: Path, source: SourceSpec, entity_key: str) -> st
     column = damage.column(source, entity_key) if damage.column else None
     if damage.table is not None:
         header, rows = read_landing(path, source.format)
-        header, rows = damage.table(header, rows, column)
+        in_file = {source.file_column(name): name for name in header}  # `rename`, `prefix`
+        header, rows = damage.table(header, rows, in_file.get(column, column))
         write_landing(path, source.format, header, rows)
     if damage.raw is not None:
         path.write_bytes(damage.raw(path.read_bytes()))

@@ -1,18 +1,24 @@
 """Ingestion: read one source's landing files for one day, pseudonymise PII at the door.
 
 Reading never drops a row. Every record of every file becomes one row, as text, with its origin
-(`_source_file`, `_source_row`). Rows that cannot be read cleanly — bytes that are not UTF-8, a
-wrong number of fields (a truncated or garbled line) — are kept with the problem in
-`_ingest_error`, so validation can quarantine them by rule. Declared columns missing from a file
-are added empty and reported; undeclared columns are dropped (they could hold personal data the
-spec does not know about) and reported by name. PII columns are replaced by their keyed
-pseudonyms before the table leaves this module.
+(`_source_file`, `_source_row`: the line the record starts on, also after quoted newlines).
+Rows that cannot be read cleanly — bytes that are not UTF-8, a wrong number of fields (a
+truncated or garbled line), a repeated header line — are kept with the problem in
+`_ingest_error`, so validation can quarantine them by rule. A file that cannot be parsed at all
+(binary, a damaged header line, a column named twice) becomes one row per line carrying the
+problem and no values; a file written with another delimiter is read with it, every row
+carrying the `delimiter` problem. Declared columns missing from a file are added empty and
+reported; undeclared columns are dropped (they could hold personal data the spec does not know
+about) and reported by name. Columns are named as the spec names them (`rename`, `prefix`); a
+partition-dated source's date column is the partition day. PII columns are replaced by their
+keyed pseudonyms before the table leaves this module.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +115,9 @@ def _read(path: Path, source: SourceSpec, report: FileReport) -> pa.Table:
             table = pq.read_table(path)
         except (pa.ArrowException, OSError) as exc:
             raise IngestError(f"file '{path}': not a readable Parquet file ({exc})") from None
+        twice = sorted({n for n in table.column_names if table.column_names.count(n) > 1})
+        if twice:
+            raise IngestError(f"file '{path}': column(s) '{', '.join(twice)}' named twice")
         columns = {}
         for name in table.column_names:
             column = table[name]
@@ -129,6 +138,8 @@ def _read_csv(path: Path, source: SourceSpec, report: FileReport) -> pa.Table:
     except OSError as exc:
         raise IngestError(f"file '{path}': cannot be read ({exc})") from None
     data = data.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark says UTF-8: harmless
+    if data and not data.endswith(b"\n"):
+        data += b"\n"  # a last line without its line break (e.g. a header-only file)
     if not data.strip():
         report.empty = True
         return _no_rows()
@@ -142,6 +153,13 @@ def _read_csv(path: Path, source: SourceSpec, report: FileReport) -> pa.Table:
     if not {source.file_column(name) for name in header} & set(source.columns):
         delimiter = _other_delimiter(header_line, source) or ","
         header = next(csv.reader([header_line.decode("utf-8").rstrip("\r")], delimiter=delimiter))
+
+    twice = sorted({name for name in header if header.count(name) > 1})
+    if twice:
+        spec_names = ", ".join(source.file_column(name) for name in twice)
+        in_file = "" if spec_names == ", ".join(twice) else f" ('{', '.join(twice)}' in the file)"
+        problem = f"header: column '{spec_names}'{in_file} is named twice in the header line"
+        return _refused(data, problem, report)
 
     invalid: list[str] = []
 
@@ -198,26 +216,35 @@ def _no_rows() -> pa.Table:
 
 def _unreadable(data: bytes) -> str | None:
     """Why a file cannot be read as CSV text at all, or None."""
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        return f"binary: the file holds NUL bytes (first at byte {nul}); it is not a CSV text file"
     header = data.lstrip(b"\r\n").split(b"\n", 1)[0]
     try:
         header.decode("utf-8")
+        problem = None
     except UnicodeDecodeError as exc:
-        return f"encoding: the header line is not UTF-8 text (invalid byte at position {exc.start})"
+        problem = f"encoding: the header line is not UTF-8 text (invalid byte at {exc.start})"
+    nul = data.find(b"\x00")  # a stray NUL in a text file is a row's problem (`_decode`)
+    if nul >= 0 and (problem or b"\x00" in header or data.count(b"\x00") * 100 > len(data)):
+        return f"binary: the file holds NUL bytes (first at byte {nul}); it is not a CSV text file"
+    if problem:
+        return problem
     if b"\r" in header.rstrip(b"\r"):
         return (
             "line_endings: a bare carriage return (CR) inside the header line splits it; "
-            "the file's line endings are damaged"
+            "the file's line endings are damaged (or CR only, as old Mac exports)"
         )
     return None
 
 
+LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
 def _refused(data: bytes, problem: str, report: FileReport) -> pa.Table:
-    """A file that cannot be parsed: one row per non-empty line after the first, carrying the
-    problem (no values are kept: the text may hold personal data; the file stays in landing)."""
-    lines = [n for n, line in enumerate(data.split(b"\n"), start=1) if line.strip()][1:]
+    """A file that cannot be parsed: one row per non-empty line after the header (every line
+    of a binary file, which has none), carrying the problem. No values are kept (the text may
+    hold personal data); the file stays in landing."""
+    lines = [n for n, line in enumerate(LINE_END.split(data), start=1) if line.strip()]
+    if not problem.startswith("binary"):  # a text file's first line is its header
+        lines = lines[1:]
     report.refused = problem
     return pa.table(
         {
@@ -228,15 +255,20 @@ def _refused(data: bytes, problem: str, report: FileReport) -> pa.Table:
 
 
 def _decode(data: bytes, report: FileReport) -> tuple[bytes, dict[int, str]]:
-    """Replace bytes that are not UTF-8, noting the problem per line."""
+    """Replace bytes that are not UTF-8 and stray NUL bytes, noting the problem per line."""
     bad_lines: dict[int, str] = {}
     try:
         data.decode("utf-8")
-        return data, bad_lines
+        if b"\x00" not in data:
+            return data, bad_lines
     except UnicodeDecodeError:
         pass
     fixed = []
     for number, line in enumerate(data.split(b"\n"), start=1):
+        nul = line.find(b"\x00")
+        if nul >= 0:
+            bad_lines[number] = f"encoding: NUL byte at position {nul}"
+            line = line.replace(b"\x00", "\ufffd".encode())
         try:
             line.decode("utf-8")
             fixed.append(line)
@@ -328,8 +360,10 @@ def _conform(table: pa.Table, source: SourceSpec, report: FileReport, day: str) 
     """Name the file's columns as the spec does (`rename`, `prefix`); keep declared columns in
     spec order; add missing ones empty; drop undeclared ones; fill a partition-dated source's
     date column with the partition day."""
-    names = {
-        source.file_column(c): c for c in table.column_names if c not in (SOURCE_ROW, INGEST_ERROR)
+    names = {  # names padded with spaces in the header are harmless
+        source.file_column(c.strip()): c
+        for c in table.column_names
+        if c not in (SOURCE_ROW, INGEST_ERROR)
     }
     present = set(names)
     filled = set() if source.file_dated or source.static else {source.date_column}

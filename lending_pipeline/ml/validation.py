@@ -3,7 +3,7 @@
 Every input row ends up in exactly one of two tables: `valid` (typed, ready for features) or
 `quarantine` (the row as ingested, PII already pseudonymised, with every rule it broke). Rules:
 
-- `binary`, `encoding`, `line_endings`, `delimiter`, `repeated_header`, `row_format`,
+- `binary`, `header`, `encoding`, `line_endings`, `delimiter`, `repeated_header`, `row_format`,
   `required_column`: the file or row could not be read as declared (from ingestion);
   `unique_key`: several rows share a key. These are *structural* and fail the check whatever
   their share.
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 WHOLE_ROW_RULES = (
     "binary",
+    "header",
     "encoding",
     "line_endings",
     "delimiter",
@@ -395,8 +396,9 @@ def _root_causes(failures: list[tuple]) -> list[tuple]:
     for (rule, column, detail), mask in merged.items():
         if rule not in WHOLE_ROW_RULES:
             mask = mask & ~whole_row
-            if rule != "required_column" and column in missing:
-                mask = mask & ~missing[column]
+            for name in column.split(", ") if rule != "required_column" else []:
+                if name in missing:  # a key column missing also leaves its keys empty
+                    mask = mask & ~missing[name]
             if rule not in ("required_column", "dtype") and column in unparsed:
                 mask = mask & ~unparsed[column]
         if mask.any():

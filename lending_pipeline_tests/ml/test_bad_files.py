@@ -3,6 +3,7 @@ column and rule, and counted once; nothing crashes and no row is lost."""
 
 import datetime as dt
 import os
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -104,11 +105,13 @@ def test_ancient_dates_in_any_date_column_are_quarantined(spec, data_dir, value)
     assert "pull_date" in outcome.quarantine["_detail"].iloc[0]
 
 
-def test_every_date_column_of_both_shipped_specs_has_bounds(spec):
-    from lending_pipeline_tests.test_second_spec import SME
-
+def test_every_date_column_of_every_shipped_spec_has_bounds():
     today = dt.date(2026, 1, 1)
-    for each in (spec, load_spec(SME)):
+    shipped = sorted(
+        (Path(__file__).resolve().parents[2] / "lending_pipeline/specs").glob("*.yaml")
+    )
+    assert len(shipped) >= 3
+    for each in map(load_spec, shipped):
         for source in each.sources:
             for name, column in source.columns.items():
                 if column.dtype != "date":
@@ -197,3 +200,49 @@ def test_free_text_rules(spec, data_dir):
     _, outcome = run(spec, data_dir, "income")
     assert outcome.rule_counts == {"text_content": 2, "max_length": 1}
     assert sorted(outcome.quarantine["_source_row"]) == [2, 3, 4]
+
+
+def test_a_column_named_twice_refuses_the_file_instead_of_crashing(spec, data_dir):
+    path = partition_path(data_dir, spec.source_by_name["bureau"], day())
+    path.write_text(path.read_text().replace('"revolving_limit"', '"revolving_balance"', 1))
+    _, outcome = run(spec, data_dir, "bureau")
+    assert not outcome.passed and set(outcome.rule_counts) == {"header"}
+    assert "column 'revolving_balance' is named twice" in outcome.failure_summary()
+
+
+@pytest.mark.parametrize(
+    "damage, rules",
+    [
+        ("cr_only_line_endings", {"line_endings"}),
+        ("header_without_line_break", set()),
+        ("stray_nul_byte", {"encoding"}),
+        ("utf16", {"binary"}),
+        ("spaces_around_header_names", None),
+        ("missing_key_column", {"required_column"}),
+    ],
+)
+def test_more_damaged_files_are_named_not_crashed_on(spec, data_dir, damage, rules):
+    path = partition_path(data_dir, spec.source_by_name["bureau"], day())
+    data = path.read_bytes()
+    if damage == "cr_only_line_endings":
+        data = data.replace(b"\n", b"\r")
+    elif damage == "header_without_line_break":
+        data = data.split(b"\n")[0]
+    elif damage == "stray_nul_byte":
+        data = data.replace(b"A011", b"A0\x0011", 1)
+    elif damage == "utf16":
+        data = data.decode().encode("utf-16")
+    elif damage == "spaces_around_header_names":
+        data = data.replace(b'"pull_date"', b'" pull_date "', 1)
+    else:
+        corrupt.missing_column(path, "pull_date")  # a key column: no unique_key noise
+        data = path.read_bytes()
+    path.write_bytes(data)
+    _, outcome = run(spec, data_dir, "bureau")
+    if rules is None:
+        assert outcome.passed and outcome.quarantined_rows == 0
+        return
+    assert not outcome.passed
+    assert set(outcome.rule_counts) == rules, outcome.rule_counts
+    if damage == "header_without_line_break":
+        assert "no rows (rule: not_empty)" in outcome.failure_summary()
