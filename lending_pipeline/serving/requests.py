@@ -93,8 +93,8 @@ class RequestValidator:
         }
         self.joined = []
         for source in spec.feature_sources:
-            if source.name == spec.entity.source:
-                continue
+            if source.name == spec.entity.source or source.date_column is None:
+                continue  # the application itself; a static reference source has no date
             fields = [c for c in source.columns if c not in (source.date_column, spec.entity.key)]
             required = [c for c in fields if not source.columns[c].nullable]
             self.joined.append((source.date_column, fields, required, source.name))
