@@ -150,14 +150,17 @@ def test_required_approval_holds_the_version_until_a_person_signs_off(tmp_path, 
     assert tracking.read_history(history)[-1]["event"] == "approval_pending"
 
     # the approval is written to the audit log before the alias moves: no log, no move
-    key = pytest.MonkeyPatch()
-    key.delenv("LENDING_AUDIT_KEY")
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a directory")
+    unwritable = pytest.MonkeyPatch()
+    unwritable.setenv("LENDING_AUDIT_URL", f"sqlite:///{blocker}/audit.db")
     try:
-        with pytest.raises(audit.AuditKeyError):
+        with pytest.raises(OSError):
             promotion.approve_version(config, history, data_dir, "1", "alice", "reviewed")
     finally:
-        key.undo()
+        unwritable.undo()
     assert tracking.alias_version(config, tracking.CHAMPION) is None
+    assert promotion.approval(config, "1")["status"] == "pending"
 
     assert main(["approve", "1", "--by", "alice", "--reason", "validation report read"]) == 0
     assert tracking.alias_version(config, tracking.CHAMPION) == "1"
