@@ -5,8 +5,8 @@ result of every gate it judged for *that* version and the digest of the out-of-t
 judged on (`record_gates`), sealed with an HMAC under the audit key (registry tags can be set by
 anyone with registry access; an unsealed or edited record counts as no pass). Promotion,
 packaging and rollback read it back (`require_deployable`) and refuse a version with a failed or
-missing gate, naming the gate. A re-evaluation of the same
-version replaces its record; an evaluation of another version never counts for this one.
+missing gate, naming the gate. A re-evaluation of the same version replaces its record; an
+evaluation of another version never counts for this one.
 
 When the spec says `promotion.approval: required`, a version that passed every gate waits as
 "pending" until a person approves it (`approve`), recorded with who, when and why.
@@ -199,7 +199,7 @@ def require_deployable(
     """Refuse (`PromotionRefused`, naming the gate or the missing approval) unless `version`
     passed every gate and, when required, was approved. With `force`, failed or missing gates
     and a missing approval are let through and returned (for the audit entry); a failed
-    fairness gate never is."""
+    fairness gate, or a gate record that does not verify, never is."""
     record = gate_record(config, version)
     fairness = failed_fairness(record)
     if fairness:
@@ -208,6 +208,11 @@ def require_deployable(
             f"{', '.join(fairness)} FAILED; no approval or --force can override a fairness gate"
         )
     problems = gate_problems(record, version)
+    if record is not None and record.get("unverified"):  # it may hide a failed fairness gate
+        raise PromotionRefused(
+            f"refusing to {action} model version {version}: {problems[0]}; no approval or "
+            "--force goes past a record that does not verify: re-evaluate the version"
+        )
     if approval_required and not problems:
         state = approval(config, version)
         if state is None or state["status"] != APPROVED:
@@ -219,10 +224,6 @@ def require_deployable(
         why = "; ".join(problems)
         raise PromotionRefused(f"refusing to {action} model version {version}: {why}")
     return problems
-
-
-def passed_every_gate(config: tracking.TrackingConfig, version: str) -> bool:
-    return not gate_problems(gate_record(config, version), version)
 
 
 def audit_event(data_dir: Path, kind: str, entry: dict) -> int:

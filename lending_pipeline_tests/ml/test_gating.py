@@ -92,6 +92,8 @@ def test_gate_records_and_approvals_written_outside_the_pipeline_do_not_count(sp
     )
     with pytest.raises(promotion.PromotionRefused, match="does not verify under the audit key"):
         promotion.require_deployable(config, second)
+    with pytest.raises(promotion.PromotionRefused, match="no approval or --force goes past"):
+        promotion.require_deployable(config, second, force=promotion.Force("risk-ops", "P1"))
     client.set_model_version_tag(
         config.registered_model, second, promotion.RECORD_TAG, tags[promotion.RECORD_TAG]
     )
