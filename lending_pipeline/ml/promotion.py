@@ -2,9 +2,11 @@
 
 The evaluation writes, on the registered model version itself (MLflow model version tags), the
 result of every gate it judged for *that* version and the digest of the out-of-time set it was
-judged on (`record_gates`). Promotion, packaging and rollback read it back (`require_deployable`)
-and refuse a version with a failed or missing gate, naming the gate. A re-evaluation of the same
-version replaces its record; an evaluation of another version never counts for this one.
+judged on (`record_gates`), sealed with an HMAC under the audit key (registry tags can be set by
+anyone with registry access; an unsealed or edited record counts as no pass). Promotion,
+packaging and rollback read it back (`require_deployable`) and refuse a version with a failed or
+missing gate, naming the gate. A re-evaluation of the same version replaces its record; an
+evaluation of another version never counts for this one.
 
 When the spec says `promotion.approval: required`, a version that passed every gate waits as
 "pending" until a person approves it (`approve`), recorded with who, when and why.
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +29,14 @@ from pathlib import Path
 from lending_pipeline.ml import tracking
 
 RECORD_TAG = "gates.record"
+RECORD_MAC_TAG = "gates.record_mac"
 STATUS_TAG = "gates.status"
 GATE_PREFIX = "gate."
 APPROVAL_TAG = "approval.status"
 APPROVAL_DETAIL_TAG = "approval.record"
+APPROVAL_MAC_TAG = "approval.mac"
 INTEGRITY_GATE = "integrity"
-FAIRNESS_GATES = ("min_adverse_impact_ratio",)
+FAIRNESS_GATES = ("min_adverse_impact_ratio", "max_tpr_difference")
 PENDING, APPROVED = "pending", "approved"
 
 
@@ -48,6 +54,29 @@ class Force:
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def seal(kind: str, record: dict) -> str:
+    """HMAC-SHA256 of a record under the audit key (`LENDING_AUDIT_KEY`), bound to its kind:
+    registry tags are writable by anyone with registry access; a record without a valid seal
+    was not written by the pipeline."""
+    from lending_pipeline.ml import audit
+
+    message = f"{kind}\n{json.dumps(record, sort_keys=True)}".encode()
+    return hmac.new(audit.audit_key(), message, hashlib.sha256).hexdigest()
+
+
+def _sealed(kind: str, record: dict, mac: str | None) -> str | None:
+    """Why a record's seal does not hold (None when it does)."""
+    from lending_pipeline.ml import audit
+
+    try:
+        expected = seal(kind, record)
+    except audit.AuditKeyError as exc:
+        return f"cannot be verified ({exc})"
+    if not mac or not hmac.compare_digest(mac, expected):
+        return "does not verify under the audit key (written outside the pipeline, or edited)"
+    return None
 
 
 def required_gates() -> list[str]:
@@ -83,6 +112,7 @@ def record_gates(
     status = "passed" if all(record["gates"].values()) and not missing else "failed"
     client.set_model_version_tag(name, version, STATUS_TAG, status)
     client.set_model_version_tag(name, version, RECORD_TAG, json.dumps(record, sort_keys=True))
+    client.set_model_version_tag(name, version, RECORD_MAC_TAG, seal("gates", record))
     return record
 
 
@@ -100,13 +130,16 @@ def gate_record(config: tracking.TrackingConfig, version: str) -> dict | None:
     record = json.loads(text)
     if str(record.get("version")) != str(version):  # a record copied from another version
         return None
-    return record
+    broken = _sealed("gates", record, tags.get(RECORD_MAC_TAG))
+    return {**record, "unverified": broken} if broken else record
 
 
 def gate_problems(record: dict | None, version: str) -> list[str]:
     """Why `version` has not passed every gate (empty when it has)."""
     if record is None:
         return [f"version {version} has no gate record: it was never evaluated"]
+    if record.get("unverified"):
+        return [f"the gate record of version {version} {record['unverified']}"]
     gates = record["gates"]
     problems = [f"gate {g} FAILED" for g in required_gates() if gates.get(g) is False]
     problems += [f"gate {g} has no result" for g in required_gates() if g not in gates]
@@ -126,7 +159,12 @@ def approval(config: tracking.TrackingConfig, version: str) -> dict | None:
     status = tags.get(APPROVAL_TAG)
     if status is None:
         return None
+    if status != APPROVED:
+        return {"status": status}
     detail = json.loads(tags.get(APPROVAL_DETAIL_TAG) or "{}")
+    broken = _sealed("approval", detail, tags.get(APPROVAL_MAC_TAG))
+    if broken or str(detail.get("version")) != str(version):
+        return {**detail, "status": "unverified", "why": broken or "approval of another version"}
     return {**detail, "status": status}
 
 
@@ -142,10 +180,11 @@ def record_approval(config: tracking.TrackingConfig, version: str, by: str, reas
     """Mark a version approved by a person (call after the audit entry is written)."""
     from mlflow import MlflowClient
 
-    detail = {"by": by, "reason": reason, "at": _now()}
+    detail = {"version": str(version), "by": by, "reason": reason, "at": _now()}
     client = MlflowClient(tracking_uri=config.tracking_uri)
     name = config.registered_model
     client.set_model_version_tag(name, version, APPROVAL_DETAIL_TAG, json.dumps(detail))
+    client.set_model_version_tag(name, version, APPROVAL_MAC_TAG, seal("approval", detail))
     client.set_model_version_tag(name, version, APPROVAL_TAG, APPROVED)
     return {**detail, "status": APPROVED}
 
@@ -160,7 +199,7 @@ def require_deployable(
     """Refuse (`PromotionRefused`, naming the gate or the missing approval) unless `version`
     passed every gate and, when required, was approved. With `force`, failed or missing gates
     and a missing approval are let through and returned (for the audit entry); a failed
-    fairness gate never is."""
+    fairness gate, or a gate record that does not verify, never is."""
     record = gate_record(config, version)
     fairness = failed_fairness(record)
     if fairness:
@@ -169,6 +208,11 @@ def require_deployable(
             f"{', '.join(fairness)} FAILED; no approval or --force can override a fairness gate"
         )
     problems = gate_problems(record, version)
+    if record is not None and record.get("unverified"):  # it may hide a failed fairness gate
+        raise PromotionRefused(
+            f"refusing to {action} model version {version}: {problems[0]}; no approval or "
+            "--force goes past a record that does not verify: re-evaluate the version"
+        )
     if approval_required and not problems:
         state = approval(config, version)
         if state is None or state["status"] != APPROVED:
@@ -180,10 +224,6 @@ def require_deployable(
         why = "; ".join(problems)
         raise PromotionRefused(f"refusing to {action} model version {version}: {why}")
     return problems
-
-
-def passed_every_gate(config: tracking.TrackingConfig, version: str) -> bool:
-    return not gate_problems(gate_record(config, version), version)
 
 
 def audit_event(data_dir: Path, kind: str, entry: dict) -> int:
@@ -252,7 +292,8 @@ def approve_version(
         require_deployable(config, version, action="approve")
         state = approval(config, version)
         if state is None or state["status"] != PENDING:
-            current = "already approved" if state else "not waiting for approval"
+            approved = state is not None and state["status"] == APPROVED
+            current = "already approved" if approved else "not waiting for approval"
             raise PromotionRefused(
                 f"refusing to approve model version {version}: it is {current} "
                 "(only a version that passed every gate under promotion.approval: required "

@@ -560,28 +560,61 @@ def test_retraining_schedule_comes_from_the_spec(tmp_path):
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
 
 
+def gated_spec(monitored, path, **gates):
+    """The monitored spec with other gate thresholds (the same data, drift and sensor)."""
+    data = yaml.safe_load(monitored["spec_path"].read_text())
+    data["gates"].update(gates)
+    path.write_text(yaml.safe_dump(data))
+    return load_spec(path)
+
+
 def test_drift_triggers_a_retraining_that_is_gated(monitored, tmp_path):
+    """Both outcomes of a drift-triggered retraining, each set up on purpose: a candidate that
+    fails a gate leaves the champion serving; one that passes every gate replaces it."""
     from mlflow import MlflowClient
 
     instance, defs, config = monitored["instance"], monitored["defs"], monitored["config"]
+    assert tracking.alias_version(config, tracking.CHAMPION) == "1"
     (request,) = tick_sensor(defs, instance, DRIFT_SENSOR).run_requests
-    result = launch_requested(defs, instance, DRIFT_SENSOR, request)
-    assert result.dagster_run.tags["lending/reason"] == "drift"
-    assert result.dagster_run.tags["dagster/run_key"] == request.run_key
-    assert launch_requested(defs, instance, DRIFT_SENSOR, request) is None  # run key taken
-    gates = [e for e in result.get_asset_check_evaluations() if e.check_name.startswith("model_")]
-    assert gates
-    promoted = all(e.passed for e in gates)
-    assert result.success == promoted
-    assert tracking.alias_version(config, tracking.CHAMPION) == ("2" if promoted else "1")
 
+    lenient = {  # thresholds every candidate on this data meets: the outcome is set on purpose
+        "min_roc_auc": 0.5,
+        "min_ks": 0.05,
+        "max_ece": 0.5,
+        "min_adverse_impact_ratio": 0.3,
+        "max_auc_drop_vs_champion": 0.5,
+        "min_auc_margin_over_baseline": -0.5,
+    }
+    impossible = {**lenient, "min_roc_auc": 0.99}
+    strict = build_definitions(gated_spec(monitored, tmp_path / "strict.yaml", **impossible))
+    refused = launch_requested(strict, instance, DRIFT_SENSOR, request)
+    assert refused.dagster_run.tags["lending/reason"] == "drift"
+    assert refused.dagster_run.tags["dagster/run_key"] == request.run_key
+    assert launch_requested(defs, instance, DRIFT_SENSOR, request) is None  # run key taken
+    assert not refused.success
+    failed = [e.check_name for e in refused.get_asset_check_evaluations() if not e.passed]
+    assert failed == ["model_evaluation_min_roc_auc"]
+    assert tracking.alias_version(config, tracking.CHAMPION) == "1"  # not promoted
     version_tags = tracking.version_tags(config, "2")
+    assert version_tags["gate.min_roc_auc"] == "fail"
     assert version_tags["lending_reason"] == "drift"
     assert version_tags["lending_drift_partition"] == day(SPIKE[0])
     assert version_tags["lending_drifted_features"].startswith("utilization=")
-    assert version_tags["dagster_run_id"] == result.run_id
+    assert version_tags["dagster_run_id"] == refused.run_id
     run = MlflowClient(tracking_uri=config.tracking_uri).get_run(
         tracking.version_run(config, "2").info.run_id
     )
     assert run.data.tags["lending_drift_worst_feature"] == "utilization"
     assert version_tags["partition_range"].endswith(day(MISSING_DAY))
+
+    # the next drift event (no cooldown), under the same gates without the impossible one
+    no_cooldown = monitoring_spec(tmp_path / "spec0.yaml", cooldown_hours=0)
+    later = sensor_tick(build_drift_sensor(no_cooldown, TRAINING_JOB), monitored).run_requests
+    second = next(r for r in later if r.run_key == f"drift:{day(SPIKE[1])}:utilization")
+    passing = build_definitions(gated_spec(monitored, tmp_path / "lenient.yaml", **lenient))
+    promoted = launch_requested(passing, instance, DRIFT_SENSOR, second)
+    assert promoted.success, [e.description for e in promoted.get_asset_check_evaluations()]
+    assert all(e.passed for e in promoted.get_asset_check_evaluations())
+    assert tracking.alias_version(config, tracking.CHAMPION) == "3"
+    assert tracking.alias_version(config, tracking.PREVIOUS) == "1"
+    assert tracking.version_tags(config, "3")["lending_drift_partition"] == day(SPIKE[1])

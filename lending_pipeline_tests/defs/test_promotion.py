@@ -164,14 +164,17 @@ def test_required_approval_holds_the_version_until_a_person_signs_off(tmp_path, 
     assert tracking.read_history(history)[-1]["event"] == "approval_pending"
 
     # the approval is written to the audit log before the alias moves: no log, no move
-    key = pytest.MonkeyPatch()
-    key.delenv("LENDING_AUDIT_KEY")
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a directory")
+    unwritable = pytest.MonkeyPatch()
+    unwritable.setenv("LENDING_AUDIT_URL", f"sqlite:///{blocker}/audit.db")
     try:
-        with pytest.raises(audit.AuditKeyError):
+        with pytest.raises(OSError):
             promotion.approve_version(config, history, data_dir, "1", "alice", "reviewed")
     finally:
-        key.undo()
+        unwritable.undo()
     assert tracking.alias_version(config, tracking.CHAMPION) is None
+    assert promotion.approval(config, "1")["status"] == "pending"
 
     assert main(["approve", "1", "--by", "alice", "--reason", "validation report read"]) == 0
     assert tracking.alias_version(config, tracking.CHAMPION) == "1"
@@ -216,13 +219,31 @@ def test_a_stale_gate_pass_does_not_count(tmp_path, workspace):
     assert "latest result is for version 1, not 2 (stale)" in stale[0]
     other_set = check_problems(instance, checks, "1", "another digest")
     assert all("another out-of-time set" in p for p in other_set)
-    # the registry's record is bound the same way: a record copied to another version is void
-    config = settings(spec, data_dir)
-    record = promotion.gate_record(config, "1")
-    assert record["version"] == "1"
     assert promotion.gate_problems(None, "2") == [
         "version 2 has no gate record: it was never evaluated"
     ]
+    # version 1 re-evaluated elsewhere and failed: its record says so, and the Dagster checks'
+    # earlier pass no longer counts; champion_model refuses, naming the gate
+    config = settings(spec, data_dir)
+    record = promotion.gate_record(config, "1")
+    failed = {**record["gates"], "max_ece": False}
+    promotion.record_gates(config, "1", failed, record["oot_digest"], "another evaluation")
+    history = data_dir / "registry" / "promotions.jsonl"
+    promotions = len(tracking.read_history(history))
+    alone = (
+        build_definitions(spec)
+        .resolve_job_def("training_job")
+        .execute_in_process(
+            instance=instance,
+            asset_selection=[dg.AssetKey("champion_model")],
+            raise_on_error=False,
+        )
+    )
+    assert not alone.success
+    failure = next(e for e in alone.all_events if e.is_step_failure)
+    message = failure.step_failure_data.user_failure_data.description
+    assert "refusing to promote model version 1: gate max_ece FAILED" in message
+    assert len(tracking.read_history(history)) == promotions  # no promotion recorded
 
 
 def test_rollback_to_a_version_that_never_passed_is_refused(tmp_path, workspace):

@@ -1,5 +1,7 @@
 """The integrity check re-scores from the registry; gate records are bound to their version."""
 
+import json
+
 import pytest
 
 from lending_pipeline.ml import promotion, tracking
@@ -71,3 +73,53 @@ def test_a_gate_record_names_its_version_and_set(spec, registered):
         config, version, force=promotion.Force("risk-ops", "incident 42")
     )
     assert overridden == ["gate min_ks FAILED"]
+    judge_version(spec, config, version, split, trained.cutoff, "test")  # passes again
+    assert promotion.require_deployable(config, version) == []
+
+
+def test_gate_records_and_approvals_written_outside_the_pipeline_do_not_count(spec, registered):
+    """Registry tags can be set by anyone with registry access: a forged or edited record, or
+    a forged approval, does not verify under the audit key and counts as no pass."""
+    from mlflow import MlflowClient
+
+    config, _, first, second, _ = registered
+    client = MlflowClient(tracking_uri=config.tracking_uri)
+    tags = tracking.version_tags(config, second)
+    record = json.loads(tags[promotion.RECORD_TAG])
+    edited = {**record, "evaluated_by": "someone else"}
+    client.set_model_version_tag(
+        config.registered_model, second, promotion.RECORD_TAG, json.dumps(edited)
+    )
+    with pytest.raises(promotion.PromotionRefused, match="does not verify under the audit key"):
+        promotion.require_deployable(config, second)
+    with pytest.raises(promotion.PromotionRefused, match="no approval or --force goes past"):
+        promotion.require_deployable(config, second, force=promotion.Force("risk-ops", "P1"))
+    client.set_model_version_tag(
+        config.registered_model, second, promotion.RECORD_TAG, tags[promotion.RECORD_TAG]
+    )
+    assert promotion.require_deployable(config, second) == []
+
+    # an approval set by hand is not one; a real one (sealed) is
+    client.set_model_version_tag(config.registered_model, first, promotion.APPROVAL_TAG, "approved")
+    assert promotion.approval(config, first)["status"] == "unverified"
+    with pytest.raises(promotion.PromotionRefused, match="awaits approval"):
+        promotion.require_deployable(config, first, approval_required=True)
+    promotion.record_approval(config, first, "alice", "model card reviewed")
+    assert promotion.require_deployable(config, first, approval_required=True) == []
+    detail = json.loads(tracking.version_tags(config, first)[promotion.APPROVAL_DETAIL_TAG])
+    client.set_model_version_tag(  # the approval moved to another version
+        config.registered_model,
+        second,
+        promotion.APPROVAL_DETAIL_TAG,
+        json.dumps(detail),
+    )
+    client.set_model_version_tag(
+        config.registered_model,
+        second,
+        promotion.APPROVAL_MAC_TAG,
+        tracking.version_tags(config, first)[promotion.APPROVAL_MAC_TAG],
+    )
+    client.set_model_version_tag(
+        config.registered_model, second, promotion.APPROVAL_TAG, "approved"
+    )
+    assert promotion.approval(config, second)["status"] == "unverified"
