@@ -15,10 +15,11 @@ def spec_with(tmp_path, protected, bands=None, data=None):
     applications = next(s for s in text["sources"] if s["name"] == text["entity"]["source"])
     applications["columns"]["age"] = {"dtype": "int", "min": 18, "max": 100, "nullable": True}
     text["protected_attributes"] = protected
+    text["proxies"] = [p for p in text.get("proxies", []) if p["attribute"] in protected]
     if bands is not None:
         text["protected_bands"] = bands
     if data is not None:
-        text["data"] = data
+        text["data_origin"] = data
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(text))
     return load_spec(path)
@@ -83,7 +84,7 @@ def test_banded_ages_are_measured_where_raw_ages_measured_nothing(tmp_path):
 
 def test_the_card_lists_small_groups_with_counts_and_states_the_data_kind(tmp_path):
     real = spec_with(
-        tmp_path, ["sex"], data={"kind": "real", "source": "Lender X loan book 2019-2023"}
+        tmp_path, ["sex"], data={"kind": "public", "description": "Lender X loan book 2019-2023."}
     )
     data = frame(300, seed=1)
     data.loc[:11, "sex"] = "U"  # 12 applicants: a small group
@@ -91,5 +92,5 @@ def test_the_card_lists_small_groups_with_counts_and_states_the_data_kind(tmp_pa
     card = model_card(real, "4", {}, {"candidate": candidate, "baseline": candidate}, [gate], 0.3)
     assert "| sex | U | 12 |" in card and "n/a (small group: not gated)" in card
     assert "- sex: U (12)" in card
-    assert "Real data: Lender X loan book 2019-2023" in card
+    assert "Data kind: public" in card and "Lender X loan book 2019-2023." in card
     assert "Synthetic" not in card
