@@ -124,6 +124,37 @@ def load(port, requests, concurrency, seconds=None, count=None) -> dict:
     return asyncio.run(_load(port, requests, concurrency, seconds, count))
 
 
+async def _paired(direct: tuple, proxied: tuple, count: int) -> dict:
+    """The same application sent to the slot and through the proxy, one after the other, each
+    on its own kept-alive connection: the difference of each pair is the proxy's cost, measured
+    under the same load (a busy machine slows both requests of a pair alike)."""
+    connections = [
+        await asyncio.open_connection("127.0.0.1", port) for port, _ in (direct, proxied)
+    ]
+    differences, times = [], {"direct": [], "proxied": []}
+    for i in range(count):
+        pair = []
+        for (reader, writer), (_, requests) in zip(connections, (direct, proxied), strict=True):
+            began = time.perf_counter()
+            await _one(reader, writer, requests[i % len(requests)])
+            pair.append(time.perf_counter() - began)
+        times["direct"].append(pair[0])
+        times["proxied"].append(pair[1])
+        differences.append(pair[1] - pair[0])
+    for _, writer in connections:
+        writer.close()
+    return {
+        "pairs": count,
+        "added_p50_ms": 1e3 * statistics.median(differences),
+        "direct_p50_ms": 1e3 * statistics.median(times["direct"]),
+        "proxied_p50_ms": 1e3 * statistics.median(times["proxied"]),
+    }
+
+
+def paired(direct: tuple, proxied: tuple, count: int) -> dict:
+    return asyncio.run(_paired(direct, proxied, count))
+
+
 def wait_ready(port: int, path: str = "/readyz", timeout: float = 240) -> None:
     import httpx
 
@@ -219,6 +250,25 @@ class Floor:
 """
 
 
+def measure_bare(root: Path, env: dict, records: list[dict], args) -> dict:
+    """The same scoring in a plain FastAPI app: the whole request, and the project's path alone."""
+    port = free_port()
+    (root / "bare_app.py").write_text(BARE_APP)
+    bare = start(uvicorn("bare_app:app", port, root), env, root / "bare.log")
+    out = {}
+    try:
+        wait_ready(port, "/docs")
+        for name, path in (("bare", "/score"), ("bare_fast", "/score_fast")):
+            bodies = [request_bytes(port, path, {"application": r}, None) for r in records[:2000]]
+            out[name] = measure(port, bodies, args)
+    except ConnectionError:
+        print((root / "bare.log").read_text()[-3000:], file=sys.stderr)
+        raise
+    finally:
+        stop(bare)
+    return out
+
+
 def uvicorn(app: str, port: int, root: Path) -> list[str]:
     return [
         *(sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)),
@@ -278,6 +328,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000, help="requests at concurrency 1")
     parser.add_argument("--seconds", type=float, default=10, help="seconds at concurrency 16")
+    parser.add_argument(
+        "--only",
+        choices=["proxy", "shadow"],
+        help="only the slot against the proxy, or the champion alone against it with a shadow "
+        "challenger (paired requests)",
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from lending_pipeline.serving.auth import new_token
@@ -305,21 +361,11 @@ def main() -> None:
         records = prepared["records"]
         results: dict = {"train_rows": prepared["train_rows"], "bento": prepared["bento_tag"]}
 
-        bare_port = free_port()
-        (root / "bare_app.py").write_text(BARE_APP)
-        bare = start(uvicorn("bare_app:app", bare_port, root), env, root / "bare.log")
-        try:
-            wait_ready(bare_port, "/docs")
-            for name, path in (("bare", "/score"), ("bare_fast", "/score_fast")):
-                bodies = [
-                    request_bytes(bare_port, path, {"application": r}, None) for r in records[:2000]
-                ]
-                results[name] = measure(bare_port, bodies, args)
-        except ConnectionError:
-            print((root / "bare.log").read_text()[-3000:], file=sys.stderr)
-            raise
-        finally:
-            stop(bare)
+        if args.only == "shadow":
+            report_shadow(measure_shadow(root, env, token, records, args))
+            return
+        if not args.only:
+            results.update(measure_bare(root, env, records, args))
 
         public, blue, green = free_port(), free_port(), free_port()
         server = start(
@@ -339,13 +385,18 @@ def main() -> None:
         )
         try:
             wait_ready(blue)
+            wait_ready(public)
             direct = [
                 request_bytes(blue, "/score", {"application": r}, token) for r in records[:2000]
             ]
-            results["bentoml"] = measure(blue, direct, args)
             routed = [
                 request_bytes(public, "/score", {"application": r}, token) for r in records[:2000]
             ]
+            results["proxy_paired"] = paired((blue, direct), (public, routed), args.requests)
+            if args.only == "proxy":
+                report_proxy(results["proxy_paired"])
+                return
+            results["bentoml"] = measure(blue, direct, args)
             results["bentoml_via_proxy"] = measure(public, routed, args)
             batch = request_bytes(blue, "/score_batch", {"applications": records[:10_000]}, token)
             timings = [load(blue, [batch], 1, count=1)["p50_ms"] / 1e3 for _ in range(3)]
@@ -354,27 +405,23 @@ def main() -> None:
             stop(server)
         results["floor"] = measure_floor(root, env, records, args)
         results["faults"] = measure_faults(root, env, token, records)
+        results["shadow"] = measure_shadow(root, env, token, records, args)
 
     report(results)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
 
-def measure_faults(root: Path, env: dict, token: str, records: list[dict]) -> dict:
-    """Fault recovery as a kept-alive client sees it (see the module docstring)."""
-    from types import SimpleNamespace
-
+def two_versions(root: Path, env: dict, name: str) -> tuple[dict, object, object, str, str]:
+    """A data dir of its own with two registered versions, the second the champion."""
     from lending_pipeline.defs.resources import MlflowTracking
     from lending_pipeline.ml import tracking
-    from lending_pipeline.serving.operations import deploy_version
-    from lending_pipeline.serving.supervision import Supervision
     from lending_pipeline.spec import load_spec
-    from lending_pipeline_tests.serving.conftest import Load, wait_for
 
-    data = root / "faults"
+    data = root / name
     store = f"sqlite:///{data / 'mlflow' / 'mlflow.db'}"
     env = {**env, "LENDING_DATA_DIR": str(data), "MLFLOW_TRACKING_URI": store}
-    env.pop("LENDING_SERVING_WORKERS")
+    env.pop("LENDING_SERVING_WORKERS", None)
     os.environ.update({"LENDING_DATA_DIR": str(data), "MLFLOW_TRACKING_URI": store})
     spec = load_spec()
     config = MlflowTracking().config(spec.name)
@@ -382,6 +429,91 @@ def measure_faults(root: Path, env: dict, token: str, records: list[dict]) -> di
     tracking.promote(config, first)
     second = prepare_version(spec, config, 11)
     tracking.promote(config, second)
+    return env, spec, config, first, second
+
+
+def measure_shadow(root: Path, env: dict, token: str, records: list[dict], args) -> dict:
+    """/score of the champion alone (one slot, kept warm) against the same champion with a
+    challenger in its shadow (the other slot), paired request by request."""
+    from lending_pipeline.ml import audit, tracking
+    from lending_pipeline.serving.deploy import read_record
+    from lending_pipeline.serving.operations import deploy_version
+
+    env, spec, config, first, second = two_versions(root, env, "shadow")
+    data = Path(env["LENDING_DATA_DIR"])
+    alone = deploy_version(spec, config, second, data, "benchmark")
+    public, blue, green = free_port(), free_port(), free_port()
+    serve = [sys.executable, "-m", "lending_pipeline.cli", "serve", "--port", str(public)]
+    server = start([*serve, "--slot-ports", str(blue), str(green)], env, root / "shadow.log")
+    slots = {"blue": blue, "green": green}
+
+    def active_port(tag: str) -> int:
+        deadline = time.monotonic() + 600
+        while (active := read_record(data).get("active") or {}).get("bento_tag") != tag:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{tag} never became active")
+            time.sleep(0.5)
+        return slots[active["slot"]]
+
+    try:
+        alone_port = active_port(alone.bento_tag)
+        tracking.set_challenger(config, first)
+        shadowed = deploy_version(spec, config, second, data, "benchmark, with a shadow")
+        shadow_port = active_port(shadowed.bento_tag)
+        pair = paired(
+            (
+                alone_port,
+                [
+                    request_bytes(alone_port, "/score", {"application": r}, token)
+                    for r in records[:2000]
+                ],
+            ),
+            (
+                shadow_port,
+                [
+                    request_bytes(shadow_port, "/score", {"application": r}, token)
+                    for r in records[:2000]
+                ],
+            ),
+            args.requests,
+        )
+        time.sleep(2)  # the shadow thread drains its queue
+    finally:
+        stop(server)
+    store = audit.open_store(data)
+    try:
+        scored = sum(1 for e in store.entries() if e.kind == "shadow")
+    finally:
+        store.close()
+    return {
+        "pairs": pair["pairs"],
+        "alone_p50_ms": pair["direct_p50_ms"],
+        "with_shadow_p50_ms": pair["proxied_p50_ms"],
+        "added_p50_ms": pair["added_p50_ms"],
+        "ratio_p50": pair["proxied_p50_ms"] / pair["direct_p50_ms"],
+        "shadow_entries": scored,
+    }
+
+
+def report_shadow(row: dict) -> None:
+    print(
+        f"/score with a shadow challenger: p50 {row['with_shadow_p50_ms']:.2f} ms against "
+        f"{row['alone_p50_ms']:.2f} ms alone ({row['ratio_p50']:.3f}x; median paired difference "
+        f"{row['added_p50_ms']:.2f} ms over {row['pairs']} pairs); {row['shadow_entries']} "
+        "shadow entries written"
+    )
+
+
+def measure_faults(root: Path, env: dict, token: str, records: list[dict]) -> dict:
+    """Fault recovery as a kept-alive client sees it (see the module docstring)."""
+    from types import SimpleNamespace
+
+    from lending_pipeline.serving.operations import deploy_version
+    from lending_pipeline.serving.supervision import Supervision
+    from lending_pipeline_tests.serving.conftest import Load, wait_for
+
+    data = root / "faults"
+    env, spec, config, first, second = two_versions(root, env, data.name)
     deploy_version(spec, config, second, data, "benchmark")
     public, blue, green = free_port(), free_port(), free_port()
     serve = [sys.executable, "-m", "lending_pipeline.cli", "serve", "--port", str(public)]
@@ -471,6 +603,14 @@ def worker_pid(server: int) -> int:
     return psutil.Process(server).children(recursive=True)[0].pid
 
 
+def report_proxy(row: dict) -> None:
+    print(
+        f"the proxy adds {row['added_p50_ms']:.2f} ms per request (median of {row['pairs']} "
+        f"paired requests; slot p50 {row['direct_p50_ms']:.2f} ms, through the proxy "
+        f"{row['proxied_p50_ms']:.2f} ms)"
+    )
+
+
 def report(results: dict) -> None:
     print(f"\nmodel trained on {results['train_rows']:,} applications; bento {results['bento']}")
     print(f"{'endpoint':<22}{'p50 ms':>9}{'p99 ms':>9}{'c16 req/s':>11}{'errors':>8}")
@@ -512,6 +652,8 @@ def report(results: dict) -> None:
         f"the proxy adds {added:.2f} ms at p50 ({p50_ratio:.2f}x the slot's p50); "
         f"c=16 throughput through it {rps_ratio:.2f}x"
     )
+    report_proxy(results["proxy_paired"])
+    report_shadow(results["shadow"])
     for name, row in results["faults"].items():
         figures_text = ", ".join(
             f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()

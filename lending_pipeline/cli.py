@@ -96,12 +96,32 @@ def _instance():
 
 
 def cmd_materialize(args) -> int:
-    from lending_pipeline.runs import landed_partitions, run_partitions, warehouse_rows
+    from lending_pipeline.runs import (
+        landed_days,
+        landed_partitions,
+        outside_window,
+        run_partitions,
+        warehouse_rows,
+    )
 
     spec = load_spec(args.spec)
     data_dir = _data_dir(args)
     os.environ["LENDING_DATA_DIR"] = str(data_dir)
-    partitions = args.partition or landed_partitions(spec, data_dir)
+    if args.partition:
+        outside = outside_window(spec, args.partition)
+        if outside:
+            print("no partition for these days; nothing was run:", file=sys.stderr)
+            for reason in outside:
+                print(f"  {reason}", file=sys.stderr)
+            return 2
+        partitions = args.partition
+    else:
+        partitions = landed_partitions(spec, data_dir)
+        ignored = outside_window(spec, landed_days(spec, data_dir))
+        if ignored:
+            print(f"landing files ignored for {len(ignored)} day(s) without a partition:")
+            for reason in ignored:
+                print(f"  {reason}")
     if not partitions:
         print(f"no landing files under {data_dir}: run `lending-pipeline generate` first")
         return 1
@@ -112,16 +132,20 @@ def cmd_materialize(args) -> int:
 
     for run in with_progress(run_partitions(args.spec, partitions, args.workers), len(partitions)):
         runs.append(run)
-        if not run.success or run.failed_checks:
-            print(f"  {run.partition}: FAILED checks={run.failed_checks} steps={run.failed_steps}")
-            for message in run.messages[:5]:
-                print(f"      {message}")
+        for problem in run.problems:
+            print(f"  {problem.line()}")
+            if problem.traceback:
+                print(problem.traceback)
     elapsed = time.perf_counter() - began
     failed = [r for r in runs if not r.success or r.failed_checks]
     print(
         f"materialized {len(runs)} partitions of '{spec.name}' in {elapsed:.1f}s "
         f"({len(runs) - len(failed)} passed every check, {len(failed)} failed)"
     )
+    if failed:
+        print(f"  failed partitions (no features): {', '.join(r.partition for r in failed)}")
+    failed_days = {r.partition for r in failed}
+    passed = [r.partition for r in runs if r.partition not in failed_days]
     rows = warehouse_rows(data_dir, partitions)
     for source in spec.sources:
         raw = rows.get(f"raw_{source.name}", 0)
@@ -130,7 +154,8 @@ def cmd_materialize(args) -> int:
             f"  {source.name:<14} ingested {raw:>9,}  validated "
             f"{rows.get(f'validated_{source.name}', 0):>9,}  quarantined {quarantined:>7,}"
         )
-    print(f"  applicant_features rows: {rows.get('applicant_features', 0):,}")
+    features = warehouse_rows(data_dir, passed).get("applicant_features", 0)
+    print(f"  applicant_features rows: {features:,} (from the {len(passed)} passed partitions)")
     print(f"  warehouse: {data_dir / 'warehouse'}")
     print(f"  Dagster instance: {os.environ['DAGSTER_HOME']}")
     return 1 if failed and not args.allow_failures else 0

@@ -24,6 +24,7 @@ from lending_pipeline.defs.resources import (
     PartitionedParquetIOManager,
     PiiKey,
 )
+from lending_pipeline.defs.shadow import SHADOW_GROUP, build_shadow_assets
 from lending_pipeline.defs.tags import tagged
 from lending_pipeline.defs.training import build_training_assets
 from lending_pipeline.defs.validation import build_validation_assets
@@ -32,6 +33,7 @@ from lending_pipeline.spec import PipelineSpec, load_spec, spec_path
 DAILY_JOB = "daily_ingestion_job"
 TRAINING_JOB = "training_job"
 MONITORING_JOB = "monitoring_job"
+CHALLENGER_JOB = "challenger_vintage_job"
 
 
 def build_definitions(spec: PipelineSpec) -> dg.Definitions:
@@ -44,6 +46,7 @@ def build_definitions(spec: PipelineSpec) -> dg.Definitions:
         *build_evaluation_assets(spec),
         *build_packaging_assets(spec),
         *build_monitoring_assets(spec),
+        *build_shadow_assets(spec),
     ]
     assets = tagged(spec, assets)
     daily = dg.define_asset_job(
@@ -67,9 +70,17 @@ def build_definitions(spec: PipelineSpec) -> dg.Definitions:
             "population, with its checks (a failure at the retrain tier triggers retraining)."
         ),
     )
+    challenger = dg.define_asset_job(
+        CHALLENGER_JOB,
+        selection=dg.AssetSelection.groups(SHADOW_GROUP),
+        description=(
+            "Realised performance of the champion and its shadow challenger on one application "
+            "month of served traffic, once outcomes have matured."
+        ),
+    )
     return dg.Definitions(
         assets=assets,
-        jobs=[daily, training, monitoring],
+        jobs=[daily, training, monitoring, challenger],
         schedules=build_schedules(spec, daily, monitoring, TRAINING_JOB),
         sensors=[
             build_drift_sensor(spec, TRAINING_JOB),

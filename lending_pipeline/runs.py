@@ -19,7 +19,46 @@ from lending_pipeline.partitions import partition_start
 from lending_pipeline.spec import SPEC_ENV, PipelineSpec
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Daily runs report through `PartitionRun.problems` (one line per failed check or refusal, full
+# tracebacks for real errors), so Dagster's console logger stays silent.
+SILENT = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+@dataclass
+class Problem:
+    """One thing that went wrong in a run: a failed check, a refused step, or a real error
+    (`traceback` set: an exception the pipeline did not expect)."""
+
+    kind: str  # "check", "refused" or "error"
+    name: str  # the check or the step
+    partition: str | None
+    what: str
+    runbook: str = ""
+    traceback: str = ""
+
+    def line(self) -> str:
+        """One line: kind, name, partition, what and where, runbook anchor."""
+        lines = [line for line in self.what.splitlines() if line.strip()]
+        first = lines[0] if lines else "(no description)"
+        if len(lines) > 1:
+            detail = next((line for line in lines[1:] if line.startswith("file '")), "")
+            if detail and not first.startswith("file '"):
+                first = f"{first} | {detail.strip()}"
+            more = len(lines) - 1 - bool(detail)
+            if more > 0:
+                first += f" (+{more} more)"
+        anchor = f" [runbook {self.runbook}]" if self.runbook else ""
+        label = {"check": "FAILED CHECK", "refused": "REFUSED STEP", "error": "ERROR IN STEP"}
+        return f"{label[self.kind]} {self.name} partition {self.partition or '-'}: {first}{anchor}"
+
+
+def _anchor(metadata) -> str:
+    value = metadata.get("runbook") if metadata else None
+    url = getattr(value, "value", value) if value is not None else None
+    if not url:
+        return ""
+    return "docs/runbook.md#" + str(url).rsplit("#", 1)[-1]
 
 
 @dataclass
@@ -34,6 +73,7 @@ class PartitionRun:
     steps_stopped_by_checks: list[str] = field(default_factory=list)
     check_messages: list[str] = field(default_factory=list)
     step_errors: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
 
     @property
     def messages(self) -> list[str]:
@@ -45,20 +85,56 @@ class PartitionRun:
         return bool(self.failed_checks) and self.failed_steps == self.steps_stopped_by_checks
 
 
-def landed_partitions(spec: PipelineSpec, data_dir: Path) -> list[str]:
-    """Days for which the entity source has landing files, oldest first."""
-    start = partition_start(spec, data_dir)
-    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
-    days = []
+def partition_window(spec: PipelineSpec, data_dir: Path | None = None) -> tuple[dt.date, dt.date]:
+    """The first and last day with a partition: the spec's start date (or the first day landed
+    in the data dir), and yesterday (UTC; a day's partition opens once the day is complete)."""
+    from lending_pipeline.defs.resources import resolve_data_dir
+
+    start = partition_start(spec, data_dir or resolve_data_dir())
+    return start, dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+
+
+def outside_window(spec: PipelineSpec, days: list[str], data_dir: Path | None = None) -> list[str]:
+    """Why each of `days` that has no partition has none, one plain sentence per day."""
+    start, last = partition_window(spec, data_dir)
+    origin = (
+        "partitions.start_date in the spec"
+        if spec.partitions.start_date
+        else "the first landed day; partitions.start_date in the spec pins it"
+    )
+    reasons = []
+    for text in days:
+        try:
+            day = dt.date.fromisoformat(text)
+        except ValueError:
+            reasons.append(f"{text}: not a day (YYYY-MM-DD)")
+            continue
+        if day < start:
+            reasons.append(f"{text}: before the first partition {start} ({origin})")
+        elif day > last:
+            reasons.append(
+                f"{text}: after the last complete day {last} (UTC); its partition opens once "
+                "the day is over"
+            )
+    return reasons
+
+
+def landed_days(spec: PipelineSpec, data_dir: Path) -> list[str]:
+    """Every day for which the entity source has landing files, in range or not, oldest first."""
+    days = set()
     pattern = spec.primary_source.files.replace("{date}", "*").replace("**", "*")
     for path in data_dir.glob(pattern):
         found = DAY.search(str(path.relative_to(data_dir)))
-        if not found:
-            continue
-        day = dt.date.fromisoformat(found.group(0))
-        if start <= day <= yesterday:
-            days.append(found.group(0))
-    return sorted(set(days))
+        if found:
+            days.add(found.group(0))
+    return sorted(days)
+
+
+def landed_partitions(spec: PipelineSpec, data_dir: Path) -> list[str]:
+    """Days for which the entity source has landing files and a partition, oldest first."""
+    days = landed_days(spec, data_dir)
+    outside = {reason.split(":", 1)[0] for reason in outside_window(spec, days, data_dir)}
+    return [day for day in days if day not in outside]
 
 
 def run_partition(
@@ -67,7 +143,7 @@ def run_partition(
     """Materialize one partition of a job with its checks; never raises on failure."""
     job = defs.resolve_job_def(job_name)
     result = job.execute_in_process(
-        partition_key=partition, instance=instance, raise_on_error=False, run_config=QUIET
+        partition_key=partition, instance=instance, raise_on_error=False, run_config=SILENT
     )
     return summarize(result, partition)
 
@@ -83,7 +159,7 @@ def run_partition_lean(instance: dg.DagsterInstance, partition: str) -> Partitio
     with dg.execute_job(
         dg.reconstructable(daily_job),
         instance=instance,
-        run_config=QUIET,
+        run_config=SILENT,
         tags={"dagster/partition": partition},
         raise_on_error=False,
     ) as result:
@@ -97,15 +173,48 @@ def summarize(result, partition: str | None = None) -> PartitionRun:
             run.failed_checks.append(evaluation.check_name)
             if evaluation.description:
                 run.check_messages.append(evaluation.description)
+            run.problems.append(
+                Problem(
+                    "check",
+                    evaluation.check_name,
+                    partition,
+                    evaluation.description or "",
+                    _anchor(evaluation.metadata),
+                )
+            )
     for event in result.all_events:
         if event.is_step_failure:
             run.failed_steps.append(event.step_key)
-            error = event.step_failure_data.error
+            data = event.step_failure_data
+            error = data.error
             if error is not None:
                 run.step_errors.append(error.message.strip().splitlines()[0])
                 if error.cls_name == "DagsterAssetCheckFailedError":
                     run.steps_stopped_by_checks.append(event.step_key)
+                    continue
+            failure = data.user_failure_data
+            if failure is not None:
+                what = failure.description or (error.message if error else "")
+                run.problems.append(
+                    Problem("refused", event.step_key, partition, what, _anchor(failure.metadata))
+                )
+            elif error is not None:
+                root = error
+                while root.cause is not None:  # the user code's exception, under Dagster's
+                    root = root.cause
+                what = root.message.strip()
+                if not what.startswith(root.cls_name):
+                    what = f"{root.cls_name}: {what}"
+                run.problems.append(
+                    Problem("error", event.step_key, partition, what, traceback=_full(error))
+                )
     return run
+
+
+def _full(error) -> str:
+    """The whole error: the user code's own exception and traceback first (Dagster wraps it),
+    then Dagster's frames."""
+    return error.to_string()
 
 
 def run_training(

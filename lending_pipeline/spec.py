@@ -56,10 +56,19 @@ class ColumnSpec(_Model):
     max: float | None = None
     allowed: list[str | int | float] | None = None
     pii: bool = False
+    earliest: dt.date | None = None
+    latest: dt.date | None = None
+    max_length: int | None = Field(default=None, ge=1)
     description: str = ""
 
     @model_validator(mode="after")
     def _bounds(self) -> ColumnSpec:
+        if (self.earliest or self.latest) and self.dtype != "date":
+            raise ValueError(f"earliest/latest apply to date columns, not {self.dtype}")
+        if self.max_length is not None and self.dtype not in ("string", "category"):
+            raise ValueError(f"max_length applies to string and category columns, not {self.dtype}")
+        if self.earliest and self.latest and self.earliest > self.latest:
+            raise ValueError(f"earliest ({self.earliest}) is after latest ({self.latest})")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min:g}) is greater than max ({self.max:g})")
         if (self.min is not None or self.max is not None) and self.dtype not in (
@@ -72,6 +81,17 @@ class ColumnSpec(_Model):
         if self.pii and self.dtype != "string":
             raise ValueError("pii columns are pseudonymised to text: declare dtype string")
         return self
+
+
+DEFAULT_EARLIEST = dt.date(1900, 1, 1)
+DEFAULT_MAX_LENGTH = 256  # characters of a text value (the scoring service's limit too)
+
+
+def date_bounds(column: ColumnSpec, today: dt.date) -> tuple[dt.date, dt.date]:
+    """The dates a date column accepts: from its `earliest` (default 1900-01-01) to its `latest`
+    or `today`, whichever comes first (no date is ever after today)."""
+    latest = min(column.latest, today) if column.latest else today
+    return column.earliest or DEFAULT_EARLIEST, latest
 
 
 class ExpectationSpec(_Model):
@@ -115,7 +135,11 @@ class SourceSpec(_Model):
     files: str
     format: Literal["csv", "parquet"] = "csv"
     key: list[str] = Field(min_length=1)
-    date_column: str
+    date_column: str | None = None
+    date_from: Literal["column", "partition"] = "column"
+    static: bool = False
+    rename: dict[str, str] = {}
+    prefix: str = ""
     required: bool = True
     max_quarantine_share: float = Field(default=0.01, ge=0, le=1)
     columns: dict[str, ColumnSpec] = Field(min_length=1)
@@ -124,8 +148,6 @@ class SourceSpec(_Model):
     @field_validator("files")
     @classmethod
     def _pattern(cls, value: str) -> str:
-        if "{date}" not in value:
-            raise ValueError("files must contain the placeholder {date} (the partition day)")
         if value.startswith("/") or ".." in Path(value).parts:
             raise ValueError("files must be a relative path inside the data dir")
         return value
@@ -138,6 +160,16 @@ class SourceSpec(_Model):
         for name in self.key:
             if name not in self.columns:
                 raise ValueError(f"key: column '{name}' is not declared in columns")
+        if self.static:
+            if self.date_column or self.date_from != "column":
+                raise ValueError("a static source has no date: leave out date_column/date_from")
+            if "{date}" in self.files:
+                raise ValueError("a static source's files have no {date}: one file for all days")
+            return self
+        if "{date}" not in self.files:
+            raise ValueError("files must contain the placeholder {date} (the partition day)")
+        if self.date_column is None:
+            raise ValueError("date_column is required (or declare the source static: true)")
         if self.date_column not in self.columns:
             raise ValueError(f"date_column: column '{self.date_column}' is not declared")
         if self.columns[self.date_column].dtype != "date":
@@ -147,13 +179,24 @@ class SourceSpec(_Model):
                 raise ValueError(f"expectations[{i}].column: unknown column '{exp.column}'")
         return self
 
+    def file_column(self, name: str) -> str:
+        """The spec's name of a column as named in the file (`rename`, then `prefix`)."""
+        if name in self.rename:
+            return self.rename[name]
+        return name if name in self.key or not self.prefix else self.prefix + name
+
+    @property
+    def file_dated(self) -> bool:
+        """Whether the files carry the date column (not filled from the partition day)."""
+        return not self.static and self.date_from == "column"
+
     @property
     def pii_columns(self) -> list[str]:
         return [name for name, col in self.columns.items() if col.pii]
 
     def files_for(self, day: str) -> str:
         """The glob of this source's files for one partition day."""
-        return self.files.replace("{date}", day)
+        return self.files.replace("{date}", day)  # a static source: the same files every day
 
 
 class EntitySpec(_Model):
@@ -365,7 +408,8 @@ class PointsSpec(_Model):
 
 class ScoringSpec(_Model):
     """The scoring service: score scale, decision bands, reason codes, request limits; with
-    `enabled: false` every application is referred to a person (the kill switch)."""
+    `enabled: false` every application is referred to a person (the kill switch); with `shadow`
+    the challenger (if the registry names one) scores every application too, unanswered."""
 
     enabled: bool = True
     points: PointsSpec = PointsSpec()
@@ -374,6 +418,8 @@ class ScoringSpec(_Model):
     reason_codes: dict[str, ReasonCode]
     max_batch: int = Field(default=10_000, ge=1)
     max_body_bytes: int = Field(default=16_000_000, ge=1024)
+    # score the registry's `challenger` version beside the champion, off the answer path
+    shadow: bool = True
 
 
 class PartitionSpec(_Model):
@@ -411,7 +457,19 @@ class PipelineSpec(_Model):
             raise ValueError(f"target.source: unknown source '{self.target.source}'")
         if self.target.source == self.entity.source:
             raise ValueError("target.source: the target must come from its own source")
+        for name in (self.entity.source, self.target.source):
+            if by_name[name].static:
+                raise ValueError(f"sources ({name}): the entity and target sources are daily")
+        primary_columns = by_name[self.entity.source].columns
         for i, source in enumerate(self.sources):
+            if source.static:
+                missing = [k for k in source.key if k not in primary_columns]
+                if missing:
+                    raise ValueError(
+                        f"sources[{i}] ({source.name}): a static source joins on its key; "
+                        f"key column(s) {', '.join(missing)} must be columns of the entity source"
+                    )
+                continue
             if self.entity.key not in source.columns:
                 raise ValueError(
                     f"sources[{i}] ({source.name}): join key '{self.entity.key}' "
@@ -431,11 +489,13 @@ class PipelineSpec(_Model):
     def _check_feature_columns(self) -> None:
         seen: dict[str, str] = {}
         for source in self.feature_sources:
+            joins = {self.entity.key, *(source.key if source.static else [])}
             for column in source.columns:
-                if column != self.entity.key and column in seen:
+                if column not in joins and column in seen:
                     raise ValueError(
                         f"sources ({source.name}): column '{column}' is also in source "
-                        f"'{seen[column]}'; joined sources need distinct column names"
+                        f"'{seen[column]}'; joined sources need distinct column names "
+                        "(rename it with the source's `rename` or `prefix`)"
                     )
                 seen[column] = source.name
         pii = {c for s in self.feature_sources for c in s.pii_columns}

@@ -15,6 +15,7 @@ from lending_pipeline.defs.common import (
     validation_checks,
 )
 from lending_pipeline.defs.metadata import runbook_metadata
+from lending_pipeline.defs.withdrawal import withdraw
 from lending_pipeline.ml.drift import monitored_columns
 from lending_pipeline.ml.features import build_features, freshness, point_in_time_violations
 from lending_pipeline.spec import PipelineSpec
@@ -57,7 +58,12 @@ def build_features_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         ),
     )
     def applicant_features(context: dg.AssetExecutionContext, **validated: pd.DataFrame):
-        require_passed_checks(context, upstream_checks)
+        try:
+            require_passed_checks(context, upstream_checks)
+        except dg.Failure:
+            reason = "a blocking check of its inputs failed"
+            withdraw(context, [FEATURES], context.partition_key, reason)
+            raise
         tables = {name.removeprefix("validated_"): frame for name, frame in validated.items()}
         result = build_features(spec, tables, extra_columns=monitored_columns(spec)[0])
         features = result.features

@@ -2,9 +2,17 @@
 
 import dagster as dg
 
-from lending_pipeline.defs.common import OWNERS, daily_partitions, raw_key
+from lending_pipeline.defs.common import (
+    FEATURES,
+    OWNERS,
+    daily_partitions,
+    quarantine_key,
+    raw_key,
+    validated_key,
+)
 from lending_pipeline.defs.metadata import runbook_metadata
 from lending_pipeline.defs.resources import LakeStorage, PiiKey
+from lending_pipeline.defs.withdrawal import withdraw
 from lending_pipeline.ml.ingest import IngestError, ingest
 from lending_pipeline.spec import PipelineSpec, SourceSpec
 
@@ -27,6 +35,10 @@ def build_raw_asset(spec: PipelineSpec, source: SourceSpec) -> dg.AssetsDefiniti
         try:
             result = ingest(source, storage.path, context.partition_key, pii.key_bytes())
         except IngestError as exc:
+            stale = [raw_key(source.name), validated_key(source.name), quarantine_key(source.name)]
+            if source.name != spec.target.source:
+                stale.append(FEATURES)
+            withdraw(context, stale, context.partition_key, f"ingestion of {source.name} failed")
             raise dg.Failure(
                 description=str(exc), metadata=runbook_metadata("ingestion_failure")
             ) from None

@@ -10,6 +10,7 @@ import dagster as dg
 import pandas as pd
 
 from lending_pipeline.defs.common import (
+    FEATURES,
     OWNERS,
     blocking_check,
     daily_partitions,
@@ -25,7 +26,8 @@ from lending_pipeline.defs.metadata import (
     masked_quarantine_sample,
     runbook_metadata,
 )
-from lending_pipeline.ml.expectations import run_expectations
+from lending_pipeline.defs.withdrawal import withdraw
+from lending_pipeline.ml.expectations import partition_passes, run_expectations
 from lending_pipeline.ml.validation import validate_source
 from lending_pipeline.spec import PipelineSpec, SourceSpec
 
@@ -97,6 +99,14 @@ def build_validation_asset(spec: PipelineSpec, source: SourceSpec) -> dg.AssetsD
                 "by_rule": counts_table(outcome.rule_counts),
             },
         )
+        expectations = None
+        if source.expectations:
+            expectations = expectations_result(source, day, outcome.valid)
+        failed = not outcome.passed or (expectations is not None and not expectations.passed)
+        withdrawn = []
+        if failed and source.name != spec.target.source:
+            reason = f"validation of {source.name} failed"
+            withdrawn = withdraw(context, [FEATURES], day, reason)
         if not outcome.passed:
             context.log.error(outcome.failure_summary())
         yield dg.AssetCheckResult(
@@ -116,13 +126,13 @@ def build_validation_asset(spec: PipelineSpec, source: SourceSpec) -> dg.AssetsD
                 "by_rule": counts_table(outcome.rule_counts),
                 "sample_failing_rows": masked_quarantine_sample(outcome.quarantine, source),
                 **runbook_metadata("validated_source_schema"),
+                "withdrawn_downstream": ", ".join(withdrawn) or "none",
             },
         )
-        if source.expectations:
-            result = expectations_result(source, day, outcome.valid)
-            if not result.passed:
-                context.log.error(result.description)
-            yield result
+        if expectations is not None:
+            if not expectations.passed:
+                context.log.error(expectations.description)
+            yield expectations
 
     return validate
 
@@ -149,10 +159,17 @@ def expectations_result(source: SourceSpec, day: str, valid: pd.DataFrame) -> dg
         if failed
         else f"all {len(outcomes)} expectations met"
     )
+    passed = partition_passes(outcomes, len(valid), source.required)
+    if valid.empty:
+        summary = (
+            f"not evaluated: no validated rows (validated_{source.name}_schema names the cause)"
+            if source.required
+            else "no rows in this partition: nothing to check"
+        )
     return dg.AssetCheckResult(
         asset_key=check.asset_key,
         check_name=check.name,
-        passed=not failed,
+        passed=passed,
         severity=dg.AssetCheckSeverity.ERROR,
         description=f"{source.name} partition {day}: {summary}",
         metadata={

@@ -208,7 +208,8 @@ def default_path(data_dir: Path) -> Path:
 def decision_of_record(key: bytes, entries: list[Entry]) -> dict | None:
     """What the log says was decided for one request: its decision entry and every override of
     it, each checked against its MAC; the decision of record is the latest override's, else the
-    decision's. None when the request id has no decision entry."""
+    decision's (with what the challenger would have decided, scored in the shadow). None when
+    the request id has no decision entry."""
     for entry in entries:
         if not authentic(key, entry):
             raise AuditStoreError(
@@ -238,6 +239,15 @@ def decision_of_record(key: bytes, entries: list[Entry]) -> dict | None:
         "decision_seq": decisions[0].seq,
         "decision_time": decisions[0].time,
         "overrides": overrides,
+        "shadow": [
+            {
+                "model": e.data["model"],
+                "decision": e.data["decision"],
+                "probability_of_default": e.data["probability_of_default"],
+            }
+            for e in entries
+            if e.kind == "shadow"
+        ],
     }
 
 

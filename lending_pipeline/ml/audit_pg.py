@@ -58,7 +58,7 @@ def _reason(exc: BaseException) -> str:
 
 
 _BY_REQUEST = (
-    f"SELECT {audit.COLUMNS} FROM {audit.TABLE} WHERE kind IN ('decision', 'override') "
+    f"SELECT {audit.COLUMNS} FROM {audit.TABLE} WHERE kind IN ('decision', 'override', 'shadow') "
     "AND payload::jsonb ->> 'request_id' = %s ORDER BY seq"
 )
 

@@ -29,7 +29,7 @@ _INSERT = f"INSERT INTO {audit.TABLE} ({audit.COLUMNS}) VALUES (?, ?, ?, ?, ?, ?
 
 
 _BY_REQUEST = (
-    f"SELECT {audit.COLUMNS} FROM {audit.TABLE} WHERE kind IN ('decision', 'override') "
+    f"SELECT {audit.COLUMNS} FROM {audit.TABLE} WHERE kind IN ('decision', 'override', 'shadow') "
     "AND json_extract(payload, '$.request_id') = ? ORDER BY seq"
 )
 

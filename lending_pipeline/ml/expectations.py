@@ -15,6 +15,8 @@ import pandas as pd
 
 from lending_pipeline.spec import ExpectationSpec
 
+NO_ROWS = "no validated rows"
+
 
 @dataclass(frozen=True)
 class ExpectationOutcome:
@@ -31,6 +33,14 @@ class ExpectationOutcome:
             f"{self.expectation}{target}: {verdict} "
             f"(observed {self.observed}, expected {self.expected})"
         )
+
+
+def partition_passes(outcomes: list[ExpectationOutcome], rows: int, required: bool) -> bool:
+    """The expectations check's verdict: every expectation met; a partition without validated
+    rows passes only for a source that is not required (nothing arrived, nothing to judge)."""
+    if rows == 0:
+        return not required
+    return all(o.success for o in outcomes)
 
 
 def _class_name(snake: str) -> str:
@@ -51,10 +61,10 @@ def _expected(spec: ExpectationSpec) -> str:
 
 
 def _observed(result: dict) -> Any:
-    if "observed_value" in result:
-        value = result["observed_value"]
+    value = result.get("observed_value")
+    if value is not None:
         return round(float(value), 4) if isinstance(value, int | float) else value
-    if "unexpected_percent" in result:
+    if result.get("unexpected_percent") is not None:
         return f"{result['unexpected_percent']:.2f}% unexpected"
     return "n/a"
 
@@ -83,7 +93,15 @@ def _suite(name: str, expectations: tuple[ExpectationSpec, ...]):
 def run_expectations(
     frame: pd.DataFrame, expectations: list[ExpectationSpec], name: str
 ) -> list[ExpectationOutcome]:
-    """Validate `frame` against the expectations; one outcome per expectation, in order."""
+    """Validate `frame` against the expectations; one outcome per expectation, in order.
+
+    A frame without rows is not evaluated: every outcome fails with observed "no validated
+    rows" (why there are none is the schema check's to say)."""
+    if len(frame) == 0:
+        return [
+            ExpectationOutcome(e.expectation, e.column, False, NO_ROWS, _expected(e))
+            for e in expectations
+        ]
     batches, suite, added = _suite(name, tuple(expectations))
     needed = list(dict.fromkeys(e.column for e in expectations if e.column))
     subset = frame[needed] if needed else pd.DataFrame(index=frame.index)

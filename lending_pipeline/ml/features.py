@@ -49,7 +49,9 @@ def output_columns(spec: PipelineSpec) -> list[str]:
     """Columns of the features table: key, date, model inputs, protected attributes, dates."""
     primary = spec.primary_source
     columns = [spec.entity.key, primary.date_column]
-    columns += [s.date_column for s in spec.feature_sources if s.name != primary.name]
+    columns += [
+        s.date_column for s in spec.feature_sources if s.name != primary.name and s.date_column
+    ]
     columns += spec.features.model_inputs + spec.protected_attributes
     if spec.features.freshness:
         columns.append(spec.features.freshness.column)
@@ -93,6 +95,15 @@ def join_sources(
     anchor = joined[[key, primary.date_column]]
     for source in spec.feature_sources:
         if source.name == primary.name:
+            continue
+        if source.static:  # reference data: joined by its key, no date
+            table = tables[source.name][wanted(source)]
+            joined = joined.merge(
+                table, on=source.key, how="left", validate="many_to_one", indicator="_matched"
+            )
+            if result is not None:
+                result.unmatched[source.name] = int((joined["_matched"] == "left_only").sum())
+            joined = joined.drop(columns="_matched")
             continue
         latest, excluded = point_in_time_latest(
             tables[source.name][wanted(source)],
@@ -144,7 +155,7 @@ def point_in_time_violations(spec: PipelineSpec, features: pd.DataFrame) -> dict
     return {
         s.date_column: int((features[s.date_column] > features[primary_date]).sum())
         for s in spec.feature_sources
-        if s.name != spec.entity.source and s.date_column in features
+        if s.name != spec.entity.source and s.date_column and s.date_column in features
     }
 
 

@@ -4,7 +4,7 @@ Applicants are drawn from fixed-seed distributions; the probability of default i
 function of what the bureau, income and application files show (`default_logit`), plus noise, so
 a good model reaches an out-of-time ROC-AUC of about 0.8 and a naive one does not.
 
-Realistic defects are built in: about 3% of bureau pulls are stale (35-120 days old), 5% of
+Realistic defects are built in: about 1% of bureau pulls are stale (35-120 days old), 5% of
 applications have a later re-pull dated after the application (which a point-in-time join must
 ignore; it shows post-application delinquencies), 1% have no bureau pull at all, and income
 verification is missing for the unverified.
@@ -320,7 +320,7 @@ BUREAU_COLUMNS = [
 def _bureau(rng, people, ids, day_index, dates, scenario_on, scenario):
     n = len(ids)
     age_days = rng.integers(0, 11, n)
-    stale = rng.random(n) < 0.03
+    stale = rng.random(n) < 0.01  # well inside the shipped freshness limit (5%)
     age_days = np.where(stale, rng.integers(35, 121, n), age_days)
     first = {c: people[c].to_numpy() for c in BUREAU_COLUMNS}
     first["inquiries_6m"] = first["inquiries_6m"].astype("float64")

@@ -17,6 +17,7 @@ import pandas as pd
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
+CHALLENGER = "challenger"  # scored in the shadow of the champion, never answered
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,16 @@ def promote(config: TrackingConfig, version: str) -> str | None:
         client.set_registered_model_alias(config.registered_model, PREVIOUS, old)
     client.set_registered_model_alias(config.registered_model, CHAMPION, version)
     return old
+
+
+def set_challenger(config: TrackingConfig, version: str | None) -> None:
+    """Point `challenger` at `version`, or remove the alias (None)."""
+    client = _client(config)
+    if version is None:
+        if alias_version(config, CHALLENGER) is not None:
+            client.delete_registered_model_alias(config.registered_model, CHALLENGER)
+        return
+    client.set_registered_model_alias(config.registered_model, CHALLENGER, version)
 
 
 def append_history(path: Path, entry: dict) -> None:

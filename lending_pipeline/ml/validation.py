@@ -3,11 +3,17 @@
 Every input row ends up in exactly one of two tables: `valid` (typed, ready for features) or
 `quarantine` (the row as ingested, PII already pseudonymised, with every rule it broke). Rules:
 
-- `encoding`, `row_format`, `required_column`: the row could not be read as declared (from
-  ingestion); `unique_key`: several rows share a key. These are *structural* and fail the check
-  whatever their share.
-- `dtype`, `not_null`, `range`, `allowed_values`, `not_in_future`, `in_partition`: row-level
-  problems; the check fails when their share exceeds the source's `max_quarantine_share`.
+- `binary`, `encoding`, `line_endings`, `delimiter`, `repeated_header`, `row_format`,
+  `required_column`: the file or row could not be read as declared (from ingestion);
+  `unique_key`: several rows share a key. These are *structural* and fail the check whatever
+  their share.
+- `dtype`, `not_null`, `range`, `allowed_values`, `date_range`, `not_in_future`,
+  `in_partition`: row-level problems; the check fails when their share exceeds the source's
+  `max_quarantine_share`.
+
+Each bad row is counted once per root cause: a row that could not be read is not also counted
+for the values it lacks, a missing column does not also break `not_null`, and a value that
+does not parse does not also count as empty.
 """
 
 from __future__ import annotations
@@ -23,17 +29,51 @@ import pyarrow as pa_arrow
 import pyarrow.compute as pc
 
 from lending_pipeline.ml.ingest import INGEST_ERROR, SOURCE_FILE, SOURCE_ROW
-from lending_pipeline.spec import ColumnSpec, SourceSpec
+from lending_pipeline.spec import DEFAULT_MAX_LENGTH, ColumnSpec, SourceSpec, date_bounds
 
 if TYPE_CHECKING:
     import pandera.pandas as pa
 
-STRUCTURAL_RULES = ("encoding", "row_format", "required_column", "unique_key")
+WHOLE_ROW_RULES = (
+    "binary",
+    "encoding",
+    "line_endings",
+    "delimiter",
+    "repeated_header",
+    "row_format",
+)
+STRUCTURAL_RULES = (*WHOLE_ROW_RULES, "required_column", "unique_key")
+SHOWN_GROUPS = 8
 RULE = "_rule"
 COLUMN = "_column"
 DETAIL = "_detail"
 QUARANTINE_COLUMNS = [RULE, COLUMN, DETAIL]
 TEXT = pd.StringDtype("pyarrow")
+
+
+@dataclass(frozen=True)
+class FailureGroup:
+    """Rows of one file that broke one rule on one column (or as a whole row)."""
+
+    file: str
+    column: str
+    rule: str
+    rows: int
+    first_lines: list[int]
+    detail: str
+
+    @property
+    def structural(self) -> bool:
+        return self.rule in STRUCTURAL_RULES
+
+    def describe(self) -> str:
+        where = f"column '{self.column}'" if self.column else "whole row"
+        lines = ", ".join(str(n) for n in self.first_lines)
+        more = ", ..." if self.rows > len(self.first_lines) else ""
+        return (
+            f"file '{self.file}', {where}, rule {self.rule}: {self.rows} row(s) at line(s) "
+            f"{lines}{more} ({self.detail})"
+        )
 
 
 @dataclass
@@ -46,6 +86,7 @@ class ValidationOutcome:
     rule_counts: dict[str, int]
     structural: list[str] = field(default_factory=list)
     max_share: float = 0.0
+    groups: list[FailureGroup] = field(default_factory=list)
 
     @property
     def quarantined_rows(self) -> int:
@@ -76,8 +117,12 @@ class ValidationOutcome:
             lines.append(
                 f"source '{self.source}' partition {self.day}: {self.quarantined_rows} of "
                 f"{self.input_rows} rows quarantined ({self.quarantine_share:.2%}) exceeds "
-                f"max_quarantine_share {self.max_share:.2%} (by rule: {rules})"
+                f"max_quarantine_share {self.max_share:.2%} (rows by rule: {rules})"
             )
+            row_level = [g for g in self.groups if not g.structural]
+            lines += [g.describe() for g in row_level[:SHOWN_GROUPS]]
+            if len(row_level) > SHOWN_GROUPS:
+                lines.append(f"... and {len(row_level) - SHOWN_GROUPS} more (see the quarantine)")
         return "\n".join(lines)
 
 
@@ -116,9 +161,22 @@ def build_schema(source: SourceSpec, day: str, today: dt.date) -> pa.DataFrameSc
             allowed = [_typed_allowed(v, spec) for v in spec.allowed]
             checks.append(pa.Check.isin(allowed, error=texts["allowed_values"]))
         if spec.dtype == "date":
+            earliest, latest = date_bounds(spec, today)
+            checks.append(
+                pa.Check.ge(
+                    pd.Timestamp(earliest),
+                    error=f"date_range: {name} must not be before {earliest}",
+                )
+            )
             checks.append(
                 pa.Check.le(today_ts, error=f"not_in_future: {name} must not be after {today}")
             )
+            if latest < today:
+                checks.append(
+                    pa.Check.le(
+                        pd.Timestamp(latest), error=f"date_range: {name} must not be after {latest}"
+                    )
+                )
         columns[name] = pa.Column(_pandas_dtype(spec), checks=checks, nullable=spec.nullable)
     return pa.DataFrameSchema(
         columns,
@@ -164,8 +222,36 @@ def coerce(raw: pd.DataFrame, source: SourceSpec) -> tuple[pd.DataFrame, list[tu
         bad = present & values.isna()
         if bad.any():
             failures.append((bad.to_numpy(), "dtype", name, f"dtype: {name} must be {spec.dtype}"))
+        if spec.dtype in ("string", "category") and not spec.pii and spec.allowed is None:
+            failures += _text_rules(values, name, spec)
         typed[name] = values
     return pd.DataFrame(typed, index=raw.index), failures
+
+
+CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+FORMULA = r"^[=+\-@]"  # a spreadsheet would run it (CSV injection)
+NUMBER = r"^[+\-]?[0-9.]"
+
+
+def _text_rules(values: pd.Series, name: str, spec: ColumnSpec) -> list[tuple]:
+    """Free text (not PII, not restricted to `allowed`): a length limit, and no control
+    characters or spreadsheet formulas."""
+    failures = []
+    limit = spec.max_length or DEFAULT_MAX_LENGTH
+    long = (values.str.len() > limit).fillna(False).to_numpy(dtype=bool)
+    if long.any():
+        detail = f"max_length: {name} must be at most {limit} characters"
+        failures.append((long, "max_length", name, detail))
+    control = values.str.contains(CONTROL, regex=True).fillna(False)
+    formula = values.str.contains(FORMULA, regex=True) & ~values.str.contains(NUMBER, regex=True)
+    unsafe = (control | formula.fillna(False)).to_numpy(dtype=bool)
+    if unsafe.any():
+        detail = (
+            f"text_content: {name} must hold no control characters and not start like a "
+            "spreadsheet formula (=, +, -, @)"
+        )
+        failures.append((unsafe, "text_content", name, detail))
+    return failures
 
 
 def _arrow_text(text: pd.Series) -> pa_arrow.Array:
@@ -191,6 +277,11 @@ def _parse(text: pd.Series, dtype: str) -> pd.Series:
     if dtype == "date":
         try:
             parsed = pc.strptime(_arrow_text(text), format="%Y-%m-%d", unit="s")
+            storable = pc.and_(  # the span a pandas datetime64[ns] can hold
+                pc.greater_equal(parsed, pa_arrow.scalar(dt.datetime(1678, 1, 1), parsed.type)),
+                pc.less(parsed, pa_arrow.scalar(dt.datetime(2262, 1, 1), parsed.type)),
+            )
+            parsed = pc.if_else(storable, parsed, pa_arrow.scalar(None, parsed.type))
             values = pd.Series(parsed.to_pandas(), index=text.index).astype("datetime64[ns]")
         except pa_arrow.ArrowInvalid:
             values = pd.to_datetime(text.astype(object), format="ISO8601", errors="coerce")
@@ -254,14 +345,16 @@ def validate_source(
     failures += run_schema(typed, build_schema(source, day, today))
     if partition_dated:
         failures += _partition_rule(typed, source, day)
+    failures = _root_causes(failures)
 
     failed = np.zeros(n, dtype=bool)
     for mask, *_ in failures:
         failed |= mask
     quarantine = _quarantine_rows(raw, failures, failed)
-    rule_counts = Counter()
+    by_rule: dict[str, np.ndarray] = {}
     for mask, rule, *_ in failures:
-        rule_counts[rule] += int(mask.sum())
+        by_rule[rule] = by_rule[rule] | mask if rule in by_rule else mask
+    rule_counts = Counter({rule: int(mask.sum()) for rule, mask in by_rule.items()})
     valid = typed[~failed].copy()
     valid[SOURCE_FILE] = raw.loc[~failed, SOURCE_FILE].to_numpy()
     valid[SOURCE_ROW] = raw.loc[~failed, SOURCE_ROW].to_numpy()
@@ -273,9 +366,63 @@ def validate_source(
         quarantine=quarantine,
         rule_counts=dict(rule_counts),
         max_share=source.max_quarantine_share,
+        groups=_groups(raw, failures),
     )
-    outcome.structural = _structural(raw, failures, source, day)
+    outcome.structural = _structural(raw, outcome.groups, source, day)
     return outcome
+
+
+def _root_causes(failures: list[tuple]) -> list[tuple]:
+    """One entry per (rule, column, detail), each row under its root causes only: a row that
+    could not be read is not also blamed for its values; a missing column or a value that does
+    not parse is not also an empty value, out of range, and so on."""
+    merged: dict[tuple, np.ndarray] = {}
+    for mask, rule, column, detail in failures:
+        key = (rule, column, detail)
+        merged[key] = merged[key] | mask if key in merged else mask.copy()
+    whole_row = np.zeros(len(failures[0][0]) if failures else 0, dtype=bool)
+    missing: dict[str, np.ndarray] = {}
+    unparsed: dict[str, np.ndarray] = {}
+    for (rule, column, _), mask in merged.items():
+        if rule in WHOLE_ROW_RULES:
+            whole_row |= mask
+        elif rule == "required_column":
+            for name in column.split(", "):
+                missing[name] = missing.get(name, False) | mask
+        elif rule == "dtype":
+            unparsed[column] = unparsed.get(column, False) | mask
+    result = []
+    for (rule, column, detail), mask in merged.items():
+        if rule not in WHOLE_ROW_RULES:
+            mask = mask & ~whole_row
+            if rule != "required_column" and column in missing:
+                mask = mask & ~missing[column]
+            if rule not in ("required_column", "dtype") and column in unparsed:
+                mask = mask & ~unparsed[column]
+        if mask.any():
+            result.append((mask, rule, column, detail))
+    return result
+
+
+def _groups(raw: pd.DataFrame, failures: list[tuple]) -> list[FailureGroup]:
+    """Failures by file, column and rule, structural first, largest first."""
+    groups = []
+    files = raw[SOURCE_FILE].to_numpy(dtype=object) if len(raw) else np.array([], dtype=object)
+    lines = raw[SOURCE_ROW].to_numpy() if len(raw) else np.array([], dtype=np.int64)
+    by_key: dict[tuple, list] = {}
+    for mask, rule, column, detail in failures:
+        for file in dict.fromkeys(files[mask]):
+            rows = mask & (files == file)
+            key = (file, column, rule)
+            if key in by_key:
+                by_key[key][0] |= rows
+            else:
+                by_key[key] = [rows, detail]
+    for (file, column, rule), (rows, detail) in by_key.items():
+        first = sorted(int(n) for n in lines[rows])[:5]
+        groups.append(FailureGroup(file, column, rule, int(rows.sum()), first, detail))
+    groups.sort(key=lambda g: (not g.structural, -g.rows, g.file, g.column, g.rule))
+    return groups
 
 
 def _partition_rule(typed: pd.DataFrame, source: SourceSpec, day: str) -> list[tuple]:
@@ -310,21 +457,14 @@ def _quarantine_rows(raw: pd.DataFrame, failures: list[tuple], failed: np.ndarra
     return quarantine.reset_index(drop=True)
 
 
-def _structural(raw: pd.DataFrame, failures: list[tuple], source: SourceSpec, day: str) -> list:
+def _structural(
+    raw: pd.DataFrame, groups: list[FailureGroup], source: SourceSpec, day: str
+) -> list[str]:
     messages = []
     if len(raw) == 0 and source.required:
         messages.append(
             f"source '{source.name}' partition {day}: no rows (rule: not_empty) in files "
             f"matching '{source.files_for(day)}'"
         )
-    for mask, rule, column, detail in failures:
-        if rule not in STRUCTURAL_RULES:
-            continue
-        files = raw.loc[mask, SOURCE_FILE].unique()
-        rows = raw.loc[mask, SOURCE_ROW].head(5).tolist()
-        where = f"column '{column}'" if column else "row"
-        messages.append(
-            f"file '{', '.join(files)}', {where}, rule {rule}: {detail} "
-            f"({int(mask.sum())} rows quarantined; first at rows {rows})"
-        )
+    messages += [g.describe() for g in groups if g.structural]
     return messages

@@ -25,6 +25,7 @@ class Bundle:
     cutoff: float
     reference: dict
     code_version: str
+    challenger: dict | None = None  # model_version, model_tag, kind, cutoff, reference
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)

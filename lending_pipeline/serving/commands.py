@@ -1,5 +1,5 @@
-"""`lending-pipeline` commands for serving: serve, package, rollback, token, audit verify and
-setup-postgres."""
+"""`lending-pipeline` commands for serving: serve, package, rollback, challenger, token, audit
+verify and setup-postgres."""
 
 from __future__ import annotations
 
@@ -86,6 +86,39 @@ def cmd_rollback(args) -> int:
         print(f"the server has not switched yet (last event: {last['event']})", file=sys.stderr)
         return 1
     print("`make serve` switches to it when running")
+    return 0
+
+
+def cmd_challenger(args) -> int:
+    import getpass
+
+    from lending_pipeline.ml import tracking
+    from lending_pipeline.serving.operations import RollbackError, set_challenger
+
+    spec, data_dir, config, history = _registry(args)
+    if args.action == "show":
+        shown = tracking.alias_version(config, tracking.CHALLENGER)
+        state = "on" if spec.scoring.shadow else "off in the spec (scoring.shadow: false)"
+        print(f"challenger: {shown or 'none'}; shadow scoring {state}")
+        return 0
+    if not (args.reason or "").strip():
+        print("challenger refused: say why with --reason", file=sys.stderr)
+        return 1
+    if args.action == "set" and not args.version:
+        print("challenger refused: name the version: challenger set VERSION", file=sys.stderr)
+        return 1
+    version = args.version if args.action == "set" else None
+    actor = os.environ.get("USER") or getpass.getuser()
+    try:
+        bundle = set_challenger(spec, config, history, data_dir, version, actor, args.reason)
+    except RollbackError as exc:
+        print(f"challenger refused: {exc}", file=sys.stderr)
+        return 1
+    print(f"challenger: {version or 'none'} (recorded in the audit log)")
+    if bundle is not None:
+        print(
+            f"bento {bundle.bento_tag} (champion {bundle.model_version}) is the desired deployment"
+        )
     return 0
 
 
@@ -249,6 +282,16 @@ def add_commands(sub) -> None:
     )
     back.add_argument("--to", help="the version to roll back to (idempotent: no-op if champion)")
     back.set_defaults(func=cmd_rollback)
+
+    shadow = sub.add_parser(
+        "challenger", help="name the model version scored in the champion's shadow, or clear it"
+    )
+    shadow.add_argument("action", choices=["set", "clear", "show"])
+    shadow.add_argument("version", nargs="?", help="the model version (with `set`)")
+    shadow.add_argument("--reason", help="why (required to set or clear; audited)")
+    shadow.add_argument("--spec")
+    shadow.add_argument("--data-dir")
+    shadow.set_defaults(func=cmd_challenger)
 
     token = sub.add_parser("token", help="make an API token (printed once) and its hashed line")
     token.add_argument("--caller", required=True)

@@ -25,7 +25,7 @@ ERROR_STATUSES = {
     "413": "the body is over the size limit",
     "415": "the body is not sent as application/json",
     "422": "a field breaks the spec's rules (named with the rule, never the value)",
-    "503": "not ready: the model is loading or the audit log cannot be written; retry",
+    "503": "not ready: the audit log cannot be written (or scoring is starting); retry",
 }
 
 

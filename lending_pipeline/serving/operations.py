@@ -32,12 +32,29 @@ def spec_file(spec: PipelineSpec, data_dir: Path) -> Path:
 def deploy_version(
     spec: PipelineSpec, config: tracking.TrackingConfig, version: str, data_dir: Path, reason: str
 ) -> Bundle:
-    """Build (or reuse) the Bento of a model version and make it the desired deployment."""
+    """Build (or reuse) the Bento of a model version (with the registry's challenger in its
+    shadow, when the spec asks for one) and make it the desired deployment."""
     bundle = package_version(
-        spec_file(spec, data_dir), config.tracking_uri, config.registered_model, version, data_dir
+        spec_file(spec, data_dir),
+        config.tracking_uri,
+        config.registered_model,
+        version,
+        data_dir,
+        shadow_version(spec, config, version),
     )
     request_deploy(data_dir, bundle.bento_tag, version, reason)
     return bundle
+
+
+def shadow_version(
+    spec: PipelineSpec, config: tracking.TrackingConfig, champion: str
+) -> str | None:
+    """The version to score in the champion's shadow: the registry's `challenger`, unless the
+    spec turns shadow scoring off or it is the champion itself."""
+    if not spec.scoring.shadow:
+        return None
+    challenger = tracking.alias_version(config, tracking.CHALLENGER)
+    return challenger if challenger not in (None, champion) else None
 
 
 class RollbackError(RuntimeError):
@@ -91,6 +108,45 @@ def rollback(
         )
     bundle = deploy_version(spec, config, previous, data_dir, reason=f"rollback by {actor}")
     return {**entry, "bento_tag": bundle.bento_tag}
+
+
+def set_challenger(
+    spec: PipelineSpec,
+    config: tracking.TrackingConfig,
+    history: Path,
+    data_dir: Path,
+    version: str | None,
+    actor: str,
+    reason: str,
+) -> Bundle | None:
+    """Name (or, with None, clear) the version scored in the champion's shadow: audited, in the
+    promotion history, then the champion's Bento rebuilt with it and deployed. Refuses the
+    champion itself and a version the registry does not hold."""
+    champion = tracking.alias_version(config, tracking.CHAMPION)
+    if version is not None:
+        if version == champion:
+            raise RollbackError(f"version {version} is the champion: it cannot be its own shadow")
+        try:
+            tracking.version_tags(config, version)
+        except Exception:
+            raise RollbackError(f"model version {version} is not in the registry") from None
+    entry = {
+        "event": "challenger_set" if version else "challenger_cleared",
+        "version": version,
+        "registered_model": config.registered_model,
+        "by": actor[:300],
+        "reason": reason[:500],
+    }
+    store = audit.open_store(data_dir)
+    try:
+        store.append("challenger", [entry])
+    finally:
+        store.close()
+    tracking.set_challenger(config, version)
+    tracking.append_history(history, entry)
+    if champion is None or not spec.scoring.shadow:
+        return None
+    return deploy_version(spec, config, champion, data_dir, reason=f"challenger by {actor}")
 
 
 def active_version(data_dir: Path) -> str | None:

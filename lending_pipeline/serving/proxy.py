@@ -89,6 +89,7 @@ def render_config(
             f"    timeout server {seconds}s",
             "    timeout http-keep-alive 60s",
             "    timeout http-request 10s",
+            "    timeout check 5s",  # a loaded machine's slow answer is not a dead server
             "    retries 3",
             "    retry-on conn-failure empty-response",
             *error_lines,

@@ -22,16 +22,17 @@ from lending_pipeline.ml.audit import canonical
 from lending_pipeline.ml.pii import Pseudonymiser
 from lending_pipeline.ml.scoring import request_columns
 from lending_pipeline.spec import ColumnSpec, PipelineSpec
+from lending_pipeline.spec import date_bounds as spec_date_bounds
 
 _TYPES: dict[str, type] = {"float": float, "int": int, "bool": bool, "string": str}
 ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
-EARLIEST = dt.date(1900, 1, 1)
 
 
 def date_bounds(column: ColumnSpec) -> tuple[dt.date, dt.date]:
-    """The dates a request may carry in a date column: from the spec's earliest allowed date to
-    tomorrow (UTC; a day of slack for clients in other time zones)."""
-    return EARLIEST, dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
+    """The dates a request may carry in a date column: the spec's bounds for it (`earliest`,
+    `latest`, as ingestion applies them), with tomorrow (UTC) for today: a day of slack for
+    clients in other time zones."""
+    return spec_date_bounds(column, dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1))
 
 
 DATE_TEXT = Annotated[str, Field(pattern=ISO_DATE, json_schema_extra={"format": "date"})]

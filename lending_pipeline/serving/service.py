@@ -17,7 +17,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import gc  # noqa: E402
 import logging  # noqa: E402
 import signal  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 from collections import Counter  # noqa: E402
@@ -40,6 +39,7 @@ from lending_pipeline.serving.front import FrontDoor  # noqa: E402
 from lending_pipeline.serving.logs import withhold_exception_messages  # noqa: E402
 from lending_pipeline.serving.openapi import document_bytes  # noqa: E402
 from lending_pipeline.serving.requests import RequestError, RequestValidator  # noqa: E402
+from lending_pipeline.serving.shadow import Shadow  # noqa: E402
 from lending_pipeline.spec import load_spec  # noqa: E402
 
 BUNDLE = Bundle.load(bundle_dir())
@@ -64,6 +64,8 @@ def data_dir() -> Path:
 )
 class Scoring:
     model_ref = bentoml.models.BentoModel(BUNDLE.model_tag)
+    if BUNDLE.challenger:
+        challenger_ref = bentoml.models.BentoModel(BUNDLE.challenger["model_tag"])
 
     def __init__(self):
         die_with_parent(signal.SIGKILL)  # a worker never outlives its server (nor keeps its port)
@@ -77,24 +79,39 @@ class Scoring:
         self.audit = audit.open_store(data_dir(), checkpoint_every=1.0, head_checkpoint_every=10.0)
         self.model_info = {"name": BUNDLE.registered_model, "version": BUNDLE.model_version}
         self.fields = list(request_columns(SPEC))
-        self.scorer: Scorer | None = None
         self._metrics()
-        threading.Thread(target=self._load, name="load-model", daemon=True).start()
-
-    def _load(self) -> None:
-        """Load the model in the background; /readyz stays 503 until it is in (or forever, with
-        the reason in the log, when it cannot be loaded)."""
-        try:
-            model = tracking.load_saved(Path(self.model_ref.path))
-            scorer = Scorer(SPEC, model, BUNDLE.cutoff, BUNDLE.reference)
-        except Exception as exc:
-            LOG.error("model %s could not be loaded: %s", BUNDLE.model_tag, type(exc).__name__)
-            raise
+        self.scorer = self._load(self.model_ref, BUNDLE.model_tag, BUNDLE.cutoff, BUNDLE.reference)
+        self.shadow = self._shadow()
         # what is loaded by now lives as long as the process: the collector need not walk it
         gc.collect()
         gc.freeze()
-        self.scorer = scorer
-        LOG.info("model %s loaded", BUNDLE.model_tag)
+
+    def _load(self, ref, tag: str, cutoff: float, reference: dict) -> Scorer:
+        """Load a model before the worker accepts a connection: a worker that is starting
+        (first start, or replacing a killed one) is not yet accepting; the server's other workers
+        take the connections meanwhile. A model that cannot be loaded stops the worker,
+        with the reason in the log."""
+        try:
+            scorer = Scorer(SPEC, tracking.load_saved(Path(ref.path)), cutoff, reference)
+        except Exception as exc:
+            LOG.error("model %s could not be loaded: %s", tag, type(exc).__name__)
+            raise
+        LOG.info("model %s loaded", tag)
+        return scorer
+
+    def _shadow(self) -> Shadow | None:
+        """The challenger, scored after each answer in a thread (None without one)."""
+        challenger = BUNDLE.challenger
+        if not challenger:
+            return None
+        scorer = self._load(
+            self.challenger_ref,
+            challenger["model_tag"],
+            challenger["cutoff"],
+            challenger["reference"],
+        )
+        model = {"name": BUNDLE.registered_model, "version": challenger["model_version"]}
+        return Shadow(scorer, model, self.audit, self.shadow_counters)
 
     def _metrics(self) -> None:
         from prometheus_client import Counter as Total
@@ -110,6 +127,8 @@ class Scoring:
         self.overridden = Total(
             "lending_overrides", "Served decisions overridden, by caller", ["caller", "decision"]
         )
+        shadow = Total("lending_shadow", "Challenger scores in the shadow, by outcome", ["outcome"])
+        self.shadow_counters = tuple(shadow.labels(o) for o in ("scored", "dropped", "failed"))
         self.seconds = Histogram(
             "lending_scoring_seconds",
             "Validation, scoring, reasons and audit per request",
@@ -117,14 +136,12 @@ class Scoring:
         )
 
     def __is_ready__(self) -> bool:
-        return self.scorer is not None and self.audit.ready()
+        return self.audit.ready()
 
     @bentoml.api(route="/score")
     async def score(self, ctx: bentoml.Context, application: Any = None) -> Any:
         """Score one application: probability of default, score, decision, reason codes."""
         began = time.perf_counter()
-        if self.scorer is None:
-            return _error(ctx, 503, "the model is still loading")
         try:
             record = self.validate(application)
         except RequestError as exc:
@@ -136,6 +153,8 @@ class Scoring:
         entry = self._entry(request_id, caller, application, record, decision, suspended)
         if not self._audited([entry]):
             return _error(ctx, 503, UNAUDITED)
+        if self.shadow:
+            self.shadow.submit([request_id], [record], [decision.decision])
         self._count([record], [entry["decision"]], began)
         return _json(self._answer(request_id, decision, suspended))
 
@@ -143,8 +162,6 @@ class Scoring:
     async def score_batch(self, ctx: bentoml.Context, applications: Any = None) -> Any:
         """Score many applications at once (at most the spec's `scoring.max_batch`)."""
         began = time.perf_counter()
-        if self.scorer is None:
-            return _error(ctx, 503, "the model is still loading")
         limit = SPEC.scoring.max_batch
         if not isinstance(applications, list) or not 0 < len(applications) <= limit:
             rule = {"field": "applications", "rule": "batch_size"}
@@ -166,6 +183,8 @@ class Scoring:
         ]
         if not self._audited(entries):
             return _error(ctx, 503, UNAUDITED)
+        if self.shadow:
+            self.shadow.submit(ids, records, [d.decision for d in decisions])
         self._count(records, [entry["decision"] for entry in entries], began)
         results = [self._answer(rid, d, suspended) for rid, d in zip(ids, decisions, strict=True)]
         return _json({"batch_id": batch_id, "results": results})

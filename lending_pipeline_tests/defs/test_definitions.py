@@ -24,12 +24,16 @@ def test_every_asset_has_group_owner_kind_and_description(spec):
         "champion_model",
         "scoring_bento",
     }
-    assert set(specs) == expected | model_assets | {"drift_report"}
+    monitored = {"drift_report", "shadow_comparison"}
+    assert set(specs) == expected | model_assets | monitored | {"challenger_vintages"}
     for key, asset in specs.items():
         assert asset.owners and asset.description and asset.kinds, key
-        if key == "drift_report":
+        if key in monitored:
             assert asset.group_name == "monitoring"
-            assert asset.partitions_def is not None
+            assert isinstance(asset.partitions_def, dg.DailyPartitionsDefinition)
+        elif key == "challenger_vintages":
+            assert asset.group_name == "challenger"
+            assert isinstance(asset.partitions_def, dg.MonthlyPartitionsDefinition)
         elif key in model_assets:
             assert asset.group_name in {"training", "evaluation", "serving"}, key
             assert asset.partitions_def is None, key
@@ -39,7 +43,7 @@ def test_every_asset_has_group_owner_kind_and_description(spec):
     assert defs.resolve_job_def(DAILY_JOB) is not None
     assert defs.resolve_job_def(TRAINING_JOB) is not None
     monitoring = defs.resolve_job_def(MONITORING_JOB)
-    assert {n.name for n in monitoring.nodes} == {"drift_report"}
+    assert {n.name for n in monitoring.nodes} == monitored
 
 
 def test_checks_are_blocking_and_named_after_their_asset(spec):
@@ -52,6 +56,7 @@ def test_checks_are_blocking_and_named_after_their_asset(spec):
         "drift_report_within_limits",
         "drift_report_missing_fields",
         "drift_report_realised_performance",
+        "challenger_vintages_not_worse",
     }
     assert monitoring <= set(checks)
     for name, check in checks.items():

@@ -91,3 +91,32 @@ def test_a_good_model_reaches_the_documented_auc_and_a_naive_one_does_not():
     assert 0.75 <= auc <= 0.87
     assert naive_auc < 0.65
     assert 0.05 < y.mean() < 0.2
+
+
+def test_untouched_days_sit_well_inside_the_freshness_limit(spec):
+    """Generated days must not raise freshness incidents: the stale share of every day, as
+    the freshness check computes it, stays under half the shipped limit."""
+    from lending_pipeline.ml.features import build_features, freshness
+
+    days, per_day = 30, 400
+    tables = build_tables(START, days, per_day, seed=7).tables
+    frames = {name: table.to_pandas() for name, table in tables.items()}
+    apps = frames["applications"]
+    apps["application_date"] = pd.to_datetime(apps["application_date"])
+    bureau = frames["bureau"]
+    bureau["pull_date"] = pd.to_datetime(bureau["pull_date"])
+    income = frames["income"]
+    income["reported_date"] = pd.to_datetime(income["reported_date"])
+    limit = spec.features.freshness.max_stale_share
+    shares = []
+    for _, group in apps.groupby("application_date"):
+        ids = set(group["application_id"])
+        tables = {
+            "applications": group,
+            "bureau": bureau[bureau["application_id"].isin(ids)],
+            "income": income[income["application_id"].isin(ids)],
+        }
+        result = freshness(spec, build_features(spec, tables).features)
+        shares.append(result.stale_share)
+    assert len(shares) == days
+    assert max(shares) <= limit / 2, (max(shares), limit)

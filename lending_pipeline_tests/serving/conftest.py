@@ -50,6 +50,7 @@ class Answer:
     version: str | None = None
     request_id: str | None = None
     client_port: int | None = None
+    error: str | None = None  # the answer's error message (what the service or the proxy said)
 
 
 class Load:
@@ -88,7 +89,7 @@ class Load:
                     self.answers.append(Answer(sent, type(exc).__name__))
                 else:
                     port = _client_port(response)
-                    body = response.json() if response.status_code == 200 else {}
+                    body = _json(response)
                     self.answers.append(
                         Answer(
                             sent,
@@ -96,6 +97,7 @@ class Load:
                             body.get("model", {}).get("version"),
                             body.get("request_id"),
                             port,
+                            None if response.status_code == 200 else str(body.get("error")),
                         )
                     )
                 time.sleep(self.pause)
@@ -121,6 +123,14 @@ class Load:
             return 0
 
         return wait_for(resumed, timeout, "service to resume") - moment
+
+
+def _json(response: httpx.Response) -> dict:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 def _client_port(response: httpx.Response) -> int | None:

@@ -82,7 +82,7 @@ def test_a_rollback_reaches_a_kept_alive_client_on_its_next_request(deployment):
         load.wait_answers(30)
     assert done.returncode == 0, done.stderr
     assert len({a.client_port for a in load.answers}) == 1  # one kept-alive connection
-    assert {a.status for a in load.answers} == {200}
+    assert {a.status for a in load.answers} == {200}, {(a.status, a.error) for a in load.answers}
     assert load.answers[0].version == "2"
     after = {a.version for a in load.answers if a.sent > switched}
     assert after == {"1"}
