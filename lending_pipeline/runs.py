@@ -148,7 +148,9 @@ def run_partition(
     return summarize(result, partition)
 
 
-def run_partition_lean(instance: dg.DagsterInstance, partition: str) -> PartitionRun:
+def run_partition_lean(
+    instance: dg.DagsterInstance, partition: str, tags: dict[str, str] | None = None
+) -> PartitionRun:
     """Like `run_partition`, for the spec in force, without keeping step outputs in memory.
 
     `execute_in_process` holds every step's output until the run ends; `execute_job` leaves
@@ -160,7 +162,7 @@ def run_partition_lean(instance: dg.DagsterInstance, partition: str) -> Partitio
         dg.reconstructable(daily_job),
         instance=instance,
         run_config=SILENT,
-        tags={"dagster/partition": partition},
+        tags={**(tags or {}), "dagster/partition": partition},
         raise_on_error=False,
     ) as result:
         return summarize(result, partition)
@@ -290,27 +292,35 @@ def warehouse_rows(data_dir: Path, partitions: list[str]) -> dict[str, int]:
 _WORKER: dict = {}
 
 
-def _init_worker(spec_path: str | None) -> None:
+def _init_worker(spec_path: str | None, tags: dict[str, str] | None = None) -> None:
     if spec_path:
         os.environ[SPEC_ENV] = str(Path(spec_path).resolve())
     _WORKER["instance"] = dg.DagsterInstance.get()
+    _WORKER["tags"] = tags or {}
 
 
 def _run_in_worker(partition: str) -> PartitionRun:
-    return run_partition_lean(_WORKER["instance"], partition)
+    return run_partition_lean(_WORKER["instance"], partition, _WORKER.get("tags"))
 
 
 def run_partitions(
-    spec_path: str | None, partitions: list[str], workers: int = 1
+    spec_path: str | None,
+    partitions: list[str],
+    workers: int = 1,
+    tags: dict[str, str] | None = None,
 ) -> Iterator[PartitionRun]:
-    """Run partitions in `workers` processes (each with its own code location and instance)."""
+    """Run partitions in `workers` processes (each with its own code location and instance),
+    every run with `tags` (e.g. the backfill it belongs to)."""
     if workers <= 1 or len(partitions) < 2:
-        _init_worker(spec_path)
+        _init_worker(spec_path, tags)
         for partition in partitions:
             yield _run_in_worker(partition)
         return
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(spec_path,)
+        max_workers=workers,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(spec_path, tags),
     ) as pool:
         yield from pool.map(_run_in_worker, partitions)
