@@ -136,12 +136,16 @@ def cmd_materialize(args) -> int:
     if not partitions:
         print(f"no landing files under {data_dir}: run `lending-pipeline generate` first")
         return 1
-    _instance()
+    instance = _instance()
     began = time.perf_counter()
     runs = []
+    from lending_pipeline.backfill import Backfill
+    from lending_pipeline.definitions import DAILY_JOB
     from lending_pipeline.progress import with_progress
 
-    for run in with_progress(run_partitions(args.spec, partitions, args.workers), len(partitions)):
+    backfill = Backfill(DAILY_JOB, partitions, f"lending-pipeline materialize ({spec.name})")
+    batch = run_partitions(args.spec, partitions, args.workers, backfill.tags)
+    for run in with_progress(batch, len(partitions)):
         runs.append(run)
         for problem in run.problems:
             print(f"  {problem.line()}")
@@ -149,10 +153,12 @@ def cmd_materialize(args) -> int:
                 print(problem.traceback)
     elapsed = time.perf_counter() - began
     failed = [r for r in runs if not r.success or r.failed_checks]
+    backfill.finish(instance, len(failed))
     print(
         f"materialized {len(runs)} partitions of '{spec.name}' in {elapsed:.1f}s "
         f"({len(runs) - len(failed)} passed every check, {len(failed)} failed)"
     )
+    print(f"  one Dagster backfill {backfill.id}: http://127.0.0.1:3000{backfill.ui_path()}")
     if failed:
         print(f"  failed partitions (no features): {', '.join(r.partition for r in failed)}")
     failed_days = {r.partition for r in failed}

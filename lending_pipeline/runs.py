@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from lending_pipeline.definitions import DAILY_JOB, MONITORING_JOB, TRAINING_JOB
 from lending_pipeline.defs.resources import resolve_data_dir
-from lending_pipeline.partitions import last_complete_day, partition_start
+from lending_pipeline.partitions import partition_start
 from lending_pipeline.spec import SPEC_ENV, PipelineSpec
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -87,15 +87,22 @@ class PartitionRun:
         return bool(self.failed_checks) and self.failed_steps == self.steps_stopped_by_checks
 
 
-def partition_window(spec: PipelineSpec) -> tuple[dt.date, dt.date]:
-    """The first and last day with a partition: the spec's start date (or the first landed
-    day), and yesterday (UTC; a day's partition opens once the day is complete)."""
-    return partition_start(spec, resolve_data_dir()), last_complete_day()
+def partition_window(spec: PipelineSpec, data_dir: Path | None = None) -> tuple[dt.date, dt.date]:
+    """The first and last day with a partition: the spec's start date (or the first day landed
+    in the data dir), and yesterday (UTC; a day's partition opens once the day is complete)."""
+
+    start = partition_start(spec, data_dir or resolve_data_dir())
+    return start, dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
 
 
-def outside_window(spec: PipelineSpec, days: list[str]) -> list[str]:
+def outside_window(spec: PipelineSpec, days: list[str], data_dir: Path | None = None) -> list[str]:
     """Why each of `days` that has no partition has none, one plain sentence per day."""
-    start, last = partition_window(spec)
+    start, last = partition_window(spec, data_dir)
+    origin = (
+        "partitions.start_date in the spec"
+        if spec.partitions.start_date
+        else "the first landed day; partitions.start_date in the spec pins it"
+    )
     reasons = []
     for text in days:
         try:
@@ -104,10 +111,7 @@ def outside_window(spec: PipelineSpec, days: list[str]) -> list[str]:
             reasons.append(f"{text}: not a day (YYYY-MM-DD)")
             continue
         if day < start:
-            reasons.append(
-                f"{text}: before the first partition {start} (partitions.start_date in the spec, "
-                "else the first day landed)"
-            )
+            reasons.append(f"{text}: before the first partition {start} ({origin})")
         elif day > last:
             reasons.append(
                 f"{text}: after the last complete day {last} (UTC); its partition opens once "
@@ -130,7 +134,7 @@ def landed_days(spec: PipelineSpec, data_dir: Path) -> list[str]:
 def landed_partitions(spec: PipelineSpec, data_dir: Path) -> list[str]:
     """Days for which the entity source has landing files and a partition, oldest first."""
     days = landed_days(spec, data_dir)
-    outside = {reason.split(":", 1)[0] for reason in outside_window(spec, days)}
+    outside = {reason.split(":", 1)[0] for reason in outside_window(spec, days, data_dir)}
     return [day for day in days if day not in outside]
 
 
@@ -145,7 +149,9 @@ def run_partition(
     return summarize(result, partition)
 
 
-def run_partition_lean(instance: dg.DagsterInstance, partition: str) -> PartitionRun:
+def run_partition_lean(
+    instance: dg.DagsterInstance, partition: str, tags: dict[str, str] | None = None
+) -> PartitionRun:
     """Like `run_partition`, for the spec in force, without keeping step outputs in memory.
 
     `execute_in_process` holds every step's output until the run ends; `execute_job` leaves
@@ -157,7 +163,7 @@ def run_partition_lean(instance: dg.DagsterInstance, partition: str) -> Partitio
         dg.reconstructable(daily_job),
         instance=instance,
         run_config=SILENT,
-        tags={"dagster/partition": partition},
+        tags={**(tags or {}), "dagster/partition": partition},
         raise_on_error=False,
     ) as result:
         return summarize(result, partition)
@@ -287,27 +293,35 @@ def warehouse_rows(data_dir: Path, partitions: list[str]) -> dict[str, int]:
 _WORKER: dict = {}
 
 
-def _init_worker(spec_path: str | None) -> None:
+def _init_worker(spec_path: str | None, tags: dict[str, str] | None = None) -> None:
     if spec_path:
         os.environ[SPEC_ENV] = str(Path(spec_path).resolve())
     _WORKER["instance"] = dg.DagsterInstance.get()
+    _WORKER["tags"] = tags or {}
 
 
 def _run_in_worker(partition: str) -> PartitionRun:
-    return run_partition_lean(_WORKER["instance"], partition)
+    return run_partition_lean(_WORKER["instance"], partition, _WORKER.get("tags"))
 
 
 def run_partitions(
-    spec_path: str | None, partitions: list[str], workers: int = 1
+    spec_path: str | None,
+    partitions: list[str],
+    workers: int = 1,
+    tags: dict[str, str] | None = None,
 ) -> Iterator[PartitionRun]:
-    """Run partitions in `workers` processes (each with its own code location and instance)."""
+    """Run partitions in `workers` processes (each with its own code location and instance),
+    every run with `tags` (e.g. the backfill it belongs to)."""
     if workers <= 1 or len(partitions) < 2:
-        _init_worker(spec_path)
+        _init_worker(spec_path, tags)
         for partition in partitions:
             yield _run_in_worker(partition)
         return
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(spec_path,)
+        max_workers=workers,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(spec_path, tags),
     ) as pool:
         yield from pool.map(_run_in_worker, partitions)

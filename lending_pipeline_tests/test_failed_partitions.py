@@ -51,20 +51,20 @@ def test_days_without_a_partition_are_named_plainly(data_dir, tmp_path, monkeypa
     monkeypatch.setenv(SPEC_ENV, str(tmp_path / "pinned.yaml"))
     code, out, err = materialize(capsys, "2024-12-31", "2999-01-01", day())
     assert code == 2
-    assert "2024-12-31: before the first partition 2025-01-01 (partitions.start_date" in err
+    assert f"2024-12-31: before the first partition {day()} (the first landed day;" in err
     assert "2999-01-01: after the last complete day" in err
-    assert day() not in err and "Traceback" not in err and "invariant" not in err.lower()
+    assert day() + ":" not in err and "Traceback" not in err and "invariant" not in err.lower()
 
-    empty = tmp_path / "only_early"
+    empty = tmp_path / "only_future"
     source = data_dir / "landing" / "applications" / f"{day()}.csv"
-    early = empty / "landing" / "applications" / "2024-12-30.csv"
-    early.parent.mkdir(parents=True)
-    early.write_bytes(source.read_bytes())
+    future = empty / "landing" / "applications" / "2999-01-02.csv"
+    future.parent.mkdir(parents=True)
+    future.write_bytes(source.read_bytes())
     monkeypatch.setenv("LENDING_DATA_DIR", str(empty))
     code, out, _ = materialize(capsys)
     assert code == 1
     assert "landing files ignored for 1 day(s) without a partition:" in out
-    assert "2024-12-30: before the first partition 2025-01-01" in out
+    assert "2999-01-02: after the last complete day" in out
 
 
 def test_a_real_error_keeps_its_full_traceback(data_dir, tmp_path, monkeypatch, capsys):

@@ -50,7 +50,12 @@ def dagster_webserver(home: Path, env: dict[str, str] | None = None, timeout: fl
     port = free_port()
     environment = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(ROOT), **(env or {})}
     command = [str(Path(sys.executable).parent / "dagster-webserver"), "-h", "127.0.0.1"]
-    command += ["-p", str(port), "-m", "lending_pipeline.definitions"]
+    workspace = home / "workspace.yaml"  # the code location named as `make dev` names it
+    workspace.write_text(
+        "load_from:\n  - python_module:\n      module_name: lending_pipeline.definitions\n"
+        f"      location_name: lending_pipeline\n      working_directory: {ROOT}\n"
+    )
+    command += ["-p", str(port), "-w", str(workspace)]
     log = home / "webserver.log"
     with log.open("w") as output:
         server = subprocess.Popen(command, env=environment, cwd=ROOT, stdout=output, stderr=output)

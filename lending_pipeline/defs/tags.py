@@ -3,7 +3,7 @@
 - `domain`: `credit_risk` for every asset of the pipeline; `product`: the spec's name.
 - `tier`: where the asset sits: `bronze` (raw landings), `silver` (validated and quarantined),
   `gold` (features, training set), `model` (candidate, evaluation, champion, bento),
-  `monitoring` (drift reports, served fairness, the challenger's record).
+  `monitoring` (drift reports, served fairness, the shadow challenger's record).
 - `pii`: `pseudonymised` when the asset holds a source's PII columns (as keyed pseudonyms: raw
   PII never leaves ingestion), otherwise `none`.
 """
