@@ -70,7 +70,10 @@ def test_the_challenger_scores_every_answered_application_unanswered(deployment)
     shown = deployment.cli("audit", "decision", ids[0])
     assert shown.returncode == 0, shown.stderr
     assert '"shadow"' in shown.stdout and '"version": "1"' in shown.stdout
-    assert deployment.cli("audit", "verify").returncode == 0
+    heads = audit.checkpoints_path(deployment.data_dir)  # written every 10 s by the service
+    wait_for(lambda: heads.is_file() and heads.stat().st_size > 0, 120, "a head checkpoint")
+    verified = deployment.cli("audit", "verify")
+    assert verified.returncode == 0, verified.stderr
     changes = [e.data for e in entries_of(deployment, "challenger")]
     assert changes[-1]["event"] == "challenger_set" and changes[-1]["version"] == "1"
 
