@@ -117,7 +117,8 @@ def validation_report(
     lines += [
         "## 1. Purpose and scope",
         f"Probability of default within {spec.target.maturity_days} days for "
-        f"{spec.description.strip() or spec.name}. Decision cutoff {evaluation['cutoff']:.4f} "
+        f"{spec.description.strip().rstrip('.') or spec.name}. Decision cutoff "
+        f"{evaluation['cutoff']:.4f} "
         f"(chosen on the validation split by "
         f"{'target approval rate' if model.cutoff.target_approval_rate else 'maximum bad rate'}).",
         "",
