@@ -313,7 +313,7 @@ def annex_iv(spec: PipelineSpec, evaluation: dict, candidate: dict, generated_at
             "provided",
         ),
         "2(c)": (
-            "Dagster asset graph, BentoML service, deployment docs (docs/deployment.md).",
+            "Dagster asset graph, BentoML service and its operation (docs/serving.md).",
             "partly",
         ),
         "2(d)": (
