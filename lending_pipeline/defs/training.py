@@ -103,7 +103,9 @@ def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         outcomes: pd.DataFrame,
     ):
         days = day_strings(features[date])
-        require_passed_partitions(context, input_checks, days)
+        # every day of the input: a day whose checks failed has had its features withdrawn
+        inputs_days = context.asset_partition_keys_for_input("features")
+        require_passed_partitions(context, input_checks, sorted({*days, *inputs_days}))
         frame = labelled(spec, features, outcomes, as_of_date(config))
         split = spec.model.split
         frame = out_of_time_split(frame, date, split.validation_days, split.test_days)
