@@ -75,8 +75,15 @@ def write_sbom(config, bundle, data_dir: Path) -> Path:
     name, _, version = bundle.bento_tag.partition(":")
     built = bentoml_home(data_dir) / "bentos" / name / version
     requirements = documents.bento_requirements(built, SERVING_PACKAGES)
+    challenger = bundle.challenger
+    shadow = (challenger["model_tag"], challenger["model_version"]) if challenger else None
     text = documents.bento_sbom(
-        bundle.bento_tag, bundle.model_tag, bundle.model_version, code_digest(), requirements
+        bundle.bento_tag,
+        bundle.model_tag,
+        bundle.model_version,
+        code_digest(),
+        requirements,
+        shadow,
     )
     path = data_dir / "reports" / "documents" / f"v{bundle.model_version}" / "sbom.cdx.json"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -117,7 +117,8 @@ def validation_report(
     lines += [
         "## 1. Purpose and scope",
         f"Probability of default within {spec.target.maturity_days} days for "
-        f"{spec.description.strip() or spec.name}. Decision cutoff {evaluation['cutoff']:.4f} "
+        f"{spec.description.strip().rstrip('.') or spec.name}. Decision cutoff "
+        f"{evaluation['cutoff']:.4f} "
         f"(chosen on the validation split by "
         f"{'target approval rate' if model.cutoff.target_approval_rate else 'maximum bad rate'}).",
         "",
@@ -312,7 +313,7 @@ def annex_iv(spec: PipelineSpec, evaluation: dict, candidate: dict, generated_at
             "provided",
         ),
         "2(c)": (
-            "Dagster asset graph, BentoML service, deployment docs (docs/deployment.md).",
+            "Dagster asset graph, BentoML service and its operation (docs/serving.md).",
             "partly",
         ),
         "2(d)": (
@@ -464,12 +465,17 @@ def bento_requirements(bento_dir: Path | None, fallback: list[str]) -> list[str]
 
 
 def bento_sbom(
-    bento_tag: str, model_tag: str, model_version: str, code_digest: str, requirements: list[str]
+    bento_tag: str,
+    model_tag: str,
+    model_version: str,
+    code_digest: str,
+    requirements: list[str],
+    shadow: tuple[str, str] | None = None,
 ) -> str:
     """A CycloneDX 1.6 JSON SBOM of a Bento: the service (metadata component), the packaged
-    model, the project code, and every Python distribution its requirements pull in, resolved
-    against the installed distributions (the environment the Bento was built from), with the
-    dependency graph."""
+    model (and the shadow challenger's, as `(model tag, version)`), the project code, and every
+    Python distribution its requirements pull in, resolved against the installed distributions
+    (the environment the Bento was built from), with the dependency graph."""
     from cyclonedx.model import HashAlgorithm, HashType
     from cyclonedx.model.bom import Bom
     from cyclonedx.model.component import Component, ComponentType
@@ -497,6 +503,17 @@ def bento_sbom(
         bom_ref="code:lending_pipeline",
         hashes=[HashType(alg=HashAlgorithm.SHA_256, content=code_digest)],
     )
+    models = [model]
+    if shadow:
+        models.append(
+            Component(
+                name=shadow[0].partition(":")[0],
+                version=str(shadow[1]),
+                type=ComponentType.MACHINE_LEARNING_MODEL,
+                bom_ref=f"model:{shadow[0]}",
+                description="shadow challenger: scored beside the champion, never served",
+            )
+        )
     components: dict[str, Component] = {}
     edges: dict[str, set[str]] = {}
     pending = [Requirement(line).name for line in requirements]
@@ -524,10 +541,10 @@ def bento_sbom(
                 continue
             edges[key].add(canonicalize_name(required.name))
             pending.append(required.name)
-    for component in (model, code, *components.values()):
+    for component in (*models, code, *components.values()):
         bom.components.add(component)
     bom.register_dependency(
-        service, [model, code, *(components[k] for k in sorted(roots) if k in components)]
+        service, [*models, code, *(components[k] for k in sorted(roots) if k in components)]
     )
     for key, needed in edges.items():
         bom.register_dependency(

@@ -466,7 +466,9 @@ def uncertainty_section(spec: PipelineSpec, intervals: dict[str, Interval]) -> l
     lines += [
         f"{first.level:.0%} percentile intervals over {spec.gates.bootstrap_resamples} resamples "
         f"(seed {spec.model.seed}); a gate judged on its conservative bound compares the lower "
-        "bound (higher-is-better) or the upper bound (lower-is-better) with its threshold.",
+        "bound (higher-is-better) or the upper bound (lower-is-better) with its threshold. "
+        "A resample's ECE carries extra binning noise, so the ECE interval tends to sit above "
+        "the full-sample figure (its upper bound errs on the side of caution).",
         "",
         "| metric | estimate | low | high |",
         "|---|---|---|---|",

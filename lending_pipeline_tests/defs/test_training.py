@@ -144,9 +144,9 @@ def test_same_data_and_spec_give_the_same_metrics(tmp_path, workspace):
     drop = "model_evaluation_max_auc_drop_vs_champion"
     assert "no champion yet" in metrics[0].pop(drop)
     assert "actual 0.0000 <= 0.01" in metrics[1].pop(drop)  # the retrained model equals v1
-    gain = "model_evaluation_min_auc_gain_over_champion"  # judged only against a champion
+    gain = "model_evaluation_min_auc_gain_over_champion"
     assert "no champion yet" in metrics[0].pop(gain)
-    assert "not required" in metrics[1].pop(gain)
+    assert "not required" in metrics[1].pop(gain)  # small_spec lets a tie through
     assert metrics[0] == metrics[1]
     assert any("min_roc_auc: passed (actual 0." in d for d in metrics[0].values())
 

@@ -166,6 +166,22 @@ def test_sbom_is_valid_cyclonedx_with_the_installed_distributions():
     assert by_name["numpy"]["bom-ref"] in graph[by_name["pandas"]["bom-ref"]]
 
 
+def test_sbom_lists_a_shadow_challenger_model():
+    text = documents.bento_sbom(
+        "s:v3-c2-abc", "m:v3", "3", "c" * 64, ["orjson"], shadow=("m:v2", "2")
+    )
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(text) is None
+    models = {
+        c["bom-ref"]: c
+        for c in json.loads(text)["components"]
+        if c["type"] == "machine-learning-model"
+    }
+    assert (
+        set(models) == {"model:m:v3", "model:m:v2"}
+        and "shadow" in models["model:m:v2"]["description"]
+    )
+
+
 def test_bento_requirements_are_read_from_the_built_bento(tmp_path):
     folder = tmp_path / "env" / "python"
     folder.mkdir(parents=True)
