@@ -2,11 +2,9 @@
 CLI prints one line per failed check and full tracebacks for real errors only."""
 
 import pandas as pd
-import yaml
 
 from lending_pipeline.cli import main
 from lending_pipeline.ml.synth import partition_path
-from lending_pipeline.spec import SPEC_ENV, default_spec_path
 from lending_pipeline_tests.conftest import day
 from lending_pipeline_tests.defs.helpers import stored_rows
 
@@ -45,10 +43,6 @@ def test_a_failed_rerun_withdraws_the_stale_features(spec, data_dir, tmp_path, m
 
 def test_days_without_a_partition_are_named_plainly(data_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
-    pinned = yaml.safe_load(default_spec_path().read_text())
-    pinned["partitions"] = {"start_date": "2025-01-01"}  # days before it have no partition
-    (tmp_path / "pinned.yaml").write_text(yaml.safe_dump(pinned))
-    monkeypatch.setenv(SPEC_ENV, str(tmp_path / "pinned.yaml"))
     code, out, err = materialize(capsys, "2024-12-31", "2999-01-01", day())
     assert code == 2
     assert f"2024-12-31: before the first partition {day()} (the first landed day;" in err
