@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from lending_pipeline.production.commands import add_commands as add_production_commands
 from lending_pipeline.serving.commands import add_commands as add_serving_commands
 from lending_pipeline.spec import SpecError, load_spec
 
@@ -438,6 +439,7 @@ def parser() -> argparse.ArgumentParser:
     spec.add_argument("path", nargs="?", help="default: LENDING_PIPELINE_SPEC or shipped")
     spec.set_defaults(func=cmd_spec_check)
     add_serving_commands(sub)
+    add_production_commands(sub)
     return main
 
 

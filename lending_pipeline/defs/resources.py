@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -95,7 +96,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         path.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(obj, dict):
             path = path.with_suffix(".json")
-            tmp = path.with_name(path.name + ".tmp")
+            tmp = _temporary(path)
             tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str), "utf-8")
             tmp.replace(path)
             context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
@@ -103,7 +104,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         table = (
             obj if isinstance(obj, pa.Table) else pa.Table.from_pandas(obj, preserve_index=False)
         )
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = _temporary(path)
         pq.write_table(table, tmp)
         tmp.replace(path)
         if isinstance(obj, pd.DataFrame) and context.definition_metadata.get(HAND_OVER_IN_MEMORY):
@@ -134,6 +135,12 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         return arrow_to_pandas(pa.concat_tables(tables, promote_options="default"))
 
 
+def _temporary(path: Path) -> Path:
+    """A writer's own temporary file beside `path` (two writers of one partition, e.g. a step
+    redelivered while its first attempt still runs, never share one)."""
+    return path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+
+
 def _signature(path: Path) -> tuple[int, int]:
     stat = path.stat()
     return stat.st_mtime_ns, stat.st_size
@@ -149,10 +156,11 @@ class MlflowTracking(dg.ConfigurableResource):
     def config(self, spec_name: str) -> TrackingConfig:
         data_dir = resolve_data_dir()
         uri = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+        served = uri.startswith(("http://", "https://"))  # a tracking server stores artifacts
         return TrackingConfig(
             tracking_uri=uri or default_tracking_uri(data_dir),
             experiment=self.experiment,
-            artifact_location=(data_dir / "mlflow" / "artifacts").as_uri(),
+            artifact_location="" if served else (data_dir / "mlflow" / "artifacts").as_uri(),
             registered_model=self.registered_model or f"{spec_name}_pd",
         )
 

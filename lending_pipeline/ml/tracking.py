@@ -63,7 +63,9 @@ def experiment_id(config: TrackingConfig) -> str:
     found = client.get_experiment_by_name(config.experiment)
     if found is not None:
         return found.experiment_id
-    return client.create_experiment(config.experiment, artifact_location=config.artifact_location)
+    # Over HTTP the tracking server chooses where artifacts go (it serves them itself).
+    location = config.artifact_location or None
+    return client.create_experiment(config.experiment, artifact_location=location)
 
 
 @contextmanager
