@@ -89,6 +89,28 @@ def run_partition_lean(instance: dg.DagsterInstance, partition: str) -> Partitio
         return summarize(result, partition)
 
 
+def run_training_lean(
+    instance: dg.DagsterInstance, run_config: dict | None = None, package: bool = True
+) -> PartitionRun:
+    """One run of the training job of the spec in force, executed by reference: on the job's
+    configured executor (Celery in the production profile), never holding outputs in memory.
+    Unless `package`, the new champion's Bento is not built."""
+    from lending_pipeline.definitions import training_job
+
+    selection = None
+    if not package:
+        keys = training_job().asset_layer.executable_asset_keys
+        selection = [key for key in keys if key != dg.AssetKey("scoring_bento")]
+    with dg.execute_job(
+        dg.reconstructable(training_job),
+        instance=instance,
+        run_config={**QUIET, **(run_config or {})},
+        raise_on_error=False,
+        asset_selection=selection,
+    ) as result:
+        return summarize(result)
+
+
 def summarize(result, partition: str | None = None) -> PartitionRun:
     run = PartitionRun(partition=partition, success=result.success, run_id=result.run_id)
     for evaluation in result.get_asset_check_evaluations():
@@ -101,7 +123,10 @@ def summarize(result, partition: str | None = None) -> PartitionRun:
             run.failed_steps.append(event.step_key)
             error = event.step_failure_data.error
             if error is not None:
-                run.step_errors.append(error.message.strip().splitlines()[0])
+                message = error.message.strip().splitlines()[0]
+                if error.cause is not None:  # the user code's exception behind Dagster's
+                    message += " " + error.cause.message.strip().splitlines()[0]
+                run.step_errors.append(message)
                 if error.cls_name == "DagsterAssetCheckFailedError":
                     run.steps_stopped_by_checks.append(event.step_key)
     return run

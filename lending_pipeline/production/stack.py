@@ -238,6 +238,9 @@ def profile_environment(profile: Profile, urls: dict[str, str], audit_url: str) 
         settings.CELERY_BACKEND_ENV: settings.celery_backend(),
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{settings.MLFLOW_PORT}",
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        # A tracking server that is down fails a step within ~15 s, not after minutes of retries.
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
         "LENDING_AUDIT_URL": audit_url,
         "PYTHONPATH": os.pathsep.join(path),
         "DO_NOT_TRACK": "1",
