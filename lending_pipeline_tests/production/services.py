@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 import uuid
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -56,27 +57,58 @@ def database(prefix: str = "lending_test"):
                 admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
 
 
+RABBIT_API = os.environ.get("LENDING_TEST_RABBITMQ_API", "")  # the management API, e.g. in CI
+
+
 def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess:
     tool = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
     return subprocess.run([tool, *args], capture_output=True, text=True, timeout=60)
 
 
+def _rabbit_api(method: str, path: str, body: dict | None = None) -> None:
+    import base64
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(
+        RABBIT_API.rstrip("/") + path,
+        method=method,
+        data=json.dumps(body or {}).encode(),
+        headers={
+            "content-type": "application/json",
+            "authorization": "Basic " + base64.b64encode(b"guest:guest").decode(),
+        },
+    )
+    urllib.request.urlopen(request, timeout=30).close()
+
+
 @contextlib.contextmanager
 def vhost():
-    """A fresh RabbitMQ vhost that guest may use (deleted afterwards); the broker URL."""
+    """A fresh RabbitMQ vhost that guest may use (deleted afterwards); the broker URL. Made
+    with rabbitmqctl, or with the management API at LENDING_TEST_RABBITMQ_API."""
     if not reachable(*RABBIT):
         pytest.skip(f"RabbitMQ at {RABBIT[0]}:{RABBIT[1]} is unreachable")
-    if not (shutil.which("rabbitmqctl") or Path("/usr/sbin/rabbitmqctl").exists()):
-        pytest.skip("rabbitmqctl is not installed: cannot make a private vhost for this test")
     name = f"lending_test_{uuid.uuid4().hex[:8]}"
-    made = _rabbitmqctl("add_vhost", name)
-    if made.returncode != 0:
-        pytest.skip(f"rabbitmqctl add_vhost failed (not allowed here?): {made.stderr.strip()}")
-    _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    if RABBIT_API:
+        _rabbit_api("PUT", f"/api/vhosts/{name}")
+        permissions = {"configure": ".*", "write": ".*", "read": ".*"}
+        _rabbit_api("PUT", f"/api/permissions/{name}/guest", permissions)
+        drop = partial(_rabbit_api, "DELETE", f"/api/vhosts/{name}")
+    else:
+        if not (shutil.which("rabbitmqctl") or Path("/usr/sbin/rabbitmqctl").exists()):
+            pytest.skip(
+                "rabbitmqctl is not installed and LENDING_TEST_RABBITMQ_API is not set: "
+                "cannot make a private vhost for this test"
+            )
+        made = _rabbitmqctl("add_vhost", name)
+        if made.returncode != 0:
+            pytest.skip(f"rabbitmqctl add_vhost failed (not allowed here?): {made.stderr.strip()}")
+        _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        drop = partial(_rabbitmqctl, "delete_vhost", name)
     try:
         yield f"amqp://guest:guest@{RABBIT[0]}:{RABBIT[1]}/{name}"
     finally:
-        _rabbitmqctl("delete_vhost", name)
+        drop()
 
 
 class Worker:
