@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from lending_pipeline.production import settings
+from lending_pipeline.production.secrets import SECRETS_URL_ENV, SecretStoreError
 from lending_pipeline.production.stack import Profile, ProfileError
 
 AUDIT_WRITER_ENV = "LENDING_AUDIT_WRITER"
@@ -43,12 +44,13 @@ def _audit_url(urls: dict[str, str]) -> str:
 
 def environment(profile: Profile) -> dict[str, str]:
     """Check the services, create what is missing, and return the profile's environment."""
-    from lending_pipeline.production import stack
+    from lending_pipeline.production import secrets, stack
 
+    stored = secrets.read_secrets() if secrets.configured() else {}
     urls = settings.profile_urls()
     stack.check_broker(settings.celery_broker())
     stack.prepare_databases(urls)
-    return stack.profile_environment(profile, urls, _audit_url(urls))
+    return {**stack.profile_environment(profile, urls, _audit_url(urls)), **stored}
 
 
 def cmd_up(args) -> int:
@@ -62,7 +64,7 @@ def cmd_up(args) -> int:
         commands = stack.programs(profile, settings.celery_workers(), _mlflow_backend())
         pid = stack.start(profile, commands, env)
         stack.wait_ready(profile, list(commands), timeout=args.timeout)
-    except (ProfileError, ValueError) as exc:
+    except (ProfileError, SecretStoreError, ValueError) as exc:
         print(f"up refused: {exc}", file=sys.stderr)
         if stack.running_pid(profile):
             stack.stop(profile)
@@ -79,6 +81,8 @@ def cmd_up(args) -> int:
         f"  scoring API     http://127.0.0.1:{stack.SCORING_PORT}  (serves the deployed champion)"
     )
     print(f"  audit log       {settings.redacted(env['LENDING_AUDIT_URL'])}")
+    store = os.environ.get(SECRETS_URL_ENV)
+    print(f"  secrets         {'secret store ' + store if store else 'environment / key files'}")
     print(f"  data dir        {profile.data_dir}")
     print(f"  logs            {profile.logs}/<program>.log")
     print("  stop it all with `make down`")
