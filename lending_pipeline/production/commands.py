@@ -176,14 +176,31 @@ def cmd_demo_prod(args) -> int:
     training = submit(client, TRAINING_JOB, {})
     status = wait_runs(instance, [training], args.timeout)[training]
     print(f"training run {training} {status} in {time.perf_counter() - began:.1f}s")
-    for line in run_summary(instance, training):
+    lines, packaged = run_summary(instance, training)
+    for line in lines:
         print(f"  {line}")
+    if packaged:
+        print(f"  scoring: {wait_served(profile, packaged, args.timeout)}")
     print(f"  MLflow: {os.environ['MLFLOW_TRACKING_URI']}; Dagster UI: http://127.0.0.1:3000")
     return 0 if not failed and status == "SUCCESS" else 1
 
 
-def run_summary(instance, run_id: str) -> list[str]:
-    """The gates of a training run (actual vs threshold), its failed steps and its outcome."""
+def wait_served(profile: Profile, version: str, timeout: float) -> str:
+    """Wait until the scoring service serves the model version; what it serves."""
+    from lending_pipeline.production.stack import SCORING_PORT
+    from lending_pipeline.serving.operations import active_version
+
+    deadline = time.monotonic() + min(timeout, 300)
+    while time.monotonic() < deadline:
+        if active_version(profile.data_dir) == version:
+            return f"serving model version {version} on http://127.0.0.1:{SCORING_PORT}"
+        time.sleep(1)
+    return f"not switched to version {version} yet: see {profile.data_dir}/serving/logs/"
+
+
+def run_summary(instance, run_id: str) -> tuple[list[str], str | None]:
+    """The gates of a training run (actual vs threshold), its failed steps and its outcome;
+    and the model version it packaged for serving, if any."""
     import dagster as dg
 
     lines = []
