@@ -190,14 +190,18 @@ def launch_requested(
 
 def warehouse_rows(data_dir: Path, partitions: list[str]) -> dict[str, int]:
     """Rows stored per asset over the given partitions (read from Parquet footers)."""
+    from lending_pipeline.defs.resources import warehouse_root
+
     totals: dict[str, int] = {}
-    warehouse = data_dir / "warehouse"
+    warehouse = warehouse_root(data_dir)
     if not warehouse.exists():
         return totals
-    for folder in sorted(p for p in warehouse.iterdir() if p.is_dir()):
+    for folder in sorted((p for p in warehouse.iterdir() if p.is_dir()), key=lambda p: p.name):
         paths = [folder / f"{day}.parquet" for day in partitions]
         totals[folder.name] = sum(
-            pq.ParquetFile(path).metadata.num_rows for path in paths if path.exists()
+            pq.ParquetFile(path.path, filesystem=path.fs).metadata.num_rows
+            for path in paths
+            if path.exists()
         )
     return totals
 

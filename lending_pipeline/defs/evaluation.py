@@ -8,7 +8,14 @@ import pandas as pd
 from lending_pipeline.defs.blocking import require_passed_checks
 from lending_pipeline.defs.common import OWNERS, blocking_check
 from lending_pipeline.defs.metadata import markdown_table, runbook_url
-from lending_pipeline.defs.resources import MlflowTracking, resolve_data_dir
+from lending_pipeline.defs.resources import (
+    MlflowTracking,
+    local_file,
+    read_table,
+    resolve_data_dir,
+    warehouse_root,
+    write_frame,
+)
 from lending_pipeline.defs.training import CANDIDATE, TRAINING_SET
 from lending_pipeline.ml import audit, tracking
 from lending_pipeline.ml.evaluate import (
@@ -36,7 +43,7 @@ def gate_checks() -> list[dg.AssetCheckKey]:
 
 
 def predictions_path(version: str):
-    folder = resolve_data_dir() / "warehouse" / "model_evaluation"
+    folder = warehouse_root(resolve_data_dir()) / "model_evaluation"
     return folder / f"oot_predictions_v{version}.parquet"
 
 
@@ -118,8 +125,7 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             stored[spec.model.exposure_column] = test[spec.model.exposure_column]
         stored["prob"] = prob
         path = predictions_path(candidate["version"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        stored.to_parquet(path, index=False)
+        write_frame(stored, path)
 
         card = model_card(
             spec, candidate["version"], candidate["lineage"], reports, results, cutoff
@@ -132,7 +138,8 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             for gate in results:
                 mlflow_api.set_tag(f"gate.{gate.gate}", "pass" if gate.passed else "fail")
             mlflow_api.log_text(card, "model_card.md")
-            mlflow_api.log_artifact(str(path), "evaluation")
+            with local_file(path) as local:
+                mlflow_api.log_artifact(str(local), "evaluation")
 
         evaluation = {
             "version": candidate["version"],
@@ -171,7 +178,7 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                     "runbook": runbook_url("model_evaluation_gates"),
                 },
             )
-        logged = pd.read_parquet(path)
+        logged = read_table(path).to_pandas()
         differences = integrity_differences(spec, logged, reports["candidate"], cutoff)
         yield dg.AssetCheckResult(
             check_name=INTEGRITY,
