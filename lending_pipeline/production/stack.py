@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -69,7 +70,7 @@ def _program(name: str, command: list[str], log: Path, stop_wait: int = 20) -> s
     return "\n".join(
         [
             f"[program:{name}]",
-            "command=" + " ".join(_value(part) for part in command),
+            "command=" + " ".join(_value(shlex.quote(part)) for part in command),
             f"directory={_value(PROJECT)}",
             "autostart=true",
             "autorestart=true",
@@ -283,11 +284,16 @@ def _answers(url: str) -> bool:
         return False
 
 
-def start(profile: Profile, commands: dict[str, list[str]], env: dict[str, str]) -> int:
-    """Write the configuration and start supervisord (it daemonizes); its pid."""
+def start(
+    profile: Profile,
+    commands: dict[str, list[str]],
+    env: dict[str, str],
+    ports: tuple[int, ...] = (settings.MLFLOW_PORT, WEBSERVER_PORT, SCORING_PORT),
+) -> int:
+    """Write the configuration and start supervisord (it daemonizes) once none of `ports` is
+    taken; its pid."""
     if running_pid(profile):
         raise ProfileError(f"the profile is already running (supervisord {running_pid(profile)})")
-    ports = [settings.MLFLOW_PORT, WEBSERVER_PORT, SCORING_PORT]
     taken = [str(port) for port in ports if port_in_use(port)]
     if taken:
         raise ProfileError(f"port(s) {', '.join(taken)} already in use on 127.0.0.1")

@@ -44,9 +44,11 @@ def openbao(tmp_path):
             try:
                 if hvac.Client(url=url, token=token, timeout=2).sys.is_initialized():
                     break
-            except Exception:
+            except Exception as exc:
                 if time.monotonic() > deadline or process.poll() is not None:
-                    raise AssertionError(f"OpenBao did not start: {log.read_text()[-2000:]}")
+                    raise AssertionError(
+                        f"OpenBao did not start: {log.read_text()[-2000:]}"
+                    ) from exc
                 time.sleep(0.3)
         yield url, token
     finally:

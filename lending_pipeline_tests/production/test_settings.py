@@ -65,3 +65,39 @@ def test_supervisord_runs_every_program_in_its_own_group(tmp_path):
     assert "--pool solo" in parser["program:worker_2"]["command"]
     assert "--port 5000" in parser["program:mlflow"]["command"]
     assert parser["supervisord"]["pidfile"] == str(tmp_path / "run" / "supervisord.pid")
+
+
+def test_down_stops_exactly_what_up_started(tmp_path):
+    """supervisord daemonized with two programs (one with a child of its own): stopping the
+    profile ends all of them, and a process started beside it is left alone."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    profile = stack.Profile(root=tmp_path / "prod", data_dir=tmp_path / "data")
+    spawner = "import subprocess, time; subprocess.Popen(['sleep', '300']); time.sleep(300)"
+    commands = {"spawner": [sys.executable, "-c", spawner], "sleeper": ["sleep", "300"]}
+    beside = subprocess.Popen(["sleep", "300"])
+    try:
+        pid = stack.start(profile, commands, {}, ports=())
+        deadline = time.monotonic() + 30
+        while len(psutil.Process(pid).children(recursive=True)) < 3:
+            assert time.monotonic() < deadline, "the programs did not start"
+            time.sleep(0.2)
+        started = psutil.Process(pid).children(recursive=True)
+        with pytest.raises(stack.ProfileError, match="already running"):
+            stack.start(profile, commands, {}, ports=())
+
+        assert stack.stop(profile) == pid
+        gone, alive = psutil.wait_procs([psutil.Process(pid), *started], timeout=30)
+        assert not alive, [p.cmdline() for p in alive]
+        assert beside.poll() is None
+        assert stack.stop(profile) is None
+        assert (profile.logs / "sleeper.log").exists()
+    finally:
+        beside.kill()
+        beside.wait()
+        if stack.running_pid(profile):
+            stack.stop(profile)
