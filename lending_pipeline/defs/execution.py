@@ -4,6 +4,8 @@ Celery task on a worker, broker `LENDING_CELERY_BROKER`, acknowledged late)."""
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
 from lending_pipeline.production import settings
@@ -14,6 +16,8 @@ def build_executor() -> dg.ExecutorDefinition:
         return dg.in_process_executor
     from dagster_celery import celery_executor
 
+    # dagster-celery registers its task again for every step it submits; Celery warns each time
+    warnings.filterwarnings("ignore", message="Task name 'execute_plan' is already registered")
     return celery_executor.configured(
         {
             "broker": settings.celery_broker(),
