@@ -231,11 +231,10 @@ def run_summary(instance, run_id: str) -> tuple[list[str], str | None]:
     else:
         lines.append("not promoted: the champion is unchanged")
     bento = materialized.get("scoring_bento")
-    if bento:
-        lines.append(
-            f"packaged: bento {bento['bento_tag'].value} (the scoring service switches to it)"
-        )
-    return lines
+    if not bento:
+        return lines, None
+    lines.append(f"packaged: bento {bento['bento_tag'].value}")
+    return lines, str(bento["model_version"].value)
 
 
 def add_commands(sub) -> None:

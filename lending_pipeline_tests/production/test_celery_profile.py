@@ -7,6 +7,7 @@ import dagster as dg
 
 from lending_pipeline.definitions import build_definitions
 from lending_pipeline.ml.tracking import default_tracking_uri
+from lending_pipeline.production.commands import run_summary
 from lending_pipeline.runs import run_partition, run_partitions, run_training
 from lending_pipeline.spec import load_spec
 from lending_pipeline_tests.production.conftest import DAYS, TRAIN_CONFIG, day, warehouse_digests
@@ -78,6 +79,10 @@ def test_two_concurrent_partitions_and_training_on_celery_match_in_process(
             assert len(starts) == len(set(starts)), f"a step ran twice: {sorted(starts)}"
         first, second = (instance.get_run_record_by_id(r.run_id) for r in runs)
         assert first.start_time < second.end_time and second.start_time < first.end_time
+        lines, packaged = run_summary(instance, trained.run_id)  # what demo-prod prints
+        assert packaged is None  # no Bento asked for
+        assert any(line.startswith("[pass] ") for line in lines)
+        assert lines[-1].startswith(("promoted: champion is now version", "not promoted"))
         celery, embedded = warehouse_digests(landed), warehouse_digests(in_process)
         assert any("training_set" in name for name in celery)
         assert celery == embedded
