@@ -14,8 +14,9 @@ AUDIT_KEY_FILE := $(CURDIR)/.secrets/audit_key
 API_TOKENS_FILE := $(CURDIR)/.secrets/api_tokens
 DEMO_DAYS ?= 100
 DEMO_PER_DAY ?= 1200
+PROD_DIR ?= $(CURDIR)/.prod
 
-.PHONY: help browser haproxy venv demo drift-demo generate materialize train dev serve audit-verify test bench lint format clean
+.PHONY: help browser haproxy venv demo drift-demo generate materialize train dev serve audit-verify test bench lint format clean up down demo-prod
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -69,6 +70,17 @@ serve: $(STAMP) $(PII_KEY_FILE) $(AUDIT_KEY_FILE) haproxy ## serve the deployed 
 	@test -f $(LENDING_DATA_DIR)/serving/deployments.json || $(WITH_KEY) $(BIN)/lending-pipeline package
 	LENDING_API_TOKENS_FILE="$${LENDING_API_TOKENS_FILE:-$(API_TOKENS_FILE)}" $(WITH_KEY) $(BIN)/lending-pipeline serve --port 3001
 
+up: $(STAMP) $(PII_KEY_FILE) $(AUDIT_KEY_FILE) haproxy ## production profile: Dagster + MLflow on PostgreSQL, Celery workers on RabbitMQ, scoring, under supervisord (docs/deployment.md)
+	@test -s $${LENDING_API_TOKENS_FILE:-$(API_TOKENS_FILE)} || { echo "a scorer token for this machine (shown once; only its hash is kept):"; \
+	  $(BIN)/lending-pipeline token --caller local --role scorer --file $${LENDING_API_TOKENS_FILE:-$(API_TOKENS_FILE)}; }
+	LENDING_API_TOKENS_FILE="$${LENDING_API_TOKENS_FILE:-$(API_TOKENS_FILE)}" $(WITH_KEY) $(BIN)/lending-pipeline up --root $(PROD_DIR)
+
+down: $(STAMP) ## stop exactly what `make up` started
+	$(BIN)/lending-pipeline down --root $(PROD_DIR)
+
+demo-prod: $(STAMP) $(PII_KEY_FILE) $(AUDIT_KEY_FILE) ## the whole graph on the running production profile (after make up), with the demo's summary
+	$(WITH_KEY) $(BIN)/lending-pipeline demo-prod --root $(PROD_DIR) --days $(DEMO_DAYS) --per-day $(DEMO_PER_DAY)
+
 audit-verify: $(STAMP) $(AUDIT_KEY_FILE) ## check the audit log: its MAC chain and the head checkpoints (read-only)
 	$(WITH_KEY) $(BIN)/lending-pipeline audit verify
 
@@ -102,4 +114,4 @@ format: $(STAMP) ## format the code
 	$(BIN)/ruff check --fix lending_pipeline lending_pipeline_tests benchmarks
 
 clean: ## remove generated data, the Dagster home and caches (keeps .venv and the key)
-	rm -rf $(LENDING_DATA_DIR)/landing $(LENDING_DATA_DIR)/warehouse $(DAGSTER_HOME) .pytest_cache .drift_demo
+	rm -rf $(LENDING_DATA_DIR)/landing $(LENDING_DATA_DIR)/warehouse $(DAGSTER_HOME) .pytest_cache .drift_demo $(PROD_DIR)

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from lending_pipeline.privacy_commands import add_commands as add_privacy_commands
+from lending_pipeline.production.commands import add_commands as add_production_commands
 from lending_pipeline.serving.commands import add_commands as add_serving_commands
 from lending_pipeline.spec import SpecError, load_spec
 
@@ -545,6 +546,7 @@ def parser() -> argparse.ArgumentParser:
     spec.set_defaults(func=cmd_spec_check)
     add_serving_commands(sub)
     add_privacy_commands(sub)
+    add_production_commands(sub)
     return main
 
 

@@ -13,6 +13,7 @@ from lending_pipeline.defs.automation import (
     run_failure_alert_sensor,
 )
 from lending_pipeline.defs.evaluation import build_evaluation_assets
+from lending_pipeline.defs.execution import build_executor
 from lending_pipeline.defs.features import build_features_asset
 from lending_pipeline.defs.ingestion import build_ingestion_assets
 from lending_pipeline.defs.monitoring import build_monitoring_assets
@@ -37,6 +38,8 @@ DAILY_JOB = "daily_ingestion_job"
 TRAINING_JOB = "training_job"
 MONITORING_JOB = "monitoring_job"
 CHALLENGER_JOB = "challenger_vintage_job"
+# On every training run: the run queue allows one such run at a time (deploy/dagster.yaml).
+TRAINING_TAG = "lending/training"
 
 
 def build_definitions(spec: PipelineSpec) -> dg.Definitions:
@@ -60,6 +63,7 @@ def build_definitions(spec: PipelineSpec) -> dg.Definitions:
     )
     training = dg.define_asset_job(
         TRAINING_JOB,
+        tags={TRAINING_TAG: "true"},
         selection=dg.AssetSelection.groups("training", "evaluation", "serving"),
         description=(
             "Build the training set, train, evaluate against the gates, promote, and package "
@@ -105,7 +109,7 @@ def build_definitions(spec: PipelineSpec) -> dg.Definitions:
             "io_manager": PartitionedParquetIOManager(),
             "mlflow": MlflowTracking(),
         },
-        executor=dg.in_process_executor,
+        executor=build_executor(),
     )
 
 
@@ -125,3 +129,10 @@ def daily_job() -> dg.JobDefinition:
     from lending_pipeline.defs.resources import resolve_data_dir
 
     return _definitions_for(str(spec_path()), str(resolve_data_dir())).resolve_job_def(DAILY_JOB)
+
+
+def training_job() -> dg.JobDefinition:
+    """The training job of the spec in force, loadable by reference (for `dg.execute_job`)."""
+    from lending_pipeline.defs.resources import resolve_data_dir
+
+    return _definitions_for(str(spec_path()), str(resolve_data_dir())).resolve_job_def(TRAINING_JOB)

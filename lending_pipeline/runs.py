@@ -169,6 +169,28 @@ def run_partition_lean(
         return summarize(result, partition)
 
 
+def run_training_lean(
+    instance: dg.DagsterInstance, run_config: dict | None = None, package: bool = True
+) -> PartitionRun:
+    """One run of the training job of the spec in force, executed by reference: on the job's
+    configured executor (Celery in the production profile), never holding outputs in memory.
+    Unless `package`, the new champion's Bento is not built."""
+    from lending_pipeline.definitions import training_job
+
+    selection = None
+    if not package:
+        keys = training_job().asset_layer.executable_asset_keys
+        selection = [key for key in keys if key != dg.AssetKey("scoring_bento")]
+    with dg.execute_job(
+        dg.reconstructable(training_job),
+        instance=instance,
+        run_config={**QUIET, **(run_config or {})},
+        raise_on_error=False,
+        asset_selection=selection,
+    ) as result:
+        return summarize(result)
+
+
 def summarize(result, partition: str | None = None) -> PartitionRun:
     run = PartitionRun(partition=partition, success=result.success, run_id=result.run_id)
     for evaluation in result.get_asset_check_evaluations():
@@ -191,7 +213,10 @@ def summarize(result, partition: str | None = None) -> PartitionRun:
             data = event.step_failure_data
             error = data.error
             if error is not None:
-                run.step_errors.append(error.message.strip().splitlines()[0])
+                message = error.message.strip().splitlines()[0]
+                if error.cause is not None:  # the user code's exception behind Dagster's
+                    message += " " + error.cause.message.strip().splitlines()[0]
+                run.step_errors.append(message)
                 if error.cls_name == "DagsterAssetCheckFailedError":
                     run.steps_stopped_by_checks.append(event.step_key)
                     continue
@@ -278,14 +303,18 @@ def launch_requested(
 
 def warehouse_rows(data_dir: Path, partitions: list[str]) -> dict[str, int]:
     """Rows stored per asset over the given partitions (read from Parquet footers)."""
+    from lending_pipeline.defs.resources import warehouse_root
+
     totals: dict[str, int] = {}
-    warehouse = data_dir / "warehouse"
+    warehouse = warehouse_root(data_dir)
     if not warehouse.exists():
         return totals
-    for folder in sorted(p for p in warehouse.iterdir() if p.is_dir()):
+    for folder in sorted((p for p in warehouse.iterdir() if p.is_dir()), key=lambda p: p.name):
         paths = [folder / f"{day}.parquet" for day in partitions]
         totals[folder.name] = sum(
-            pq.ParquetFile(path).metadata.num_rows for path in paths if path.exists()
+            pq.ParquetFile(path.path, filesystem=path.fs).metadata.num_rows
+            for path in paths
+            if path.exists()
         )
     return totals
 

@@ -18,7 +18,14 @@ from lending_pipeline.defs.metadata import (
     runbook_metadata,
 )
 from lending_pipeline.defs.promotion import require_gates_for_version
-from lending_pipeline.defs.resources import MlflowTracking, resolve_data_dir
+from lending_pipeline.defs.resources import (
+    MlflowTracking,
+    local_file,
+    read_table,
+    resolve_data_dir,
+    warehouse_root,
+    write_frame,
+)
 from lending_pipeline.defs.training import CANDIDATE, TRAINING_SET, code_version
 from lending_pipeline.ml import audit, documents, promotion, tracking
 from lending_pipeline.ml.evaluate import (
@@ -54,7 +61,7 @@ def gate_checks() -> list[dg.AssetCheckKey]:
 
 
 def predictions_path(version: str):
-    folder = resolve_data_dir() / "warehouse" / "model_evaluation"
+    folder = warehouse_root(resolve_data_dir()) / "model_evaluation"
     return folder / f"oot_predictions_v{version}.parquet"
 
 
@@ -184,8 +191,7 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         )
 
         path = predictions_path(candidate["version"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        stored_rows(spec, test, prob).to_parquet(path, index=False)
+        write_frame(stored_rows(spec, test, prob), path)
 
         figures = validator_figures(spec, test, probs, reports["candidate"])
         plots = evaluation_plots(
@@ -232,7 +238,8 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             for name, interval in intervals.items():
                 bounds = {"ci_low": interval.low, "ci_high": interval.high}
                 mlflow_api.log_metrics({f"oot_candidate_{name}_{k}": v for k, v in bounds.items()})
-            mlflow_api.log_artifact(str(path), "evaluation")
+            with local_file(path) as local:
+                mlflow_api.log_artifact(str(local), "evaluation")
             for plot in plots.values():
                 mlflow_api.log_artifact(str(plot), "plots")
         evaluation["documents"] = str(folder)
@@ -264,7 +271,7 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         )
         registered = tracking.load_model(settings, candidate["version"])  # from the registry
         differences = rescore_differences(
-            spec, registered, pd.read_parquet(path), reports["candidate"], cutoff
+            spec, registered, read_table(path).to_pandas(), reports["candidate"], cutoff
         )
         differences |= fingerprint_differences(
             settings,

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -15,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import PrivateAttr
+from upath import UPath
 
 from lending_pipeline.ml.keyring import Keyring
 from lending_pipeline.ml.keyring import load as load_keyring
@@ -22,6 +26,9 @@ from lending_pipeline.ml.pii import key_bytes
 from lending_pipeline.ml.tracking import TrackingConfig, default_tracking_uri, history_path
 
 DATA_DIR_ENV = "LENDING_DATA_DIR"
+# The warehouse as an fsspec URL (s3://bucket/warehouse, gs://..., file:///...); default: the
+# folder `warehouse` of the data dir. Every read and write of a partition goes through UPath.
+WAREHOUSE_URL_ENV = "LENDING_WAREHOUSE_URL"
 PII_KEY_ENV = "LENDING_PII_KEY"
 # Asset metadata: downstream steps in the same process get the stored frame from memory.
 HAND_OVER_IN_MEMORY = "lending/hand_over_in_memory"
@@ -39,16 +46,52 @@ def arrow_to_pandas(table: pa.Table) -> pd.DataFrame:
     return table.to_pandas(types_mapper=mapping.get)
 
 
-def partition_path(data_dir: Path, asset_key: dg.AssetKey, partition: str | None) -> Path:
+def warehouse_root(data_dir: Path) -> UPath:
+    """The warehouse: `LENDING_WAREHOUSE_URL`, else `<data dir>/warehouse`."""
+    url = os.environ.get(WAREHOUSE_URL_ENV)
+    return UPath(url) if url else UPath(data_dir / "warehouse")
+
+
+def partition_path(data_dir: Path, asset_key: dg.AssetKey, partition: str | None) -> UPath:
     """Where the IO manager stores one partition of an asset (`all` when unpartitioned)."""
-    folder = data_dir / "warehouse" / "/".join(asset_key.path)
+    folder = warehouse_root(data_dir).joinpath(*asset_key.path)
     return folder / f"{partition or 'all'}.parquet"
+
+
+def read_table(path: UPath) -> pa.Table:
+    return pq.read_table(path.path, filesystem=path.fs)
+
+
+def write_frame(frame: pd.DataFrame, path: UPath) -> None:
+    """Write a frame to the warehouse (its folder made when needed), whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+
+
+@contextmanager
+def local_file(path: UPath):
+    """A local path holding the file's bytes (the file itself when it is local)."""
+    if isinstance(path, Path):
+        yield path
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        local = Path(folder) / path.name
+        local.write_bytes(path.read_bytes())
+        yield local
+
+
+def _write_table(table: pa.Table, path: UPath) -> None:
+    """Write a file under its own temporary name, then move it over `path` (a rename on a
+    filesystem; on an object store each object appears whole when written)."""
+    tmp = _temporary(path)
+    pq.write_table(table, tmp.path, filesystem=tmp.fs)
+    path.fs.mv(tmp.path, path.path)
 
 
 def read_partitions(data_dir: Path, asset_key: dg.AssetKey, partitions: list[str]) -> pd.DataFrame:
     """The stored partitions of an asset that exist, concatenated (empty when none does)."""
     paths = [partition_path(data_dir, asset_key, p) for p in partitions]
-    tables = [pq.read_table(path) for path in paths if path.exists()]
+    tables = [read_table(path) for path in paths if path.exists()]
     if not tables:
         return pd.DataFrame()
     return arrow_to_pandas(pa.concat_tables(tables, promote_options="default"))
@@ -90,9 +133,9 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     """
 
     data_dir: str = ""
-    _kept: dict[Path, tuple[tuple[int, int], pd.DataFrame]] = PrivateAttr(default_factory=dict)
+    _kept: dict[UPath, tuple[tuple[int, int], pd.DataFrame]] = PrivateAttr(default_factory=dict)
 
-    def _path(self, asset_key: dg.AssetKey, partition: str | None) -> Path:
+    def _path(self, asset_key: dg.AssetKey, partition: str | None) -> UPath:
         return partition_path(resolve_data_dir(self.data_dir), asset_key, partition)
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | pa.Table | dict) -> None:
@@ -101,19 +144,19 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         path.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(obj, dict):
             path = path.with_suffix(".json")
-            tmp = path.with_name(path.name + ".tmp")
+            tmp = _temporary(path)
             tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str), "utf-8")
-            tmp.replace(path)
+            path.fs.mv(tmp.path, path.path)
             context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
             return
         table = (
             obj if isinstance(obj, pa.Table) else pa.Table.from_pandas(obj, preserve_index=False)
         )
-        tmp = path.with_name(path.name + ".tmp")
-        pq.write_table(table, tmp)
-        tmp.replace(path)
-        if isinstance(obj, pd.DataFrame) and context.definition_metadata.get(HAND_OVER_IN_MEMORY):
-            self._kept[path] = (_signature(path), obj)
+        _write_table(table, path)
+        signature = _signature(path)
+        hand_over = context.definition_metadata.get(HAND_OVER_IN_MEMORY)
+        if isinstance(obj, pd.DataFrame) and hand_over and signature:
+            self._kept[path] = (signature, obj)
         context.add_output_metadata(
             {
                 "dagster/row_count": dg.MetadataValue.int(table.num_rows),
@@ -144,13 +187,21 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                     "materialize it first"
                 )
             )
-        tables = [pq.read_table(path) for path in paths if path.exists()]
+        tables = [read_table(path) for path in paths if path.exists()]
         return arrow_to_pandas(pa.concat_tables(tables, promote_options="default"))
 
 
-def _signature(path: Path) -> tuple[int, int]:
+def _temporary(path: UPath) -> UPath:
+    """A writer's own temporary file beside `path` (two writers of one partition, e.g. a step
+    redelivered while its first attempt still runs, never share one)."""
+    return path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+def _signature(path: UPath) -> tuple[int, int] | None:
+    """Modification time and size of a file; None where the store keeps no usable time."""
     stat = path.stat()
-    return stat.st_mtime_ns, stat.st_size
+    mtime = getattr(stat, "st_mtime_ns", 0)
+    return (mtime, stat.st_size) if mtime else None
 
 
 class MlflowTracking(dg.ConfigurableResource):
@@ -163,10 +214,11 @@ class MlflowTracking(dg.ConfigurableResource):
     def config(self, spec_name: str) -> TrackingConfig:
         data_dir = resolve_data_dir()
         uri = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+        served = uri.startswith(("http://", "https://"))  # a tracking server stores artifacts
         return TrackingConfig(
             tracking_uri=uri or default_tracking_uri(data_dir),
             experiment=self.experiment,
-            artifact_location=(data_dir / "mlflow" / "artifacts").as_uri(),
+            artifact_location="" if served else (data_dir / "mlflow" / "artifacts").as_uri(),
             registered_model=self.registered_model or f"{spec_name}_pd",
         )
 

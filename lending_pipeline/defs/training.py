@@ -1,6 +1,7 @@
 """Training: `training_set` (out-of-time split of matured applications) and `candidate_model`."""
 
 import datetime as dt
+from functools import partial
 
 import dagster as dg
 import pandas as pd
@@ -178,6 +179,9 @@ def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
     ) -> dg.Output:
         run_spec = with_overrides(spec, config)
         settings = mlflow.config(run_spec.name)
+        closed = tracking.close_orphaned_runs(settings, partial(run_finished, context.instance))
+        if closed:
+            context.log.warning(f"closed MLflow runs left RUNNING by ended runs: {closed}")
         trained = fit_candidate(run_spec, training_set)
         digests = recorded_digests(context, training_set)
         lineage = lineage_tags(context, run_spec, training_set, digests)
@@ -257,6 +261,12 @@ def lineage_tags(
         if key.startswith("lending/"):
             tags[key.replace("/", "_")] = value
     return tags
+
+
+def run_finished(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """Whether a run of this instance has ended (a run it does not know is left alone)."""
+    run = instance.get_run_by_id(run_id)
+    return run is not None and run.is_finished
 
 
 def log_datasets(mlflow_api, frame: pd.DataFrame, date: str, digests: dict[str, str]) -> None:

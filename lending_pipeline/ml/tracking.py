@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,17 +65,68 @@ def experiment_id(config: TrackingConfig) -> str:
     found = client.get_experiment_by_name(config.experiment)
     if found is not None:
         return found.experiment_id
-    return client.create_experiment(config.experiment, artifact_location=config.artifact_location)
+    # Over HTTP the tracking server chooses where artifacts go (it serves them itself).
+    location = config.artifact_location or None
+    return client.create_experiment(config.experiment, artifact_location=location)
+
+
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking server did not answer."""
+
+
+def server_answers(uri: str, timeout: float = 3) -> bool:
+    """Whether a tracking server answers its health check (True for a local store)."""
+    import urllib.request
+
+    if not uri.startswith(("http://", "https://")):
+        return True
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 @contextmanager
 def start_run(config: TrackingConfig, run_name: str, tags: dict[str, str]):
-    """An MLflow run that always ends (FINISHED, or FAILED on an exception)."""
+    """An MLflow run that always ends (FINISHED, or FAILED on an exception). When the tracking
+    server stops answering, raises `TrackingUnavailable` naming it; the run it could not close
+    stays RUNNING there until `close_orphaned_runs` (at the start of the next training)."""
     import mlflow
 
-    experiment = experiment_id(config)
-    with mlflow.start_run(experiment_id=experiment, run_name=run_name, tags=tags) as run:
-        yield run
+    try:
+        experiment = experiment_id(config)
+        with mlflow.start_run(experiment_id=experiment, run_name=run_name, tags=tags) as run:
+            yield run
+    except Exception as exc:
+        if server_answers(config.tracking_uri):
+            raise
+        raise TrackingUnavailable(
+            f"the MLflow tracking server {config.tracking_uri} does not answer "
+            f"({type(exc).__name__}); the run is not recorded as finished there and is closed "
+            "as FAILED by the next training once the server is back"
+        ) from exc
+
+
+def close_orphaned_runs(config: TrackingConfig, finished: Callable[[str], bool]) -> list[str]:
+    """Mark FAILED the experiment's runs still RUNNING whose Dagster run (tag `dagster_run_id`)
+    has finished: they were left open by a run that lost the tracking server. Their ids."""
+    client = _client(config)
+    found = client.get_experiment_by_name(config.experiment)
+    if found is None:
+        return []
+    closed = []
+    running = client.search_runs(
+        [found.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
+    )
+    for run in running:
+        owner = run.data.tags.get("dagster_run_id")
+        if owner and finished(owner):
+            reason = f"Dagster run {owner} ended without closing it (tracking server unreachable)"
+            client.set_tag(run.info.run_id, "lending_closed_reason", reason)
+            client.set_terminated(run.info.run_id, "FAILED")
+            closed.append(run.info.run_id)
+    return closed
 
 
 @contextmanager
