@@ -17,6 +17,7 @@ The deployer talks to supervisord over its XML-RPC API on a unix socket (owner-o
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import xmlrpc.client
 from pathlib import Path
@@ -50,7 +51,7 @@ def _program(name: str, command: list[str], log: Path, autostart: bool, stop_wai
     return "\n".join(
         [
             f"[program:{name}]",
-            "command=" + " ".join(_value(part) for part in command),
+            "command=" + " ".join(_value(shlex.quote(str(part))) for part in command),
             f"autostart={'true' if autostart else 'false'}",
             "autorestart=true",
             "startsecs=1",
