@@ -26,7 +26,12 @@ from lending_pipeline.defs.resources import (
     warehouse_root,
     write_frame,
 )
-from lending_pipeline.defs.training import CANDIDATE, TRAINING_SET, code_version
+from lending_pipeline.defs.training import (
+    CANDIDATE,
+    TRAINING_SET,
+    code_version,
+    recorded_digests,
+)
 from lending_pipeline.ml import audit, documents, promotion, tracking
 from lending_pipeline.ml.evaluate import (
     GATES,
@@ -44,7 +49,7 @@ from lending_pipeline.ml.gating import (
 )
 from lending_pipeline.ml.plots import approval_rates, evaluation_plots
 from lending_pipeline.ml.promotion import INTEGRITY_GATE, record_gates
-from lending_pipeline.ml.train import frame_digest, split_parts
+from lending_pipeline.ml.train import split_parts
 from lending_pipeline.spec import PipelineSpec
 
 EVALUATION = dg.AssetKey("model_evaluation")
@@ -171,7 +176,9 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         parts = split_parts(training_set)
         train, test = parts["train"], parts["test"].reset_index(drop=True)
         cutoff = candidate["cutoff"]
-        oot_digest = frame_digest(test)
+        # the digest recorded with the training set (as the candidate's tags hold it): a step
+        # in another process reads the frame back from storage, with dtypes of its own
+        oot_digest = recorded_digests(context, training_set)["test"]
         champion_version = tracking.alias_version(settings, tracking.CHAMPION)
         champion = None
         if champion_version and champion_version != candidate["version"]:

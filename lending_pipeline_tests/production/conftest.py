@@ -31,7 +31,13 @@ def small_spec(tmp_path, monkeypatch) -> Path:
     data = yaml.safe_load(default_spec_path().read_text())
     data["model"]["split"] = {"validation_days": 2, "test_days": 2}
     data["model"]["params"]["max_iter"] = 60
-    data["gates"].update({"min_auc_margin_over_baseline": -0.2, "max_ece": 0.2})
+    data["gates"].update(
+        {
+            "min_auc_margin_over_baseline": -0.2,
+            "max_ece": 0.2,
+            "challenger_must_beat_champion": False,  # a retrain on the same days ties
+        }
+    )
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(data))
     monkeypatch.setenv("LENDING_PIPELINE_SPEC", str(path))
