@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 
 
 def _definitions(args):
@@ -19,14 +18,9 @@ def _definitions(args):
 
 
 def _instance():
-    import dagster as dg
+    from lending_pipeline.cli import _instance as dagster_instance  # the CLI's, not a copy
 
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve())))
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\n")
-    return dg.DagsterInstance.get()
+    return dagster_instance()
 
 
 def _run(args, job_name: str, op_name: str, config: dict | None = None):

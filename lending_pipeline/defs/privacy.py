@@ -5,7 +5,7 @@ Both call `ml.rekey` / `ml.erasure`; their metadata holds counts and key ids, ne
 
 import dagster as dg
 
-from lending_pipeline.defs.metadata import runbook_url
+from lending_pipeline.defs.metadata import runbook_metadata
 from lending_pipeline.defs.resources import PII_KEY_ENV, LakeStorage, PiiKey
 from lending_pipeline.ml import audit, data_keys
 from lending_pipeline.ml.erasure import ErasureError, erase_applicant
@@ -39,26 +39,26 @@ def build_privacy_jobs(spec: PipelineSpec) -> list[dg.JobDefinition]:
     def rekey_warehouse_files(
         context: dg.OpExecutionContext, storage: LakeStorage, pii: PiiKey
     ) -> dict:
-        runbook = runbook_url("privacy_rekey")
+        runbook = runbook_metadata("privacy_rekey")
         try:
             keyring = pii.keyring()
             store = audit.open_store(storage.path)  # refuse to start without the audit key
         except (PiiKeyError, audit.AuditKeyError, audit.AuditStoreError) as exc:
-            raise dg.Failure(str(exc), metadata={"runbook": runbook}) from None
+            raise dg.Failure(str(exc), metadata=runbook) from None
         try:
             report = rekey_warehouse(storage.path, spec, keyring)
             summary = report.summary()
             store.append(REKEYED, [{**summary, "run_id": context.run_id}])
             store.checkpoint_head()
         except (RekeyError, audit.AuditUnavailable) as exc:
-            raise dg.Failure(str(exc), metadata={"runbook": runbook}) from None
+            raise dg.Failure(str(exc), metadata=runbook) from None
         finally:
             store.close()
-        context.add_output_metadata({**summary, "runbook": runbook})
+        context.add_output_metadata({**summary, **runbook})
         if report.problems:
             raise dg.Failure(
                 f"{len(report.problems)} file(s) not re-keyed: " + "; ".join(report.problems[:10]),
-                metadata={**summary, "runbook": runbook},
+                metadata={**summary, **runbook},
             )
         return summary
 
@@ -82,25 +82,25 @@ def build_privacy_jobs(spec: PipelineSpec) -> list[dg.JobDefinition]:
     def erase_applicant_data(
         context: dg.OpExecutionContext, config: ErasureRequest, storage: LakeStorage
     ) -> dict:
-        runbook = runbook_url("privacy_erasure")
+        runbook = runbook_metadata("privacy_erasure")
         data_dir = storage.path
         try:
             key = audit.audit_key()
             store = audit.open_store(data_dir, key=key)
             keys = data_keys.open_store(data_dir)
         except (audit.AuditKeyError, audit.AuditStoreError) as exc:
-            raise dg.Failure(str(exc), metadata={"runbook": runbook}) from None
+            raise dg.Failure(str(exc), metadata=runbook) from None
         try:
             report = erase_applicant(
                 spec, data_dir, config.applicant, config.by, config.reason, store, keys, key
             )
         except (ErasureError, audit.AuditUnavailable, data_keys.DataKeyError) as exc:
-            raise dg.Failure(str(exc), metadata={"runbook": runbook}) from None
+            raise dg.Failure(str(exc), metadata=runbook) from None
         finally:
             keys.close()
             store.close()
         summary = report.summary()
-        context.add_output_metadata({**summary, "runbook": runbook})
+        context.add_output_metadata({**summary, **runbook})
         return summary
 
     @dg.job(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import shutil
 import socket
 import subprocess
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lending_pipeline.production import settings, worker
+from lending_pipeline.serving.supervision import program, value
 
 PROJECT = Path(__file__).resolve().parents[2]
 WEBSERVER_PORT = 3000
@@ -60,32 +60,6 @@ class Profile:
 
 class ProfileError(RuntimeError):
     """The profile cannot start (a service unreachable, a port taken) or is not running."""
-
-
-def _value(text: str | Path) -> str:
-    return str(text).replace("%", "%%")  # supervisord interpolates %(name)s
-
-
-def _program(name: str, command: list[str], log: Path, stop_wait: int = 20) -> str:
-    return "\n".join(
-        [
-            f"[program:{name}]",
-            "command=" + " ".join(_value(shlex.quote(part)) for part in command),
-            f"directory={_value(PROJECT)}",
-            "autostart=true",
-            "autorestart=true",
-            "startsecs=2",
-            "startretries=5",
-            "stopasgroup=true",
-            "killasgroup=true",
-            f"stopwaitsecs={stop_wait}",
-            f"stdout_logfile={_value(log)}",
-            "stdout_logfile_maxbytes=20MB",
-            "stdout_logfile_backups=3",
-            "redirect_stderr=true",
-            "",
-        ]
-    )
 
 
 def programs(profile: Profile, workers: int, mlflow_backend: str) -> dict[str, list[str]]:
@@ -135,15 +109,15 @@ def render_config(profile: Profile, commands: dict[str, list[str]]) -> str:
     """supervisord's configuration of the profile."""
     sections = [
         "[unix_http_server]",
-        f"file={_value(profile.socket)}",
+        f"file={value(profile.socket)}",
         "chmod=0700",
         "",
         "[supervisord]",
         "nodaemon=false",
-        f"logfile={_value(profile.logs / 'supervisord.log')}",
+        f"logfile={value(profile.logs / 'supervisord.log')}",
         "logfile_maxbytes=20MB",
-        f"pidfile={_value(profile.pidfile)}",
-        f"childlogdir={_value(profile.logs)}",
+        f"pidfile={value(profile.pidfile)}",
+        f"childlogdir={value(profile.logs)}",
         "umask=077",
         "identifier=lending_production",
         *(["user=root"] if os.geteuid() == 0 else []),
@@ -152,12 +126,15 @@ def render_config(profile: Profile, commands: dict[str, list[str]]) -> str:
         "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
         "",
         "[supervisorctl]",
-        f"serverurl=unix://{_value(profile.socket)}",
+        f"serverurl=unix://{value(profile.socket)}",
         "",
     ]
     for name, command in commands.items():
         stop_wait = 60 if name.startswith("worker_") else 20  # a worker finishes its step
-        sections.append(_program(name, command, profile.logs / f"{name}.log", stop_wait))
+        log = profile.logs / f"{name}.log"
+        sections.append(
+            program(name, command, log, stop_wait, startsecs=2, startretries=5, directory=PROJECT)
+        )
     return "\n".join(sections)
 
 

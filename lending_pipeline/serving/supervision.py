@@ -43,23 +43,35 @@ def socket_url(data_dir: Path) -> str:
     return f"unix://{run_dir(data_dir) / 'supervisor.sock'}"
 
 
-def _value(text: str | Path) -> str:
+def value(text: str | Path) -> str:
     return str(text).replace("%", "%%")  # supervisord interpolates %(name)s
 
 
-def _program(name: str, command: list[str], log: Path, autostart: bool, stop_wait: int) -> str:
+def program(
+    name: str,
+    command: list[str],
+    log: Path,
+    stop_wait: int,
+    autostart: bool = True,
+    startsecs: int = 1,
+    startretries: int = 1_000_000,
+    directory: Path | None = None,
+) -> str:
+    """A `[program:...]` section: the command (each argument quoted), restarted when it exits,
+    stopped with its process group, its output in `log`."""
     return "\n".join(
         [
             f"[program:{name}]",
-            "command=" + " ".join(_value(shlex.quote(str(part))) for part in command),
+            "command=" + " ".join(value(shlex.quote(str(part))) for part in command),
+            *([f"directory={value(directory)}"] if directory else []),
             f"autostart={'true' if autostart else 'false'}",
             "autorestart=true",
-            "startsecs=1",
-            "startretries=1000000",
+            f"startsecs={startsecs}",
+            f"startretries={startretries}",
             "stopasgroup=true",
             "killasgroup=true",
             f"stopwaitsecs={stop_wait}",
-            f"stdout_logfile={_value(log)}",
+            f"stdout_logfile={value(log)}",
             "stdout_logfile_maxbytes=20MB",
             "stdout_logfile_backups=3",
             "redirect_stderr=true",
@@ -78,15 +90,15 @@ def render_config(
     slot_ports = ",".join(f"{name}={slot_port}" for name, slot_port in slots.items())
     sections = [
         "[unix_http_server]",
-        f"file={_value(run / 'supervisor.sock')}",
+        f"file={value(run / 'supervisor.sock')}",
         "chmod=0700",
         "",
         "[supervisord]",
         "nodaemon=true",
-        f"logfile={_value(logs / 'supervisord.log')}",
+        f"logfile={value(logs / 'supervisord.log')}",
         "logfile_maxbytes=20MB",
-        f"pidfile={_value(run / 'supervisord.pid')}",
-        f"childlogdir={_value(logs)}",
+        f"pidfile={value(run / 'supervisord.pid')}",
+        f"childlogdir={value(logs)}",
         "umask=077",
         "identifier=lending_serving",
         *(["user=root"] if os.geteuid() == 0 else []),  # said on purpose: no warning about it
@@ -95,9 +107,9 @@ def render_config(
         "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
         "",
         "[supervisorctl]",
-        f"serverurl={_value(socket_url(data_dir))}",
+        f"serverurl={value(socket_url(data_dir))}",
         "",
-        _program(
+        program(
             "proxy",
             [*child, haproxy, "-db", "-f", str(proxy_config)],
             logs / "proxy.log",
@@ -108,7 +120,7 @@ def render_config(
     for name, slot_port in slots.items():
         command = [python, "-m", "lending_pipeline.serving.slot", "--data-dir", str(data_dir)]
         sections.append(
-            _program(
+            program(
                 name,
                 [*command, name, str(slot_port)],
                 logs / f"{name}.log",
@@ -118,7 +130,7 @@ def render_config(
         )
     deployer = [python, "-m", "lending_pipeline.serving.deploy", "--data-dir", str(data_dir)]
     sections.append(
-        _program(
+        program(
             "deployer",
             [*deployer, "--port", str(port), "--slots", slot_ports],
             logs / "deployer.log",

@@ -50,6 +50,7 @@ from lending_pipeline.runs import (
 )
 from lending_pipeline.spec import default_spec_path, load_spec
 from lending_pipeline_tests.conftest import PII_KEY
+from lending_pipeline_tests.ui import BROWSER_ARGS
 
 ROOT = Path(__file__).resolve().parents[2]
 START = dt.date(2025, 2, 3)
@@ -321,17 +322,6 @@ def test_no_row_values_in_metadata(monitored):
     assert not [v for v in values if v in text]
     summary = (data / "warehouse" / "drift_report" / f"{day(SPIKE[0])}.json").read_text()
     assert not [v for v in values if v in summary]
-
-
-BROWSER_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @pytest.fixture
