@@ -12,6 +12,7 @@ from lending_pipeline.defs.automation import (
     check_failure_alert_sensor,
     run_failure_alert_sensor,
 )
+from lending_pipeline.defs.common import in_product
 from lending_pipeline.defs.evaluation import build_evaluation_assets
 from lending_pipeline.defs.execution import build_executor
 from lending_pipeline.defs.features import build_features_asset
@@ -26,12 +27,14 @@ from lending_pipeline.defs.resources import (
     MlflowTracking,
     PartitionedParquetIOManager,
     PiiKey,
+    spec_data_dir,
 )
 from lending_pipeline.defs.served_fairness import build_served_fairness_assets
 from lending_pipeline.defs.shadow import SHADOW_GROUP, build_shadow_assets
 from lending_pipeline.defs.tags import tagged
 from lending_pipeline.defs.training import build_training_assets
 from lending_pipeline.defs.validation import build_validation_assets
+from lending_pipeline.products import key_prefix
 from lending_pipeline.spec import PipelineSpec, load_spec, spec_path
 
 DAILY_JOB = "daily_ingestion_job"
@@ -55,7 +58,8 @@ def build_definitions(spec: PipelineSpec) -> dg.Definitions:
         *build_served_fairness_assets(spec),
         *build_shadow_assets(spec),
     ]
-    assets = tagged(spec, assets)
+    assets = in_product(spec, tagged(spec, assets))
+    data_dir = str(spec_data_dir(spec.name))
     daily = dg.define_asset_job(
         DAILY_JOB,
         selection=dg.AssetSelection.groups("ingestion", "validation", "features"),
@@ -104,9 +108,11 @@ def build_definitions(spec: PipelineSpec) -> dg.Definitions:
             check_failure_alert_sensor,
         ],
         resources={
-            "storage": LakeStorage(),
+            "storage": LakeStorage(data_dir=data_dir),
             "pii": PiiKey(key=dg.EnvVar(PII_KEY_ENV)),
-            "io_manager": PartitionedParquetIOManager(),
+            "io_manager": PartitionedParquetIOManager(
+                data_dir=data_dir, key_prefix=key_prefix(spec.name)
+            ),
             "mlflow": MlflowTracking(),
         },
         executor=build_executor(),

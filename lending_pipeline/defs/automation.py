@@ -16,9 +16,10 @@ from dagster._core.storage.asset_check_execution_record import (  # no public eq
     AssetCheckExecutionRecordStatus,
 )
 
+from lending_pipeline.defs.common import product_check
 from lending_pipeline.defs.metadata import runbook_url
 from lending_pipeline.defs.monitoring import WITHIN_LIMITS
-from lending_pipeline.defs.resources import resolve_data_dir
+from lending_pipeline.defs.resources import LakeStorage
 from lending_pipeline.ml.alerts import make_alert, send_alert
 from lending_pipeline.spec import PipelineSpec
 
@@ -83,6 +84,7 @@ def retraining_tags(partition: str, evaluation) -> dict[str, str]:
 def build_drift_sensor(spec: PipelineSpec, job_name: str) -> dg.SensorDefinition:
     """One retraining run per drift event at the retrain tier, at most one per cooldown."""
     cooldown = spec.drift.cooldown_hours * 3600
+    within_limits = product_check(spec, WITHIN_LIMITS)
 
     @dg.sensor(
         name=DRIFT_SENSOR,
@@ -100,7 +102,7 @@ def build_drift_sensor(spec: PipelineSpec, job_name: str) -> dg.SensorDefinition
         state = _cursor(context)
         last_id, last_trigger = state.get("last_id", 0), state.get("last_trigger")
         requests, cooled = [], []
-        for record in settled_check_records(context.instance, [WITHIN_LIMITS], last_id):
+        for record in settled_check_records(context.instance, [within_limits], last_id):
             last_id = record.id
             evaluation = record.event.asset_check_evaluation if record.event else None
             retrain = (
@@ -163,7 +165,9 @@ def check_alert(record: AssetCheckExecutionRecord) -> dict | None:
         "LENDING_ALERT_WEBHOOK_URL when set) for every failed asset check execution."
     ),
 )
-def check_failure_alert_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+def check_failure_alert_sensor(
+    context: dg.SensorEvaluationContext, storage: LakeStorage
+) -> dg.SkipReason:
     state = _cursor(context)
     last_id = state.get("last_id")
     check_keys = list(context.repository_def.asset_graph.asset_check_keys)
@@ -182,7 +186,7 @@ def check_failure_alert_sensor(context: dg.SensorEvaluationContext) -> dg.SkipRe
         last_id = record.id
         alert = check_alert(record)
         if alert is not None:
-            send_alert(resolve_data_dir(), alert, context.log)
+            send_alert(storage.path, alert, context.log)
             sent += 1
     context.update_cursor(json.dumps({"last_id": last_id}))
     return dg.SkipReason(f"{sent} failed check(s) alerted")
@@ -196,7 +200,7 @@ def check_failure_alert_sensor(context: dg.SensorEvaluationContext) -> dg.SkipRe
         "LENDING_ALERT_WEBHOOK_URL when set) for every failed run of this code location."
     ),
 )
-def run_failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
+def run_failure_alert_sensor(context: dg.RunFailureSensorContext, storage: LakeStorage) -> None:
     steps = []
     for event in context.get_step_failure_events():
         error = event.step_failure_data.error
@@ -214,7 +218,7 @@ def run_failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
         job=run.job_name,
         partition=run.tags.get("dagster/partition"),
     )
-    send_alert(resolve_data_dir(), alert, context.log)
+    send_alert(storage.path, alert, context.log)
 
 
 def build_schedules(

@@ -26,7 +26,7 @@ from lending_pipeline.defs.metadata import (
     rounded,
     runbook_metadata,
 )
-from lending_pipeline.defs.resources import MlflowTracking, read_partitions, resolve_data_dir
+from lending_pipeline.defs.resources import MlflowTracking, read_partitions, spec_data_dir
 from lending_pipeline.links import report_link
 from lending_pipeline.ml import audit, data_keys, tracking
 from lending_pipeline.ml.drift import (
@@ -162,7 +162,7 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
     ):
         day = context.partition_key
         tracking_config = mlflow.config(spec.name)
-        data_dir = resolve_data_dir()
+        data_dir = spec_data_dir(spec.name)
         champion = load_champion(tracking_config)
         if champion is None:
             reason = "no champion yet: nothing to compare the day's applications against"
@@ -266,7 +266,7 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
     def served_inputs(day: str) -> tuple[pd.DataFrame, np.ndarray]:
         """Monitored columns and probabilities of the day's audited decisions (none without a
         log: a missing SQLite log is not created here)."""
-        data_dir = resolve_data_dir()
+        data_dir = spec_data_dir(spec.name)
         if not os.environ.get(audit.AUDIT_URL_ENV) and not audit.default_path(data_dir).exists():
             return pd.DataFrame(columns=columns), np.empty(0)
         store = audit.open_store(data_dir)
@@ -278,7 +278,7 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             store.close()
 
     def judge_performance(day: str, champion: Champion) -> RealisedPerformance:
-        data_dir = resolve_data_dir()
+        data_dir = spec_data_dir(spec.name)
         days = matured_cohort_days(
             day,
             champion.training_days,

@@ -6,7 +6,7 @@ Both call `ml.rekey` / `ml.erasure`; their metadata holds counts and key ids, ne
 import dagster as dg
 
 from lending_pipeline.defs.metadata import runbook_metadata
-from lending_pipeline.defs.resources import PII_KEY_ENV, LakeStorage, PiiKey
+from lending_pipeline.defs.resources import PII_KEY_ENV, LakeStorage, PiiKey, spec_data_dir
 from lending_pipeline.ml import audit, data_keys
 from lending_pipeline.ml.erasure import ErasureError, erase_applicant
 from lending_pipeline.ml.pii import PiiKeyError
@@ -66,7 +66,7 @@ def build_privacy_jobs(spec: PipelineSpec) -> list[dg.JobDefinition]:
         name=REKEY_JOB,
         description="Re-key the warehouse's pseudonyms to the active key after a rotation.",
         tags={"kind": "privacy"},
-        resource_defs=_resources(),
+        resource_defs=_resources(spec),
     )
     def rekey_job():
         rekey_warehouse_files()
@@ -107,7 +107,7 @@ def build_privacy_jobs(spec: PipelineSpec) -> list[dg.JobDefinition]:
         name=ERASE_JOB,
         description="Erase one applicant on request (admin): rows removed, data keys destroyed.",
         tags={"kind": "privacy"},
-        resource_defs=_resources(),
+        resource_defs=_resources(spec),
     )
     def erase_job():
         erase_applicant_data()
@@ -115,10 +115,10 @@ def build_privacy_jobs(spec: PipelineSpec) -> list[dg.JobDefinition]:
     return [rekey_job, erase_job]
 
 
-def _resources() -> dict:
+def _resources(spec: PipelineSpec) -> dict:
     """The jobs' own resources: data dir, key(s), and op results kept in memory."""
     return {
-        "storage": LakeStorage(),
+        "storage": LakeStorage(data_dir=str(spec_data_dir(spec.name))),
         "pii": PiiKey(key=dg.EnvVar(PII_KEY_ENV)),
         RESULT_IO: dg.mem_io_manager,
     }
