@@ -7,10 +7,9 @@ from functools import lru_cache
 import dagster as dg
 
 from lending_pipeline.defs.automation import (
+    build_alert_sensors,
     build_drift_sensor,
     build_schedules,
-    check_failure_alert_sensor,
-    run_failure_alert_sensor,
 )
 from lending_pipeline.defs.common import in_product
 from lending_pipeline.defs.evaluation import build_evaluation_assets
@@ -27,14 +26,13 @@ from lending_pipeline.defs.resources import (
     MlflowTracking,
     PartitionedParquetIOManager,
     PiiKey,
-    spec_data_dir,
 )
 from lending_pipeline.defs.served_fairness import build_served_fairness_assets
 from lending_pipeline.defs.shadow import SHADOW_GROUP, build_shadow_assets
 from lending_pipeline.defs.tags import tagged
 from lending_pipeline.defs.training import build_training_assets
 from lending_pipeline.defs.validation import build_validation_assets
-from lending_pipeline.products import key_prefix
+from lending_pipeline.products import key_prefix, product_data_dir
 from lending_pipeline.spec import PipelineSpec, load_spec, spec_path
 
 DAILY_JOB = "daily_ingestion_job"
@@ -59,7 +57,7 @@ def build_definitions(spec: PipelineSpec) -> dg.Definitions:
         *build_shadow_assets(spec),
     ]
     assets = in_product(spec, tagged(spec, assets))
-    data_dir = str(spec_data_dir(spec.name))
+    data_dir = str(product_data_dir(spec.name) or "")  # else LENDING_DATA_DIR at run time
     daily = dg.define_asset_job(
         DAILY_JOB,
         selection=dg.AssetSelection.groups("ingestion", "validation", "features"),
@@ -104,8 +102,7 @@ def build_definitions(spec: PipelineSpec) -> dg.Definitions:
         schedules=build_schedules(spec, daily, monitoring, TRAINING_JOB),
         sensors=[
             build_drift_sensor(spec, TRAINING_JOB),
-            run_failure_alert_sensor,
-            check_failure_alert_sensor,
+            *build_alert_sensors(spec),
         ],
         resources={
             "storage": LakeStorage(data_dir=data_dir),

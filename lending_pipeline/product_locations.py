@@ -9,6 +9,7 @@ without a key, a file or a model name in common.
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 from lending_pipeline.products import Products, load_products
 
@@ -40,3 +41,15 @@ def workspace_yaml(products: Products) -> str:
             f"      location_name: {name}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def products_workspace(folder: Path) -> Path | None:
+    """With a products file in force, its workspace (a code location per product) written to
+    `folder`; None without one (the project's own single code location applies)."""
+    products = load_products()
+    if products is None:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "products_workspace.yaml"
+    path.write_text(workspace_yaml(products), "utf-8")
+    return path

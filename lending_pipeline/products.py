@@ -43,6 +43,7 @@ class Products:
     path: Path
     default: str
     by_name: dict[str, Product]
+    data_root: Path
 
     def get(self, name: str | None) -> Product:
         """The product called `name` (the default one when None); a clear error otherwise."""
@@ -103,7 +104,7 @@ def _load(path_text: str, mtime: int) -> Products:
     default = str(data.get("default") or next(iter(by_name)))
     if default not in by_name:
         raise SpecError(f"products file '{path}': default '{default}' is not a listed product")
-    return Products(path, default, by_name)
+    return Products(path, default, by_name, root.resolve())
 
 
 def key_prefix(spec_name: str) -> list[str]:
@@ -117,3 +118,29 @@ def product_data_dir(spec_name: str) -> Path | None:
     if products is None or spec_name not in products.by_name:
         return None
     return products.by_name[spec_name].data_dir
+
+
+PRODUCT_ENV = "LENDING_PRODUCT"
+
+
+def select_product(name: str | None) -> Product | None:
+    """Make one product the one in force for this process (the CLI's `--product`): its spec and
+    data dir become `LENDING_PIPELINE_SPEC` and `LENDING_DATA_DIR`, its callers those of its own
+    token file (`<data dir>/secrets/api_tokens`; `LENDING_API_TOKENS` is not used for a product,
+    so a token of one product is never accepted by another). None without a products file."""
+    products = load_products()
+    if products is None:
+        if name:
+            raise SpecError(f"--product {name}: no products file in force (set {PRODUCTS_ENV})")
+        return None
+    product = products.get(name or os.environ.get(PRODUCT_ENV))
+    os.environ[PRODUCT_ENV] = product.name
+    os.environ["LENDING_PIPELINE_SPEC"] = str(product.spec_path)
+    os.environ["LENDING_DATA_DIR"] = str(product.data_dir)
+    os.environ["LENDING_API_TOKENS_FILE"] = str(tokens_path(product))
+    os.environ.pop("LENDING_API_TOKENS", None)
+    return product
+
+
+def tokens_path(product: Product) -> Path:
+    return product.data_dir / "secrets" / "api_tokens"

@@ -6,11 +6,12 @@ Both call `ml.rekey` / `ml.erasure`; their metadata holds counts and key ids, ne
 import dagster as dg
 
 from lending_pipeline.defs.metadata import runbook_metadata
-from lending_pipeline.defs.resources import PII_KEY_ENV, LakeStorage, PiiKey, spec_data_dir
+from lending_pipeline.defs.resources import PII_KEY_ENV, LakeStorage, PiiKey
 from lending_pipeline.ml import audit, data_keys
 from lending_pipeline.ml.erasure import ErasureError, erase_applicant
 from lending_pipeline.ml.pii import PiiKeyError
 from lending_pipeline.ml.rekey import RekeyError, rekey_warehouse
+from lending_pipeline.products import product_data_dir
 from lending_pipeline.spec import PipelineSpec
 
 REKEY_JOB = "privacy_rekey_job"
@@ -118,7 +119,7 @@ def build_privacy_jobs(spec: PipelineSpec) -> list[dg.JobDefinition]:
 def _resources(spec: PipelineSpec) -> dict:
     """The jobs' own resources: data dir, key(s), and op results kept in memory."""
     return {
-        "storage": LakeStorage(data_dir=str(spec_data_dir(spec.name))),
+        "storage": LakeStorage(data_dir=str(product_data_dir(spec.name) or "")),
         "pii": PiiKey(key=dg.EnvVar(PII_KEY_ENV)),
         RESULT_IO: dg.mem_io_manager,
     }

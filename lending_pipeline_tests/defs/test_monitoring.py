@@ -26,11 +26,10 @@ from lending_pipeline.defs.automation import (
     DRIFT_SENSOR,
     RETRAINING_SCHEDULE,
     build_drift_sensor,
-    run_failure_alert_sensor,
 )
 from lending_pipeline.defs.common import FEATURES, validated_key
 from lending_pipeline.defs.monitoring import DRIFT_REPORT, MISSING_FIELDS, PERFORMANCE
-from lending_pipeline.defs.resources import LakeStorage, MlflowTracking, read_partitions
+from lending_pipeline.defs.resources import MlflowTracking, read_partitions
 from lending_pipeline.defs.served_fairness import SERVED_AIR, SERVED_FAIRNESS
 from lending_pipeline.docs_server import DocsSite
 from lending_pipeline.links import docs_port
@@ -499,7 +498,7 @@ def test_run_failure_sensor_writes_and_posts_an_alert(monitored, webhook, tmp_pa
         dagster_instance=instance,
         dagster_run=result.dagster_run,
     ).for_run_failure()
-    run_failure_alert_sensor(context, storage=LakeStorage())
+    monitored["defs"].resolve_sensor_def("run_failure_alert_sensor")(context)
     (alert,) = [json.loads(line) for line in alerts_path(tmp_path).read_text().splitlines()]
     assert alert["kind"] == "run_failed"
     assert alert["run_id"] == result.run_id

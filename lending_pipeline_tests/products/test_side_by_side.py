@@ -82,3 +82,26 @@ def test_two_products_materialize_train_and_fail_apart(products_file, instance, 
     assert str(good.data_dir) in config.tracking_uri
     assert tracking.alias_version(config, "champion") is not None
     assert tracking.alias_version(MlflowTracking().config(bad.name), "champion") is None
+
+
+def test_the_products_workspace_loads_a_code_location_per_product(products_file, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from lending_pipeline.product_locations import products_workspace
+
+    workspace = products_workspace(tmp_path / "home")
+    home = tmp_path / "home"
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "LENDING_PII_KEY": PII_KEY}
+    validate = Path(sys.executable).parent / "dagster"
+    done = subprocess.run(
+        [str(validate), "definitions", "validate", "-w", str(workspace)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    for name in NAMES:
+        assert f"Validation successful for code location {name}" in output, output
