@@ -35,7 +35,7 @@ def write_products(root: Path) -> Path:
     specs.mkdir(parents=True, exist_ok=True)
     listed = {name: {"spec": f"specs/{product_spec(specs, name).name}"} for name in NAMES}
     path = root / "products.yaml"
-    path.write_text(yaml.safe_dump({"products": listed}))
+    path.write_text(yaml.safe_dump({"products": listed}, sort_keys=False))
     return path
 
 
