@@ -14,6 +14,12 @@ flight on the old one finish there. The old slot keeps running, so a rollback to
 immediate. A Bento that does not become ready is recorded as failed and the active one stays. A
 killed server, worker or proxy is restarted by the process manager on the same slot with the
 same Bento; meanwhile the proxy answers 503 with `retry-after`.
+
+A deploy request carries a MAC under the audit key, made by the command that checked the
+version's gates (`package`, a rollback, the `scoring_bento` asset). The deployer acts only on a
+request whose MAC verifies, and adopts a recorded active Bento after a restart only if the
+request that made it active verifies: a deployments.json edited by hand (or by anything without
+the key) deploys nothing; the refusal is recorded in its history.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import argparse
 import contextlib
 import datetime as dt
 import fcntl
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -34,6 +42,7 @@ from pathlib import Path
 
 import httpx
 
+from lending_pipeline.ml import audit
 from lending_pipeline.serving import proxy
 from lending_pipeline.serving.slot import read_tag, write_tag
 
@@ -41,6 +50,11 @@ SLOTS = {"blue": 3101, "green": 3102}
 PUBLIC_PORT = 3001
 READY_TIMEOUT = 180.0
 SCORING_TIMEOUT = 60.0
+REQUEST_FIELDS = ("bento_tag", "model_version", "reason", "time")
+UNSIGNED = (
+    "not a deploy request made by lending-pipeline (its MAC under the audit key does not "
+    "verify: deployments.json edited by hand?); deploy with `lending-pipeline package`"
+)
 
 
 def record_path(data_dir: Path) -> Path:
@@ -72,14 +86,31 @@ def read_record(data_dir: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def request_signature(request: dict, key: bytes | None = None) -> str:
+    """The MAC of a deploy request under the audit key (`LENDING_AUDIT_KEY`)."""
+    key = audit.audit_key() if key is None else key
+    body = json.dumps({f: request.get(f) for f in REQUEST_FIELDS}, sort_keys=True).encode()
+    return hmac.new(key, b"lending-pipeline deploy request\0" + body, hashlib.sha256).hexdigest()
+
+
+def signed(request: dict | None) -> bool:
+    """Whether a deploy request carries a MAC that verifies under the audit key."""
+    given = (request or {}).get("signature")
+    if not isinstance(given, str):
+        return False
+    return hmac.compare_digest(given, request_signature(request))
+
+
 def request_deploy(data_dir: Path, bento_tag: str, model_version: str, reason: str) -> dict:
-    """Make a Bento the desired one; the deployer switches to it when it is ready."""
+    """Make a Bento the desired one (a signed request); the deployer switches to it when it is
+    ready. Callers check the version's gates first."""
     desired = {
         "bento_tag": bento_tag,
         "model_version": model_version,
         "reason": reason,
         "time": _now(),
     }
+    desired["signature"] = request_signature(desired)
     with _locked(data_dir) as record:
         record["desired"] = desired
         record["history"].append({"event": "requested", **desired})
@@ -95,6 +126,7 @@ def _record_switch(data_dir: Path, slot: str, port: int, proxy_port: int, desire
             "bento_tag": desired["bento_tag"],
             "model_version": desired["model_version"],
             "since": _now(),
+            "request": {f: desired.get(f) for f in (*REQUEST_FIELDS, "signature")},
         }
         record["history"].append(
             {"event": "switched", "slot": slot, "port": port, **desired, "time": _now()}
@@ -108,7 +140,7 @@ def _append_history(data_dir: Path, entry: dict) -> None:
 
 def _request_key(desired: dict) -> tuple[str, str]:
     """A deploy request: the same Bento requested again (a new time) is tried again."""
-    return desired["bento_tag"], desired["time"]
+    return desired.get("bento_tag"), desired.get("time")
 
 
 def port_in_use(port: int) -> bool:
@@ -160,7 +192,11 @@ class Deployer:
         slot, if it still holds that Bento, and every slot that has a Bento assigned."""
         active = read_record(self.data_dir).get("active")
         slot = (active or {}).get("slot")
-        if slot in self.slots and read_tag(self.data_dir, slot) == active["bento_tag"]:
+        request = (active or {}).get("request") or {}
+        trusted = signed(request) and request.get("bento_tag") == (active or {}).get("bento_tag")
+        if active and not trusted:
+            print(f"recorded active Bento not adopted: {UNSIGNED}", flush=True)
+        elif slot in self.slots and read_tag(self.data_dir, slot) == active["bento_tag"]:
             self.active = slot
             self.unrouted = {
                 "bento_tag": active["bento_tag"],
@@ -177,6 +213,11 @@ class Deployer:
         self._note_restarts()
         desired = read_record(self.data_dir).get("desired")
         if not desired or _request_key(desired) in self.failed:
+            return
+        if not signed(desired):
+            self.failed.add(_request_key(desired))
+            _append_history(self.data_dir, {"event": "refused", **desired, "problem": UNSIGNED})
+            print(f"deploy of {desired.get('bento_tag')} refused: {UNSIGNED}", flush=True)
             return
         tag = desired["bento_tag"]
         if self.active is not None and read_tag(self.data_dir, self.active) == tag:

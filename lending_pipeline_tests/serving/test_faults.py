@@ -13,7 +13,7 @@ import pytest
 
 from lending_pipeline.ml import audit
 from lending_pipeline.ml.audit_pg import setup_postgres
-from lending_pipeline.serving.deploy import read_record
+from lending_pipeline.serving.deploy import read_record, record_path
 from lending_pipeline.serving.supervision import Supervision
 from lending_pipeline_tests.postgres import Cluster
 from lending_pipeline_tests.serving.conftest import Load, deploy, wait_for
@@ -167,6 +167,40 @@ def test_a_killed_deployer_is_restarted_and_deploys_again(deployment):
     done = deployment.cli("rollback", "--to", target, "--wait", "240")
     assert done.returncode == 0, done.stderr
     assert deployment.served_version() == target
+
+
+def test_a_hand_edited_deploy_request_deploys_nothing(deployment):
+    import datetime as dt
+    import json
+
+    record = read_record(deployment.data_dir)
+    served = record["active"]["model_version"]
+    other = next(
+        (h for h in record["history"] if h.get("bento_tag") and h["model_version"] != served),
+        {"bento_tag": "lending_scoring:never_gated", "model_version": "99"},
+    )
+    forged = {
+        **record["desired"],  # the last genuine request, its MAC with it
+        "bento_tag": other["bento_tag"],
+        "model_version": other["model_version"],
+        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    record["desired"] = forged
+    path = record_path(deployment.data_dir)
+    path.write_text(json.dumps(record, indent=2), "utf-8")
+
+    def refused():
+        history = read_record(deployment.data_dir)["history"]
+        return [h for h in history if h["event"] == "refused" and h["time"] == forged["time"]]
+
+    (entry,) = wait_for(refused, 60, "the deployer to refuse the edited request")
+    assert "does not verify" in entry["problem"] and entry["bento_tag"] == other["bento_tag"]
+    assert read_record(deployment.data_dir)["active"]["model_version"] == served
+    assert deployment.served_version() == served
+    done = deployment.cli("rollback", "--to", other["model_version"], "--wait", "240")
+    if other["model_version"] != "99":  # a genuine command still deploys (its gates checked)
+        assert done.returncode == 0, done.stderr
+        assert deployment.served_version() == other["model_version"]
 
 
 def test_the_audit_database_restarted_under_load_needs_no_human(deployment, database):
