@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -257,24 +256,6 @@ def gate_intervals(
         level=gates.confidence_level,
         seed=spec.model.seed,
     )
-
-
-def integrity_differences(
-    spec: PipelineSpec, predictions: pd.DataFrame, logged: dict, cutoff: float, tol: float = 1e-9
-) -> dict[str, tuple[float, float]]:
-    """Recompute the gated metrics of the candidate (ROC-AUC, KS, ECE and the lowest adverse
-    impact ratio) from stored predictions; return those that differ as (logged, recomputed)."""
-    recomputed = report(spec, predictions, predictions["prob"].to_numpy(), cutoff)
-    pairs = {name: (logged[name], recomputed[name]) for name in GATED_METRICS}
-    pairs["min_adverse_impact_ratio"] = (
-        min_adverse_impact(logged)[0],
-        min_adverse_impact(recomputed)[0],
-    )
-    return {
-        name: pair
-        for name, pair in pairs.items()
-        if not math.isclose(*pair, rel_tol=0, abs_tol=tol)
-    }
 
 
 def model_card(
