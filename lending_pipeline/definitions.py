@@ -15,6 +15,7 @@ from lending_pipeline.defs.automation import (
 from lending_pipeline.defs.evaluation import build_evaluation_assets
 from lending_pipeline.defs.execution import build_executor
 from lending_pipeline.defs.features import build_features_asset
+from lending_pipeline.defs.freshness import with_freshness
 from lending_pipeline.defs.ingestion import build_ingestion_assets
 from lending_pipeline.defs.monitoring import build_monitoring_assets
 from lending_pipeline.defs.packaging import build_packaging_assets
@@ -55,7 +56,7 @@ def build_definitions(spec: PipelineSpec) -> dg.Definitions:
         *build_served_fairness_assets(spec),
         *build_shadow_assets(spec),
     ]
-    assets = tagged(spec, assets)
+    assets = with_freshness(spec, tagged(spec, assets))
     daily = dg.define_asset_job(
         DAILY_JOB,
         selection=dg.AssetSelection.groups("ingestion", "validation", "features"),
