@@ -99,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     children = []
     mlflow = mlflow_command(data_dir)
     if mlflow:
-        quiet = {**env, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+        # MLflow's server imports APIs its dependencies deprecate: nothing for a user to act on
+        ignored = "ignore::DeprecationWarning,ignore:starlette.middleware.wsgi is deprecated"
+        quiet = {**env, "PYTHONWARNINGS": ignored}
         children.append(subprocess.Popen(mlflow, env=quiet, cwd=REPO_ROOT, start_new_session=True))
     evidently = evidently_command(data_dir)
     children.append(subprocess.Popen(evidently, env=env, cwd=REPO_ROOT, start_new_session=True))
