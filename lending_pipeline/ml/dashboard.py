@@ -288,9 +288,19 @@ def dashboard(spec: PipelineSpec):
     return DashboardModel(tabs=[tab], panels=panels)
 
 
+def snapshot_id(spec_name: str, day: str) -> uuid.UUID:
+    """The day's snapshot id: re-running a day replaces its snapshot, and its link stays valid."""
+    return uuid.uuid5(_NAMESPACE, f"snapshot:{spec_name}:{day}")
+
+
 def publish(workspace_path: Path, spec: PipelineSpec, day: str, snapshot) -> tuple[str, str]:
-    """Store the day's snapshot in the spec's project (replacing the day's earlier snapshots) and
-    (re)write its dashboard; returns (project id, snapshot id)."""
+    """Store the day's snapshot in the spec's project under the day's id (replacing an earlier
+    one) and (re)write the project's dashboard; returns (project id, snapshot id).
+
+    The snapshot goes through the workspace's own storage (`Workspace.state`), under an id of
+    our choosing rather than `add_run`'s random one: finding the day's earlier snapshot would
+    otherwise mean reading every snapshot of the project.
+    """
     from evidently.sdk.models import ProjectModel
     from evidently.ui.workspace import Workspace
 
@@ -309,9 +319,6 @@ def publish(workspace_path: Path, spec: PipelineSpec, day: str, snapshot) -> tup
     panels = dashboard(spec)
     if workspace.get_dashboard(pid) != panels:  # concurrent days: write only what changed
         workspace.save_dashboard(pid, panels)
-    for earlier in workspace.list_runs(pid):
-        model = workspace.get_run(pid, earlier)
-        if model is not None and model.metadata.get("day") == day:
-            workspace.delete_run(pid, earlier)
-    ref = workspace.add_run(pid, snapshot)
-    return str(pid), str(ref.id)
+    sid = snapshot_id(spec.name, day)
+    workspace.state.write_snapshot(pid, sid, snapshot.to_snapshot_model())
+    return str(pid), str(sid)

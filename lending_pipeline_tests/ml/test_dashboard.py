@@ -17,6 +17,7 @@ from lending_pipeline.ml.dashboard import (
     project_id,
     publish,
     served_decisions,
+    snapshot_id,
 )
 from lending_pipeline.ml.drift import monitored_columns
 from lending_pipeline_tests.ml.test_drift import check, features
@@ -132,6 +133,7 @@ def test_workspace_keeps_one_snapshot_per_day_in_one_project(spec, frames, tmp_p
     runs = workspace.list_runs(project_id(spec.name))
     stored = {workspace.get_run(project_id(spec.name), r).metadata["day"]: str(r) for r in runs}
     assert stored == {"2025-03-09": ids[1][1], "2025-03-08": ids[2][1]}  # the later 8th kept
+    assert ids[0] == ids[2] and ids[2][1] == str(snapshot_id(spec.name, "2025-03-08"))
     board = workspace.get_dashboard(project_id(spec.name))
     assert board == dashboard(spec)
     assert [p.title for p in board.panels] == [
