@@ -256,7 +256,9 @@ def dashboard(spec: PipelineSpec):
             size="half",
         ),
         line_plot_panel(
-            "Income and utilization shift",
+            "Income and utilization shift"
+            if any(_income_or_utilization(c) for c in plan.shift_columns)
+            else "Median shift of numeric inputs",
             shift,
             "Median of the day / median of the champion's training population - 1.",
             size="half",

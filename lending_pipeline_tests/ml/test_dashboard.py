@@ -118,6 +118,15 @@ def test_layout_follows_the_spec(spec):
     }
 
 
+def test_a_spec_without_income_or_utilization_follows_every_numeric_input():
+    from lending_pipeline.spec import default_spec_path, load_spec
+
+    sme = load_spec(default_spec_path().parent / "sme_loan.yaml")
+    plan = layout(sme)
+    assert "requested_amount" in plan.shift_columns and "overdraft_days" in plan.missing_columns
+    assert "Median shift of numeric inputs" in {p.title for p in dashboard(sme).panels}
+
+
 def test_workspace_keeps_one_snapshot_per_day_in_one_project(spec, frames, tmp_path):
     from evidently.ui.workspace import Workspace
 
