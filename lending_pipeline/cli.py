@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lending_pipeline.privacy_commands import add_commands as add_privacy_commands
 from lending_pipeline.production.commands import add_commands as add_production_commands
+from lending_pipeline.products import select_product
 from lending_pipeline.serving.commands import add_commands as add_serving_commands
 from lending_pipeline.spec import SpecError, load_spec
 
@@ -453,6 +454,11 @@ def _spec_init(args) -> int:
 
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="lending-pipeline", description=__doc__)
+    main.add_argument(
+        "--product",
+        help="the product of the products file (LENDING_PRODUCTS) to act on "
+        "(default: LENDING_PRODUCT, else the file's default)",
+    )
     sub = main.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="write synthetic landing files")
@@ -553,6 +559,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        select_product(args.product)
         return args.func(args)
     except SpecError as exc:
         print(exc, file=sys.stderr)

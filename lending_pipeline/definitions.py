@@ -7,11 +7,11 @@ from functools import lru_cache
 import dagster as dg
 
 from lending_pipeline.defs.automation import (
+    build_alert_sensors,
     build_drift_sensor,
     build_schedules,
-    check_failure_alert_sensor,
-    run_failure_alert_sensor,
 )
+from lending_pipeline.defs.common import in_product
 from lending_pipeline.defs.evaluation import build_evaluation_assets
 from lending_pipeline.defs.execution import build_executor
 from lending_pipeline.defs.features import build_features_asset
@@ -33,6 +33,7 @@ from lending_pipeline.defs.shadow import SHADOW_GROUP, build_shadow_assets
 from lending_pipeline.defs.tags import tagged
 from lending_pipeline.defs.training import build_training_assets
 from lending_pipeline.defs.validation import build_validation_assets
+from lending_pipeline.products import key_prefix, product_data_dir
 from lending_pipeline.spec import PipelineSpec, load_spec, spec_path
 
 DAILY_JOB = "daily_ingestion_job"
@@ -56,7 +57,8 @@ def build_definitions(spec: PipelineSpec) -> dg.Definitions:
         *build_served_fairness_assets(spec),
         *build_shadow_assets(spec),
     ]
-    assets = with_freshness(spec, tagged(spec, assets))
+    assets = in_product(spec, with_freshness(spec, tagged(spec, assets)))
+    data_dir = str(product_data_dir(spec.name) or "")  # else LENDING_DATA_DIR at run time
     daily = dg.define_asset_job(
         DAILY_JOB,
         selection=dg.AssetSelection.groups("ingestion", "validation", "features"),
@@ -101,13 +103,14 @@ def build_definitions(spec: PipelineSpec) -> dg.Definitions:
         schedules=build_schedules(spec, daily, monitoring, TRAINING_JOB),
         sensors=[
             build_drift_sensor(spec, TRAINING_JOB),
-            run_failure_alert_sensor,
-            check_failure_alert_sensor,
+            *build_alert_sensors(spec),
         ],
         resources={
-            "storage": LakeStorage(),
+            "storage": LakeStorage(data_dir=data_dir),
             "pii": PiiKey(key=dg.EnvVar(PII_KEY_ENV)),
-            "io_manager": PartitionedParquetIOManager(),
+            "io_manager": PartitionedParquetIOManager(
+                data_dir=data_dir, key_prefix=key_prefix(spec.name)
+            ),
             "mlflow": MlflowTracking(),
         },
         executor=build_executor(),

@@ -25,6 +25,7 @@ from lending_pipeline.links import (
     evidently_ui_base,
     mlflow_ui_base,
 )
+from lending_pipeline.processes import stop_groups
 
 
 def _bin(name: str) -> str:
@@ -33,9 +34,11 @@ def _bin(name: str) -> str:
     return str(local) if local.exists() else (shutil.which(name) or name)
 
 
-def dagster_command(port: int) -> list[str]:
-    """`dg dev` over this project (`[tool.dg]` in pyproject.toml), in this interpreter's venv."""
-    return [_bin("dg"), "dev", "--use-active-venv", "-h", "127.0.0.1", "-p", str(port)]
+def dagster_command(port: int, workspace: Path | None = None) -> list[str]:
+    """`dg dev` over this project (`[tool.dg]` in pyproject.toml), in this interpreter's venv;
+    over `workspace` when given (several products: a code location each)."""
+    command = [_bin("dg"), "dev", "--use-active-venv", "-h", "127.0.0.1", "-p", str(port)]
+    return command + (["-w", str(workspace)] if workspace else [])
 
 
 def mlflow_command(data_dir: Path) -> list[str] | None:
@@ -65,18 +68,6 @@ def evidently_command(data_dir: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def _stop(processes: list[subprocess.Popen], timeout: float = 30) -> None:
-    """SIGTERM to each process group, then SIGKILL to those still there after `timeout`."""
-    running = [p for p in processes if p.poll() is None]
-    for process in running:
-        os.killpg(process.pid, signal.SIGTERM)
-    for process in running:
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-
-
 def _exit(signum, frame) -> None:
     raise SystemExit(0)
 
@@ -84,11 +75,13 @@ def _exit(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     from lending_pipeline import docs_server
     from lending_pipeline.defs.resources import resolve_data_dir
+    from lending_pipeline.product_locations import products_workspace
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=3000, help="the Dagster UI's port")
     args = parser.parse_args(argv)
     data_dir = resolve_data_dir()
+    home = Path(os.environ.get("DAGSTER_HOME") or REPO_ROOT / ".dagster_home")
     env = {
         **os.environ,
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
@@ -110,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"drift dashboard:  {evidently_ui_base()}")
     print(f"Dagster UI:       http://127.0.0.1:{args.port}", flush=True)
     dagster = subprocess.Popen(
-        dagster_command(args.port), env=env, cwd=REPO_ROOT, start_new_session=True
+        dagster_command(args.port, products_workspace(home)),
+        env=env,
+        cwd=REPO_ROOT,
+        start_new_session=True,
     )
     children.append(dagster)
     signal.signal(signal.SIGTERM, _exit)
@@ -118,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return dagster.wait()
     finally:
-        _stop(children)
+        stop_groups(children)
         docs.shutdown()
 
 

@@ -180,7 +180,7 @@ def run_training_lean(
     selection = None
     if not package:
         keys = training_job().asset_layer.executable_asset_keys
-        selection = [key for key in keys if key != dg.AssetKey("scoring_bento")]
+        selection = [key for key in keys if key.path[-1] != "scoring_bento"]
     with dg.execute_job(
         dg.reconstructable(training_job),
         instance=instance,
@@ -258,7 +258,7 @@ def run_training(
     selection = None
     if not package:
         keys = job.asset_layer.executable_asset_keys
-        selection = [key for key in keys if key != dg.AssetKey("scoring_bento")]
+        selection = [key for key in keys if key.path[-1] != "scoring_bento"]
     return job.execute_in_process(
         instance=instance, raise_on_error=False, run_config=config, asset_selection=selection
     )

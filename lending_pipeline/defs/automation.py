@@ -16,9 +16,10 @@ from dagster._core.storage.asset_check_execution_record import (  # no public eq
     AssetCheckExecutionRecordStatus,
 )
 
+from lending_pipeline.defs.common import product_check
 from lending_pipeline.defs.metadata import runbook_url
 from lending_pipeline.defs.monitoring import WITHIN_LIMITS
-from lending_pipeline.defs.resources import resolve_data_dir
+from lending_pipeline.defs.resources import spec_data_dir
 from lending_pipeline.ml.alerts import make_alert, send_alert
 from lending_pipeline.spec import PipelineSpec
 
@@ -83,6 +84,7 @@ def retraining_tags(partition: str, evaluation) -> dict[str, str]:
 def build_drift_sensor(spec: PipelineSpec, job_name: str) -> dg.SensorDefinition:
     """One retraining run per drift event at the retrain tier, at most one per cooldown."""
     cooldown = spec.drift.cooldown_hours * 3600
+    within_limits = product_check(spec, WITHIN_LIMITS)
 
     @dg.sensor(
         name=DRIFT_SENSOR,
@@ -100,7 +102,7 @@ def build_drift_sensor(spec: PipelineSpec, job_name: str) -> dg.SensorDefinition
         state = _cursor(context)
         last_id, last_trigger = state.get("last_id", 0), state.get("last_trigger")
         requests, cooled = [], []
-        for record in settled_check_records(context.instance, [WITHIN_LIMITS], last_id):
+        for record in settled_check_records(context.instance, [within_limits], last_id):
             last_id = record.id
             evaluation = record.event.asset_check_evaluation if record.event else None
             retrain = (
@@ -154,67 +156,71 @@ def check_alert(record: AssetCheckExecutionRecord) -> dict | None:
     )
 
 
-@dg.sensor(
-    name=CHECK_FAILURE_SENSOR,
-    minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description=(
-        "Appends an alert to <data dir>/alerts/alerts.jsonl (and POSTs it to "
-        "LENDING_ALERT_WEBHOOK_URL when set) for every failed asset check execution."
-    ),
-)
-def check_failure_alert_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
-    state = _cursor(context)
-    last_id = state.get("last_id")
-    check_keys = list(context.repository_def.asset_graph.asset_check_keys)
-    if last_id is None:  # first tick: start from now, like Dagster's run-status sensors
-        latest = [
-            r.id
-            for k in check_keys
-            for r in context.instance.event_log_storage.get_asset_check_execution_history(
-                k, limit=1
-            )
-        ]
-        context.update_cursor(json.dumps({"last_id": max(latest, default=0)}))
-        return dg.SkipReason("started: alerting on check failures from now on")
-    sent = 0
-    for record in settled_check_records(context.instance, check_keys, last_id):
-        last_id = record.id
-        alert = check_alert(record)
-        if alert is not None:
-            send_alert(resolve_data_dir(), alert, context.log)
-            sent += 1
-    context.update_cursor(json.dumps({"last_id": last_id}))
-    return dg.SkipReason(f"{sent} failed check(s) alerted")
+def build_alert_sensors(spec: PipelineSpec) -> list[dg.SensorDefinition]:
+    """Alerts on failed checks and failed runs, into the product's own data dir."""
 
-
-@dg.run_failure_sensor(
-    name=RUN_FAILURE_SENSOR,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description=(
-        "Appends an alert to <data dir>/alerts/alerts.jsonl (and POSTs it to "
-        "LENDING_ALERT_WEBHOOK_URL when set) for every failed run of this code location."
-    ),
-)
-def run_failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
-    steps = []
-    for event in context.get_step_failure_events():
-        error = event.step_failure_data.error
-        first_line = error.message.strip().splitlines()[0][:300] if error else "failed"
-        steps.append(f"{event.step_key}: {first_line}")
-    message = context.failure_event.message or "the run failed"
-    if steps:
-        message = f"{message} {' | '.join(steps)}"
-    run = context.dagster_run
-    alert = make_alert(
-        "run_failed",
-        message,
-        runbook_url("alerts").value,
-        run_id=run.run_id,
-        job=run.job_name,
-        partition=run.tags.get("dagster/partition"),
+    @dg.sensor(
+        name=CHECK_FAILURE_SENSOR,
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            "Appends an alert to <data dir>/alerts/alerts.jsonl (and POSTs it to "
+            "LENDING_ALERT_WEBHOOK_URL when set) for every failed asset check execution."
+        ),
     )
-    send_alert(resolve_data_dir(), alert, context.log)
+    def check_failure_alert_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+        state = _cursor(context)
+        last_id = state.get("last_id")
+        check_keys = list(context.repository_def.asset_graph.asset_check_keys)
+        if last_id is None:  # first tick: start from now, like Dagster's run-status sensors
+            latest = [
+                r.id
+                for k in check_keys
+                for r in context.instance.event_log_storage.get_asset_check_execution_history(
+                    k, limit=1
+                )
+            ]
+            context.update_cursor(json.dumps({"last_id": max(latest, default=0)}))
+            return dg.SkipReason("started: alerting on check failures from now on")
+        sent = 0
+        for record in settled_check_records(context.instance, check_keys, last_id):
+            last_id = record.id
+            alert = check_alert(record)
+            if alert is not None:
+                send_alert(spec_data_dir(spec.name), alert, context.log)
+                sent += 1
+        context.update_cursor(json.dumps({"last_id": last_id}))
+        return dg.SkipReason(f"{sent} failed check(s) alerted")
+
+    @dg.run_failure_sensor(
+        name=RUN_FAILURE_SENSOR,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            "Appends an alert to <data dir>/alerts/alerts.jsonl (and POSTs it to "
+            "LENDING_ALERT_WEBHOOK_URL when set) for every failed run of this code location."
+        ),
+    )
+    def run_failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
+        steps = []
+        for event in context.get_step_failure_events():
+            error = event.step_failure_data.error
+            first_line = error.message.strip().splitlines()[0][:300] if error else "failed"
+            steps.append(f"{event.step_key}: {first_line}")
+        message = context.failure_event.message or "the run failed"
+        if steps:
+            message = f"{message} {' | '.join(steps)}"
+        run = context.dagster_run
+        alert = make_alert(
+            "run_failed",
+            message,
+            runbook_url("alerts").value,
+            run_id=run.run_id,
+            job=run.job_name,
+            partition=run.tags.get("dagster/partition"),
+        )
+        send_alert(spec_data_dir(spec.name), alert, context.log)
+
+    return [check_failure_alert_sensor, run_failure_alert_sensor]
 
 
 def build_schedules(

@@ -6,8 +6,9 @@ import warnings
 
 import dagster as dg
 
-from lending_pipeline.defs.resources import resolve_data_dir
+from lending_pipeline.defs.resources import spec_data_dir
 from lending_pipeline.partitions import partition_start
+from lending_pipeline.products import key_prefix
 from lending_pipeline.spec import PipelineSpec
 
 OWNERS = ["team:credit-risk-data"]
@@ -16,7 +17,7 @@ OWNERS = ["team:credit-risk-data"]
 def daily_partitions(spec: PipelineSpec) -> dg.DailyPartitionsDefinition:
     """Daily partitions by application date, from the spec's start date (or the first landed
     day) to yesterday (UTC)."""
-    start = partition_start(spec, resolve_data_dir())
+    start = partition_start(spec, spec_data_dir(spec.name))
     return dg.DailyPartitionsDefinition(start_date=start.isoformat())
 
 
@@ -70,3 +71,27 @@ def blocking_check(
             partitions_def=partitions_def,
             description=description,
         )
+
+
+def product_key(spec: PipelineSpec, key: dg.AssetKey) -> dg.AssetKey:
+    """An asset's key in its product: under the product's prefix when several run side by side
+    (`lending_pipeline.products`); the definitions name bare keys and are prefixed as a whole
+    (`in_product`), code that names a key at run time passes it through here."""
+    return dg.AssetKey([*key_prefix(spec.name), *key.path])
+
+
+def product_check(spec: PipelineSpec, check: dg.AssetCheckKey) -> dg.AssetCheckKey:
+    return dg.AssetCheckKey(product_key(spec, check.asset_key), check.name)
+
+
+def in_product(spec: PipelineSpec, assets: list[dg.AssetsDefinition]) -> list:
+    """Every asset, check and dependency of `assets` under the product's key prefix."""
+    if not key_prefix(spec.name):
+        return assets
+    prefixed = []
+    for asset in assets:
+        keys = {*asset.keys, *asset.dependency_keys, *(c.asset_key for c in asset.check_keys)}
+        prefixed.append(
+            asset.with_attributes(asset_key_replacements={k: product_key(spec, k) for k in keys})
+        )
+    return prefixed

@@ -3,12 +3,13 @@ the version judged), the version's gate record, and `champion_model`, which move
 alias only when every gate passed for that version (and, if required, after sign-off)."""
 
 import json
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
 from lending_pipeline.defs.blocking import require_passed_checks
-from lending_pipeline.defs.common import OWNERS, blocking_check
+from lending_pipeline.defs.common import OWNERS, blocking_check, product_check
 from lending_pipeline.defs.metadata import (
     frame_table,
     image_markdown,
@@ -22,7 +23,7 @@ from lending_pipeline.defs.resources import (
     MlflowTracking,
     local_file,
     read_table,
-    resolve_data_dir,
+    spec_data_dir,
     warehouse_root,
     write_frame,
 )
@@ -65,14 +66,14 @@ def gate_checks() -> list[dg.AssetCheckKey]:
     return [gate_check(g) for g in GATES] + [dg.AssetCheckKey(EVALUATION, INTEGRITY)]
 
 
-def predictions_path(version: str):
-    folder = warehouse_root(resolve_data_dir()) / "model_evaluation"
+def predictions_path(data_dir: Path, version: str):
+    folder = warehouse_root(data_dir) / "model_evaluation"
     return folder / f"oot_predictions_v{version}.parquet"
 
 
-def plots_dir(version: str):
+def plots_dir(data_dir: Path, version: str):
     """Where the evaluation plots of a model version go (served with the reports)."""
-    return resolve_data_dir() / "reports" / "evaluation" / f"v{version}"
+    return data_dir / "reports" / "evaluation" / f"v{version}"
 
 
 def gate_table(results) -> pd.DataFrame:
@@ -91,8 +92,8 @@ def gate_table(results) -> pd.DataFrame:
     )
 
 
-def documents_dir(version: str):
-    return resolve_data_dir() / "reports" / "documents" / f"v{version}"
+def documents_dir(data_dir: Path, version: str):
+    return data_dir / "reports" / "documents" / f"v{version}"
 
 
 def version_documents(
@@ -109,9 +110,9 @@ def version_documents(
     return texts, documents.manifest(evaluation["version"], generated_at, texts)
 
 
-def write_documents(version: str, texts: dict[str, str], manifest: dict):
+def write_documents(data_dir: Path, version: str, texts: dict[str, str], manifest: dict):
     """The documents also as files under `<data dir>/reports/documents/v<version>/`."""
-    folder = documents_dir(version)
+    folder = documents_dir(data_dir, version)
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in texts.items():
         (folder / name.split("/")[-1]).write_text(text, encoding="utf-8")
@@ -178,7 +179,7 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         cutoff = candidate["cutoff"]
         # the digest recorded with the training set (as the candidate's tags hold it): a step
         # in another process reads the frame back from storage, with dtypes of its own
-        oot_digest = recorded_digests(context, training_set)["test"]
+        oot_digest = recorded_digests(context, spec, training_set)["test"]
         champion_version = tracking.alias_version(settings, tracking.CHAMPION)
         champion = None
         if champion_version and champion_version != candidate["version"]:
@@ -197,12 +198,15 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             spec.gates, reports["candidate"], reports["baseline"], reports["champion"], intervals
         )
 
-        path = predictions_path(candidate["version"])
+        path = predictions_path(spec_data_dir(spec.name), candidate["version"])
         write_frame(stored_rows(spec, test, prob), path)
 
         figures = validator_figures(spec, test, probs, reports["candidate"])
         plots = evaluation_plots(
-            test["target"], prob, reports["candidate"], plots_dir(candidate["version"])
+            test["target"],
+            prob,
+            reports["candidate"],
+            plots_dir(spec_data_dir(spec.name), candidate["version"]),
         )
         card = model_card(
             spec,
@@ -229,7 +233,9 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             "model_card": card,
         }
         texts, doc_manifest = version_documents(spec, evaluation, candidate, card)
-        folder = write_documents(candidate["version"], texts, doc_manifest)
+        folder = write_documents(
+            spec_data_dir(spec.name), candidate["version"], texts, doc_manifest
+        )
         with tracking.resume_run(settings, candidate["run_id"]) as mlflow_api:
             for role, values in reports.items():
                 if values:
@@ -353,19 +359,22 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
     def champion_model(
         context: dg.AssetExecutionContext, mlflow: MlflowTracking, evaluation: dict
     ) -> dg.Output:
-        require_passed_checks(context, gate_checks())
+        gates = [product_check(spec, check) for check in gate_checks()]
+        require_passed_checks(context, gates)
         settings = mlflow.config(spec.name)
         version = evaluation["version"]
-        require_gates_for_version(context, gate_checks(), version, evaluation.get("oot_digest"))
+        require_gates_for_version(context, gates, version, evaluation.get("oot_digest"))
         by = context.run.tags.get("user", "dagster")
         try:
             promotion.require_deployable(settings, version, action="promote")
         except promotion.PromotionRefused as refusal:
-            promotion.record_refusal(resolve_data_dir(), refusal, "promote", version, by)
+            promotion.record_refusal(spec_data_dir(spec.name), refusal, "promote", version, by)
             raise dg.Failure(description=str(refusal)) from None
         signed = promotion.approval(settings, version)
         if spec.promotion.approval == "required" and (signed or {}).get("status") != "approved":
-            return hold_for_approval(context, spec, settings, mlflow.history_path(), evaluation)
+            return hold_for_approval(
+                context, spec, settings, mlflow.history_path(spec.name), evaluation
+            )
         old = tracking.promote(settings, version)
         candidate = evaluation["reports"]["candidate"]
         entry = {
@@ -378,8 +387,8 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             "by": by,
             "metrics": {k: candidate[k] for k in ("roc_auc", "ks", "ece", "approval_rate")},
         }
-        tracking.append_history(mlflow.history_path(), entry)
-        store = audit.open_store(resolve_data_dir())
+        tracking.append_history(mlflow.history_path(spec.name), entry)
+        store = audit.open_store(spec_data_dir(spec.name))
         try:
             store.append("promotion", [entry])
             store.checkpoint_head()
@@ -414,7 +423,7 @@ def hold_for_approval(
     if shadow:  # the pending version gathers evidence on live traffic while it waits
         tracking.set_challenger(settings, version)
         entry["challenger"] = version
-    promotion.audit_event(resolve_data_dir(), "approval_pending", entry)
+    promotion.audit_event(spec_data_dir(spec.name), "approval_pending", entry)
     tracking.append_history(history, entry)
     return dg.Output(
         {

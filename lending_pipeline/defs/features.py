@@ -11,6 +11,7 @@ from lending_pipeline.defs.common import (
     POINT_IN_TIME_CHECK,
     blocking_check,
     daily_partitions,
+    product_check,
     validated_key,
     validation_checks,
 )
@@ -23,7 +24,7 @@ from lending_pipeline.spec import PipelineSpec
 
 def build_features_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
     sources = [s.name for s in spec.feature_sources]
-    upstream_checks = [k for s in sources for k in validation_checks(spec, s)]
+    upstream_checks = [product_check(spec, k) for s in sources for k in validation_checks(spec, s)]
     check_specs = [
         blocking_check(
             POINT_IN_TIME_CHECK,
@@ -62,7 +63,7 @@ def build_features_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             require_passed_checks(context, upstream_checks)
         except dg.Failure:
             reason = "a blocking check of its inputs failed"
-            withdraw(context, [FEATURES], context.partition_key, reason)
+            withdraw(context, spec, [FEATURES], context.partition_key, reason)
             raise
         tables = {name.removeprefix("validated_"): frame for name, frame in validated.items()}
         result = build_features(spec, tables, extra_columns=monitored_columns(spec)[0])

@@ -39,7 +39,9 @@ def build_raw_asset(spec: PipelineSpec, source: SourceSpec) -> dg.AssetsDefiniti
             stale = [raw_key(source.name), validated_key(source.name), quarantine_key(source.name)]
             if source.name != spec.target.source:
                 stale.append(FEATURES)
-            withdraw(context, stale, context.partition_key, f"ingestion of {source.name} failed")
+            withdraw(
+                context, spec, stale, context.partition_key, f"ingestion of {source.name} failed"
+            )
             raise dg.Failure(
                 description=str(exc), metadata=runbook_metadata("ingestion_failure")
             ) from None

@@ -26,7 +26,12 @@ from lending_pipeline.defs.metadata import (
     rounded,
     runbook_metadata,
 )
-from lending_pipeline.defs.resources import MlflowTracking, read_partitions, resolve_data_dir
+from lending_pipeline.defs.resources import (
+    MlflowTracking,
+    read_partitions,
+    resolve_data_dir,
+    spec_data_dir,
+)
 from lending_pipeline.links import evidently_snapshot_link, report_link
 from lending_pipeline.ml import audit, dashboard, data_keys, tracking
 from lending_pipeline.ml.drift import (
@@ -170,7 +175,7 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
     ):
         day = context.partition_key
         tracking_config = mlflow.config(spec.name)
-        data_dir = resolve_data_dir()
+        data_dir = spec_data_dir(spec.name)
         champion = load_champion(tracking_config)
         if champion is None:
             reason = "no champion yet: nothing to compare the day's applications against"
@@ -248,9 +253,8 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 decisions,
                 {"champion_version": champion.version, "worst_tier": result.worst_tier},
             )
-            project, snapshot_id = dashboard.publish(
-                dashboard.workspace_dir(data_dir), spec, day, snapshot
-            )
+            shared = dashboard.workspace_dir(resolve_data_dir())  # one for all products
+            project, snapshot_id = dashboard.publish(shared, spec, day, snapshot)
             day_link = evidently_snapshot_link(project, snapshot_id)
 
         feature, psi = worst_feature(result)
@@ -295,7 +299,7 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
     def served_inputs(day: str) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
         """Monitored columns and probabilities of the day's audited decisions, and the decisions
         with their reason codes (none without a log: a missing SQLite log is not created here)."""
-        data_dir = resolve_data_dir()
+        data_dir = spec_data_dir(spec.name)
         if not os.environ.get(audit.AUDIT_URL_ENV) and not audit.default_path(data_dir).exists():
             return pd.DataFrame(columns=columns), np.empty(0), dashboard.served_decisions([])
         store = audit.open_store(data_dir)
@@ -309,7 +313,7 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             store.close()
 
     def judge_performance(day: str, champion: Champion) -> RealisedPerformance:
-        data_dir = resolve_data_dir()
+        data_dir = spec_data_dir(spec.name)
         days = matured_cohort_days(
             day,
             champion.training_days,

@@ -6,7 +6,7 @@ import dagster as dg
 
 from lending_pipeline.defs.common import OWNERS
 from lending_pipeline.defs.evaluation import CHAMPION_ASSET
-from lending_pipeline.defs.resources import MlflowTracking, resolve_data_dir
+from lending_pipeline.defs.resources import MlflowTracking, spec_data_dir
 from lending_pipeline.spec import PipelineSpec
 
 BENTO_ASSET = dg.AssetKey("scoring_bento")
@@ -34,7 +34,7 @@ def build_packaging_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         from lending_pipeline.serving.deploy import record_path
         from lending_pipeline.serving.operations import deploy_version
 
-        data_dir = resolve_data_dir()
+        data_dir = spec_data_dir(spec.name)
         version = champion["version"]
         if champion.get("pending"):
             context.log.info(

@@ -11,6 +11,7 @@ from lending_pipeline.ml import audit, data_keys
 from lending_pipeline.ml.erasure import ErasureError, erase_applicant
 from lending_pipeline.ml.pii import PiiKeyError
 from lending_pipeline.ml.rekey import RekeyError, rekey_warehouse
+from lending_pipeline.products import product_data_dir
 from lending_pipeline.spec import PipelineSpec
 
 REKEY_JOB = "privacy_rekey_job"
@@ -66,7 +67,7 @@ def build_privacy_jobs(spec: PipelineSpec) -> list[dg.JobDefinition]:
         name=REKEY_JOB,
         description="Re-key the warehouse's pseudonyms to the active key after a rotation.",
         tags={"kind": "privacy"},
-        resource_defs=_resources(),
+        resource_defs=_resources(spec),
     )
     def rekey_job():
         rekey_warehouse_files()
@@ -107,7 +108,7 @@ def build_privacy_jobs(spec: PipelineSpec) -> list[dg.JobDefinition]:
         name=ERASE_JOB,
         description="Erase one applicant on request (admin): rows removed, data keys destroyed.",
         tags={"kind": "privacy"},
-        resource_defs=_resources(),
+        resource_defs=_resources(spec),
     )
     def erase_job():
         erase_applicant_data()
@@ -115,10 +116,10 @@ def build_privacy_jobs(spec: PipelineSpec) -> list[dg.JobDefinition]:
     return [rekey_job, erase_job]
 
 
-def _resources() -> dict:
+def _resources(spec: PipelineSpec) -> dict:
     """The jobs' own resources: data dir, key(s), and op results kept in memory."""
     return {
-        "storage": LakeStorage(),
+        "storage": LakeStorage(data_dir=str(product_data_dir(spec.name) or "")),
         "pii": PiiKey(key=dg.EnvVar(PII_KEY_ENV)),
         RESULT_IO: dg.mem_io_manager,
     }

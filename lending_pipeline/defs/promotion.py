@@ -5,7 +5,7 @@ import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from lending_pipeline.defs.metadata import runbook_url
-from lending_pipeline.defs.resources import MlflowTracking, resolve_data_dir
+from lending_pipeline.defs.resources import MlflowTracking, spec_data_dir
 from lending_pipeline.ml import promotion
 from lending_pipeline.spec import PipelineSpec
 
@@ -83,8 +83,8 @@ def build_approval_job(spec: PipelineSpec) -> dg.JobDefinition:
         try:
             done = promotion.approve_version(
                 mlflow.config(spec.name),
-                mlflow.history_path(),
-                resolve_data_dir(),
+                mlflow.history_path(spec.name),
+                spec_data_dir(spec.name),
                 config.version,
                 config.by,
                 config.reason,

@@ -24,6 +24,7 @@ from lending_pipeline.ml.keyring import Keyring
 from lending_pipeline.ml.keyring import load as load_keyring
 from lending_pipeline.ml.pii import key_bytes
 from lending_pipeline.ml.tracking import TrackingConfig, default_tracking_uri, history_path
+from lending_pipeline.products import key_prefix, product_data_dir
 
 DATA_DIR_ENV = "LENDING_DATA_DIR"
 # The warehouse as an fsspec URL (s3://bucket/warehouse, gs://..., file:///...); default: the
@@ -37,6 +38,11 @@ HAND_OVER_IN_MEMORY = "lending/hand_over_in_memory"
 def resolve_data_dir(value: str | None = None) -> Path:
     """The data dir: an explicit value, else `LENDING_DATA_DIR`, else `data/`."""
     return Path(value or os.environ.get(DATA_DIR_ENV) or "data").resolve()
+
+
+def spec_data_dir(spec_name: str) -> Path:
+    """The data dir of one product: the products file's (`LENDING_PRODUCTS`), else the data dir."""
+    return product_data_dir(spec_name) or resolve_data_dir()
 
 
 def arrow_to_pandas(table: pa.Table) -> pd.DataFrame:
@@ -133,9 +139,12 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     """
 
     data_dir: str = ""
+    key_prefix: list[str] = []  # a product's asset-key prefix, not part of its warehouse paths
     _kept: dict[UPath, tuple[tuple[int, int], pd.DataFrame]] = PrivateAttr(default_factory=dict)
 
     def _path(self, asset_key: dg.AssetKey, partition: str | None) -> UPath:
+        if self.key_prefix and asset_key.path[: len(self.key_prefix)] == self.key_prefix:
+            asset_key = dg.AssetKey(asset_key.path[len(self.key_prefix) :])
         return partition_path(resolve_data_dir(self.data_dir), asset_key, partition)
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | pa.Table | dict) -> None:
@@ -208,19 +217,20 @@ class MlflowTracking(dg.ConfigurableResource):
     """MLflow tracking and registry: `MLFLOW_TRACKING_URI`, else SQLite under the data dir."""
 
     tracking_uri: str = ""
-    experiment: str = "lending_pipeline"
+    experiment: str = ""  # default `lending_pipeline`, `lending_pipeline.<product>` for a product
     registered_model: str = ""
 
     def config(self, spec_name: str) -> TrackingConfig:
-        data_dir = resolve_data_dir()
+        data_dir = spec_data_dir(spec_name)
+        experiment = ".".join(["lending_pipeline", *key_prefix(spec_name)])
         uri = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
         served = uri.startswith(("http://", "https://"))  # a tracking server stores artifacts
         return TrackingConfig(
             tracking_uri=uri or default_tracking_uri(data_dir),
-            experiment=self.experiment,
+            experiment=self.experiment or experiment,
             artifact_location="" if served else (data_dir / "mlflow" / "artifacts").as_uri(),
             registered_model=self.registered_model or f"{spec_name}_pd",
         )
 
-    def history_path(self) -> Path:
-        return history_path(resolve_data_dir())
+    def history_path(self, spec_name: str = "") -> Path:
+        return history_path(spec_data_dir(spec_name))

@@ -8,7 +8,7 @@ import dagster as dg
 
 from lending_pipeline.defs.common import OWNERS, blocking_check, daily_partitions, validated_key
 from lending_pipeline.defs.metadata import frame_table, runbook_metadata
-from lending_pipeline.defs.resources import read_partitions, resolve_data_dir
+from lending_pipeline.defs.resources import read_partitions, spec_data_dir
 from lending_pipeline.ml import audit, data_keys
 from lending_pipeline.ml.served_fairness import (
     attach_attributes,
@@ -51,7 +51,7 @@ def build_served_fairness_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition
     )
     def served_fairness_asset(context: dg.AssetExecutionContext):
         day = context.partition_key
-        data_dir = resolve_data_dir()
+        data_dir = spec_data_dir(spec.name)
         join = settings.join_on
         try:
             key = audit.audit_key()
@@ -134,7 +134,7 @@ def build_served_fairness_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition
             (first + dt.timedelta(days=i)).isoformat() for i in range(settings.lookback_days + 1)
         ]
         frames = []
-        data_dir = resolve_data_dir()
+        data_dir = spec_data_dir(spec.name)
         for source in spec.feature_sources:
             held = [a for a in attributes if a in source.columns]
             if held:

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from lending_pipeline.defs.common import OWNERS, blocking_check, daily_partitions, validated_key
 from lending_pipeline.defs.metadata import frame_table, runbook_metadata
-from lending_pipeline.defs.resources import read_partitions, resolve_data_dir
+from lending_pipeline.defs.resources import read_partitions, spec_data_dir
 from lending_pipeline.ml import audit, data_keys
 from lending_pipeline.ml.shadow_record import daily_comparison, paired, vintages, worse_vintages
 from lending_pipeline.spec import PipelineSpec
@@ -38,7 +38,7 @@ def monthly_partitions(spec: PipelineSpec) -> dg.MonthlyPartitionsDefinition:
 def _pairs(spec: PipelineSpec, day_prefix: str) -> pd.DataFrame:
     """Paired decision and shadow entries logged on days starting with `day_prefix` (none
     without an audit log: a missing SQLite log is not created here)."""
-    data_dir = resolve_data_dir()
+    data_dir = spec_data_dir(spec.name)
     key, protected = spec.entity.key, list(spec.protected_attributes)
     if not os.environ.get(audit.AUDIT_URL_ENV) and not audit.default_path(data_dir).exists():
         return paired([], key, protected)
@@ -125,7 +125,9 @@ def build_shadow_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         )
         pairs = _pairs(spec, month)
         days = [d for d in daily_partitions(spec).get_partition_keys() if d <= as_of.isoformat()]
-        outcomes = read_partitions(resolve_data_dir(), validated_key(spec.target.source), days)
+        outcomes = read_partitions(
+            spec_data_dir(spec.name), validated_key(spec.target.source), days
+        )
         if outcomes.empty:
             labels = pd.DataFrame(columns=["key", "target"])
         else:

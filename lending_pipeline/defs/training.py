@@ -14,6 +14,8 @@ from lending_pipeline.defs.common import (
     POINT_IN_TIME_CHECK,
     blocking_check,
     daily_partitions,
+    product_check,
+    product_key,
     validated_key,
     validation_checks,
 )
@@ -89,6 +91,7 @@ def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
     input_checks = [POINT_IN_TIME_CHECK, FRESHNESS_CHECK if spec.features.freshness else None]
     input_checks = [c for c in input_checks if c] + validation_checks(spec, target)
     input_checks += [k for s in spec.feature_sources for k in validation_checks(spec, s.name)]
+    input_checks = [product_check(spec, check) for check in input_checks]
     date = spec.primary_source.date_column
 
     @dg.asset(
@@ -183,7 +186,7 @@ def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         if closed:
             context.log.warning(f"closed MLflow runs left RUNNING by ended runs: {closed}")
         trained = fit_candidate(run_spec, training_set)
-        digests = recorded_digests(context, training_set)
+        digests = recorded_digests(context, spec, training_set)
         lineage = lineage_tags(context, run_spec, training_set, digests)
         with tracking.start_run(settings, f"{spec.name}-candidate", lineage) as run:
             import mlflow as mlflow_api
@@ -229,10 +232,12 @@ def day_strings(dates: pd.Series) -> list[str]:
     return days.sort_values().dt.strftime("%Y-%m-%d").tolist()
 
 
-def recorded_digests(context: dg.AssetExecutionContext, frame: pd.DataFrame) -> dict[str, str]:
+def recorded_digests(
+    context: dg.AssetExecutionContext, spec: PipelineSpec, frame: pd.DataFrame
+) -> dict[str, str]:
     """The split digests recorded with the training set's materialization (the ones its page in
     the UI shows), computed once there; computed afresh if that record is not this frame's."""
-    event = context.instance.get_latest_materialization_event(TRAINING_SET)
+    event = context.instance.get_latest_materialization_event(product_key(spec, TRAINING_SET))
     metadata = event.asset_materialization.metadata if event else {}
     if "rows" in metadata and metadata["rows"].value == len(frame):
         return {name: metadata[f"{name}_digest"].value for name in SPLITS}

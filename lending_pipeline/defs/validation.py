@@ -15,6 +15,7 @@ from lending_pipeline.defs.common import (
     blocking_check,
     daily_partitions,
     expectations_check,
+    product_key,
     quarantine_key,
     raw_key,
     schema_check,
@@ -101,16 +102,16 @@ def build_validation_asset(spec: PipelineSpec, source: SourceSpec) -> dg.AssetsD
         )
         expectations = None
         if source.expectations:
-            expectations = expectations_result(source, day, outcome.valid)
+            expectations = expectations_result(spec, source, day, outcome.valid)
         failed = not outcome.passed or (expectations is not None and not expectations.passed)
         withdrawn = []
         if failed and source.name != spec.target.source:
             reason = f"validation of {source.name} failed"
-            withdrawn = withdraw(context, [FEATURES], day, reason)
+            withdrawn = withdraw(context, spec, [FEATURES], day, reason)
         if not outcome.passed:
             context.log.error(outcome.failure_summary())
         yield dg.AssetCheckResult(
-            asset_key=check.asset_key,
+            asset_key=product_key(spec, check.asset_key),
             check_name=check.name,
             passed=outcome.passed,
             severity=dg.AssetCheckSeverity.ERROR,
@@ -137,7 +138,9 @@ def build_validation_asset(spec: PipelineSpec, source: SourceSpec) -> dg.AssetsD
     return validate
 
 
-def expectations_result(source: SourceSpec, day: str, valid: pd.DataFrame) -> dg.AssetCheckResult:
+def expectations_result(
+    spec: PipelineSpec, source: SourceSpec, day: str, valid: pd.DataFrame
+) -> dg.AssetCheckResult:
     """Run the source's Great Expectations suite on the validated rows of one day."""
     check = expectations_check(source.name)
     outcomes = run_expectations(valid, source.expectations, check.name)
@@ -167,7 +170,7 @@ def expectations_result(source: SourceSpec, day: str, valid: pd.DataFrame) -> dg
             else "no rows in this partition: nothing to check"
         )
     return dg.AssetCheckResult(
-        asset_key=check.asset_key,
+        asset_key=product_key(spec, check.asset_key),
         check_name=check.name,
         passed=passed,
         severity=dg.AssetCheckSeverity.ERROR,

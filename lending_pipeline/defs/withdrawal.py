@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import dagster as dg
 
-from lending_pipeline.defs.resources import partition_path, resolve_data_dir
+from lending_pipeline.defs.common import product_key
+from lending_pipeline.defs.resources import partition_path, spec_data_dir
+from lending_pipeline.spec import PipelineSpec
 
 
 def withdraw(
-    context: dg.AssetExecutionContext, keys: list[dg.AssetKey], partition: str, reason: str
+    context: dg.AssetExecutionContext,
+    spec: PipelineSpec,
+    keys: list[dg.AssetKey],
+    partition: str,
+    reason: str,
 ) -> list[str]:
-    """Remove the stored `partition` of each asset in `keys`; return the assets withdrawn."""
-    data_dir = resolve_data_dir()
+    """Remove the stored `partition` of each asset in `keys` (bare keys of the spec's product);
+    return the assets withdrawn."""
+    data_dir = spec_data_dir(spec.name)
     withdrawn = []
     for key in keys:
         path = partition_path(data_dir, key, partition)
@@ -27,7 +34,7 @@ def withdraw(
         withdrawn.append(key.to_user_string())
         context.log_event(
             dg.AssetObservation(
-                asset_key=key,
+                asset_key=product_key(spec, key),
                 partition=partition,
                 description=f"partition {partition} withdrawn: {reason}",
                 metadata={"withdrawn": True, "reason": reason},

@@ -41,7 +41,8 @@ _NAMESPACE = uuid.UUID("6f1c1f9e-3b7a-4c55-9d4e-4c3a8f0b2a11")
 
 
 def workspace_dir(data_dir: Path) -> Path:
-    """The local Evidently workspace: `<data dir>/evidently`."""
+    """The local Evidently workspace: `<data dir>/evidently` (the base data dir: the products of
+    a products file share it, a project each, so one UI shows them all)."""
     return data_dir / "evidently"
 
 

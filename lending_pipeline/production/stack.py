@@ -22,6 +22,7 @@ import xmlrpc.client
 from dataclasses import dataclass
 from pathlib import Path
 
+from lending_pipeline.product_locations import products_workspace
 from lending_pipeline.production import settings, worker
 from lending_pipeline.serving.supervision import program, value
 
@@ -65,7 +66,7 @@ class ProfileError(RuntimeError):
 def programs(profile: Profile, workers: int, mlflow_backend: str) -> dict[str, list[str]]:
     """The command of every program, by name."""
     bin_dir = Path(sys.executable).parent
-    workspace = str(PROJECT / "workspace.yaml")
+    workspace = str(products_workspace(profile.root) or PROJECT / "workspace.yaml")
     found = {
         "mlflow": [
             str(bin_dir / "mlflow"),

@@ -44,6 +44,22 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_serve_products(args) -> int:
+    from lending_pipeline.products import load_products
+    from lending_pipeline.serving.proxy import ProxyError
+    from lending_pipeline.serving.router import serve_products
+
+    products = load_products()
+    if products is None:
+        print("serve-products needs a products file: set LENDING_PRODUCTS", file=sys.stderr)
+        return 2
+    try:
+        return serve_products(products, args.port, products.data_root / "_router", args.first_port)
+    except ProxyError as exc:
+        print(f"serve-products refused: {exc}", file=sys.stderr)
+        return 1
+
+
 def cmd_package(args) -> int:
     """Exit 0: deployed; 1: refused (a gate, the approval, or a failed fairness gate); 2: a
     `--force` without a reason or without an admin token."""
@@ -163,11 +179,13 @@ def cmd_challenger(args) -> int:
 
 
 def cmd_token(args) -> int:
-    from lending_pipeline.serving.auth import new_token
+    from lending_pipeline.products import PRODUCT_ENV
+    from lending_pipeline.serving.auth import TOKENS_FILE_ENV, new_token
 
     token, line = new_token(args.caller, args.role)
-    if args.file:
-        path = Path(args.file)
+    file = args.file or (os.environ.get(PRODUCT_ENV) and os.environ.get(TOKENS_FILE_ENV))
+    if file:
+        path = Path(file)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a", encoding="utf-8") as handle:
             handle.write(line + "\n")
@@ -312,6 +330,16 @@ def add_commands(sub) -> None:
     serve.add_argument("--slot-ports", type=int, nargs=2, metavar=("BLUE", "GREEN"))
     serve.set_defaults(func=cmd_serve)
 
+    several = sub.add_parser(
+        "serve-products",
+        help="every product of the products file behind one port: /products/<name>/score",
+    )
+    several.add_argument("--port", type=int, default=3001)
+    several.add_argument(
+        "--first-port", type=int, default=3200, help="product i's own stack: this + 10 i"
+    )
+    several.set_defaults(func=cmd_serve_products)
+
     package = sub.add_parser("package", help="build the Bento of a model version and deploy it")
     package.add_argument("--spec")
     package.add_argument("--data-dir")
@@ -357,7 +385,10 @@ def add_commands(sub) -> None:
     token = sub.add_parser("token", help="make an API token (printed once) and its hashed line")
     token.add_argument("--caller", required=True)
     token.add_argument("--role", choices=["scorer", "admin"], default="scorer")
-    token.add_argument("--file", help="append the hashed line to this token file")
+    token.add_argument(
+        "--file",
+        help="append the hashed line to this token file (with --product: the product's own)",
+    )
     token.set_defaults(func=cmd_token)
 
     audit_parser = sub.add_parser("audit", help="audit log tools")

@@ -54,6 +54,16 @@ def _error_file(status: int) -> bytes:
     return head.encode() + body
 
 
+def error_files(run_dir: Path) -> list[str]:
+    """HAProxy `errorfile` lines for the proxy's own answers, each a JSON error body."""
+    lines = []
+    for status in ERRORS:
+        path = run_dir / f"{status}.http"
+        path.write_bytes(_error_file(status))
+        lines.append(f"    errorfile {status} {path}")
+    return lines
+
+
 def render_config(
     run_dir: Path, port: int, slots: dict[str, int], active: str | None, timeout: float
 ) -> str:
@@ -65,11 +75,7 @@ def render_config(
     not_found = run_dir / "404.json"
     not_found.write_text(json.dumps(UNKNOWN_ROUTE), "utf-8")
     paths = " ".join(sorted({*ROUTES, *OPEN_PATHS}))
-    error_lines = []
-    for status in ERRORS:
-        path = run_dir / f"{status}.http"
-        path.write_bytes(_error_file(status))
-        error_lines.append(f"    errorfile {status} {path}")
+    error_lines = error_files(run_dir)
     servers = [
         f"    server {name} 127.0.0.1:{slot_port} check" + ("" if name == active else " disabled")
         for name, slot_port in slots.items()
@@ -112,7 +118,9 @@ def render_config(
 
 
 def socket_path(run_dir: Path) -> Path:
-    return run_dir / "haproxy.sock"
+    from lending_pipeline.serving.supervision import socket_file
+
+    return socket_file(run_dir, "haproxy.sock")
 
 
 def write_config(

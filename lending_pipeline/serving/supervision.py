@@ -16,9 +16,11 @@ The deployer talks to supervisord over its XML-RPC API on a unix socket (owner-o
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import sys
+import tempfile
 import xmlrpc.client
 from pathlib import Path
 
@@ -39,8 +41,25 @@ def logs_dir(data_dir: Path) -> Path:
     return path
 
 
+SOCKET_PATH_MAX = 100  # sun_path holds 108 bytes on Linux, fewer elsewhere
+
+
+def socket_file(run: Path, name: str) -> Path:
+    """Where a unix socket of the run dir lives: in it, unless that path is too long for a
+    socket (a deep data dir); then in an owner-only folder of the temp dir named after it."""
+    path = run / name
+    if len(os.fsencode(path)) <= SOCKET_PATH_MAX:
+        return path
+    digest = hashlib.sha256(os.fsencode(run.resolve())).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / f"lending-{os.getuid()}-{digest}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    if folder.stat().st_uid != os.getuid() or folder.stat().st_mode & 0o077:
+        raise RuntimeError(f"{folder}: not an owner-only folder of this user; remove it")
+    return folder / name
+
+
 def socket_url(data_dir: Path) -> str:
-    return f"unix://{run_dir(data_dir) / 'supervisor.sock'}"
+    return f"unix://{socket_file(run_dir(data_dir), 'supervisor.sock')}"
 
 
 def value(text: str | Path) -> str:
@@ -90,7 +109,7 @@ def render_config(
     slot_ports = ",".join(f"{name}={slot_port}" for name, slot_port in slots.items())
     sections = [
         "[unix_http_server]",
-        f"file={value(run / 'supervisor.sock')}",
+        f"file={value(socket_file(run, 'supervisor.sock'))}",
         "chmod=0700",
         "",
         "[supervisord]",

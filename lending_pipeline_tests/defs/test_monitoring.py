@@ -26,7 +26,6 @@ from lending_pipeline.defs.automation import (
     DRIFT_SENSOR,
     RETRAINING_SCHEDULE,
     build_drift_sensor,
-    run_failure_alert_sensor,
 )
 from lending_pipeline.defs.common import FEATURES, validated_key
 from lending_pipeline.defs.monitoring import DRIFT_REPORT, MISSING_FIELDS, PERFORMANCE
@@ -609,7 +608,7 @@ def test_run_failure_sensor_writes_and_posts_an_alert(monitored, webhook, tmp_pa
         dagster_instance=instance,
         dagster_run=result.dagster_run,
     ).for_run_failure()
-    run_failure_alert_sensor(context)
+    monitored["defs"].resolve_sensor_def("run_failure_alert_sensor")(context)
     (alert,) = [json.loads(line) for line in alerts_path(tmp_path).read_text().splitlines()]
     assert alert["kind"] == "run_failed"
     assert alert["run_id"] == result.run_id
