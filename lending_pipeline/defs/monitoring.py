@@ -292,7 +292,7 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             **mlflow_run_metadata(tracking_config.tracking_uri, run_id),
         }
         yield dg.Output(summary, metadata=metadata)
-        yield within_limits_result(result, feature, psi)
+        yield within_limits_result(result, feature, psi, day_link)
         yield missing_fields_result(result)
         yield performance_result(performance)
 
@@ -329,7 +329,9 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         prob = champion.model.predict_proba(inputs(spec, matured))[:, 1] if len(matured) else None
         return realised_performance(matured, prob, champion, days, settings)
 
-    def within_limits_result(result: DriftResult, feature: str, psi: float):
+    def within_limits_result(
+        result: DriftResult, feature: str, psi: float, day_link: str | None = None
+    ):
         tier = result.worst_tier
         if tier == NOT_JUDGED:
             description = (
@@ -359,6 +361,7 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 "psi_warn": settings.psi_warn,
                 "psi_retrain": settings.psi_retrain,
                 "features": frame_table(feature_table(result)),
+                **({"drift_dashboard": dg.MetadataValue.url(day_link)} if day_link else {}),
                 **runbook_metadata(WITHIN_LIMITS.name),
             },
         )

@@ -338,6 +338,8 @@ def test_drift_reports_fill_the_dashboard_a_snapshot_per_day(monitored):
         f"http://127.0.0.1:{port}/projects/{project}/reports/{snapshot_id}"
     )
     assert snapshot.timestamp == dt.datetime.fromisoformat(day(SPIKE[0]))
+    failed = checks(monitored["reports"][SPIKE[0]])["drift_report_within_limits"]
+    assert failed.metadata["drift_dashboard"].value == metadata["drift_dashboard"].value
     psi = values[("QuantilePSI", "utilization")].value
     assert psi == pytest.approx(metadata["psi.utilization"].value, abs=1e-4) and psi >= 0.25
     assert values[("PSITier", "retrain")].value == monitored["spec"].drift.psi_retrain
