@@ -11,6 +11,7 @@ products:
 
 With a products file in force, each product has its own data dir (`<data_root>/<name>` unless
 given: landing files, warehouse, MLflow store, reports, audit log, deployments, tokens), its own
+audit chain (SQLite in its data dir, or its `audit_url`; never `LENDING_AUDIT_URL`), its own
 asset-key prefix (its name) and its own Dagster code location; its registered model and MLflow
 experiment carry its name. Without one, the spec in force (`LENDING_PIPELINE_SPEC`) is the only
 product, its data in `LENDING_DATA_DIR`, its asset keys unprefixed: nothing changes.
@@ -36,6 +37,7 @@ class Product:
     name: str
     spec_path: Path
     data_dir: Path
+    audit_url: str = ""  # its own PostgreSQL audit store; default: SQLite in its data dir
 
 
 @dataclass(frozen=True)
@@ -88,13 +90,17 @@ def _load(path_text: str, mtime: int) -> Products:
             raise SpecError(f"{where}: a product name must match {NAME}")
         if not isinstance(entry, dict) or "spec" not in entry:
             raise SpecError(f"{where}: needs `spec:` (the path of its spec file)")
-        extra = set(entry) - {"spec", "data_dir"}
+        extra = set(entry) - {"spec", "data_dir", "audit_url"}
         if extra:
             raise SpecError(f"{where}: unknown fields {sorted(extra)}")
         data_dir = (root / str(entry.get("data_dir") or name)).resolve()
-        by_name[name] = Product(name, (base / str(entry["spec"])).resolve(), data_dir)
+        spec_file = (base / str(entry["spec"])).resolve()
+        by_name[name] = Product(name, spec_file, data_dir, str(entry.get("audit_url") or ""))
     if not by_name:
         raise SpecError(f"products file '{path}': lists no product")
+    urls = [p.audit_url for p in by_name.values() if p.audit_url]
+    if len(urls) != len(set(urls)):
+        raise SpecError(f"products file '{path}': two products share an audit_url (one chain each)")
     dirs = [p.data_dir for p in by_name.values()]
     for product in by_name.values():
         if dirs.count(product.data_dir) > 1:
@@ -110,6 +116,15 @@ def _load(path_text: str, mtime: int) -> Products:
 def key_prefix(spec_name: str) -> list[str]:
     """The asset-key prefix of a product: its name when a products file is in force."""
     return [spec_name] if load_products() is not None else []
+
+
+def product_of_data_dir(data_dir: Path | None) -> Product | None:
+    """The product whose data dir this is, if a products file is in force and lists one."""
+    products = load_products()
+    if products is None or data_dir is None:
+        return None
+    resolved = Path(data_dir).resolve()
+    return next((p for p in products.by_name.values() if p.data_dir == resolved), None)
 
 
 def product_data_dir(spec_name: str) -> Path | None:
@@ -139,6 +154,10 @@ def select_product(name: str | None) -> Product | None:
     os.environ["LENDING_DATA_DIR"] = str(product.data_dir)
     os.environ["LENDING_API_TOKENS_FILE"] = str(tokens_path(product))
     os.environ.pop("LENDING_API_TOKENS", None)
+    for name in ("LENDING_AUDIT_URL", "LENDING_AUDIT_CHECKPOINTS"):  # one chain per product
+        os.environ.pop(name, None)
+    if product.audit_url:
+        os.environ["LENDING_AUDIT_URL"] = product.audit_url
     return product
 
 

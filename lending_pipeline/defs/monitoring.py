@@ -2,7 +2,6 @@
 applications (and the inputs the scoring service saw), with three non-blocking checks."""
 
 import datetime as dt
-import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -300,7 +299,7 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         """Monitored columns and probabilities of the day's audited decisions, and the decisions
         with their reason codes (none without a log: a missing SQLite log is not created here)."""
         data_dir = spec_data_dir(spec.name)
-        if not os.environ.get(audit.AUDIT_URL_ENV) and not audit.default_path(data_dir).exists():
+        if not audit.configured_url(data_dir) and not audit.default_path(data_dir).exists():
             return pd.DataFrame(columns=columns), np.empty(0), dashboard.served_decisions([])
         store = audit.open_store(data_dir)
         sealed = data_keys.open_inputs_reader(data_dir)

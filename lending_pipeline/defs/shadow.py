@@ -2,7 +2,6 @@
 realised performance by application-month vintage (from the audit log's `shadow` entries)."""
 
 import datetime as dt
-import os
 
 import dagster as dg
 import pandas as pd
@@ -40,7 +39,7 @@ def _pairs(spec: PipelineSpec, day_prefix: str) -> pd.DataFrame:
     without an audit log: a missing SQLite log is not created here)."""
     data_dir = spec_data_dir(spec.name)
     key, protected = spec.entity.key, list(spec.protected_attributes)
-    if not os.environ.get(audit.AUDIT_URL_ENV) and not audit.default_path(data_dir).exists():
+    if not audit.configured_url(data_dir) and not audit.default_path(data_dir).exists():
         return paired([], key, protected)
     store = audit.open_store(data_dir)
     sealed = data_keys.open_inputs_reader(data_dir)

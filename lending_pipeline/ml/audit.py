@@ -35,6 +35,7 @@ from typing import NamedTuple, Protocol
 import orjson
 
 from lending_pipeline.ml.pii import Pseudonymiser
+from lending_pipeline.products import product_of_data_dir
 
 GENESIS = "0" * 64
 AUDIT_URL_ENV = "LENDING_AUDIT_URL"
@@ -279,13 +280,23 @@ def checkpoints_path(data_dir: Path | None) -> Path | None:
     """Where head checkpoints go: `LENDING_AUDIT_CHECKPOINTS`, else next to the default store
     (`<data dir>/audit/head_checkpoints.jsonl`); None without either."""
     named = os.environ.get(CHECKPOINTS_ENV)
-    if named:
+    if named and product_of_data_dir(data_dir) is None:
         return Path(named)
     return data_dir / "audit" / "head_checkpoints.jsonl" if data_dir is not None else None
 
 
-def _store_url(url: str | None) -> str:
-    url = url or os.environ.get(AUDIT_URL_ENV) or ""
+def configured_url(data_dir: Path | None, url: str | None = None) -> str:
+    """The store's URL: `url`, else a product's own (`audit_url` in the products file, else
+    its SQLite store: products never share a chain), else `LENDING_AUDIT_URL`; "" for SQLite
+    under the data dir."""
+    product = product_of_data_dir(data_dir)
+    if url:
+        return url
+    return product.audit_url if product else os.environ.get(AUDIT_URL_ENV, "")
+
+
+def _store_url(url: str | None, data_dir: Path | None = None) -> str:
+    url = configured_url(data_dir, url)
     if url and not url.startswith(("postgresql://", "postgres://", "sqlite:///")):
         raise ValueError(f"{AUDIT_URL_ENV}: expected sqlite:///path or postgresql://...")
     return url
@@ -305,7 +316,7 @@ def open_store(
     background thread. `head_checkpoint_every` (seconds): append the chain head to the head
     checkpoint file (`checkpoints_path`) from a background thread when entries were appended.
     """
-    url = _store_url(url)
+    url = _store_url(url, data_dir)
     key = audit_key() if key is None else key
     heads = checkpoints_path(data_dir)
     if url.startswith(("postgresql://", "postgres://")):
@@ -321,7 +332,7 @@ def open_store(
 def open_reader(data_dir: Path | None, url: str | None = None):
     """The store opened read-only (`entries()`, `legacy()`, `close()`, `where`): it never
     creates a file or table; a missing or unreadable store raises `AuditStoreError`."""
-    url = _store_url(url)
+    url = _store_url(url, data_dir)
     if url.startswith(("postgresql://", "postgres://")):
         from lending_pipeline.ml.audit_pg import PostgresReader
 

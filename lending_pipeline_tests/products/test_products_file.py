@@ -68,3 +68,26 @@ def test_the_cli_acts_on_the_chosen_product(products_file, monkeypatch, capsys):
     assert os.environ["LENDING_DATA_DIR"] == str(product.data_dir)
     assert os.environ["LENDING_API_TOKENS_FILE"] == str(product.data_dir / "secrets/api_tokens")
     assert "LENDING_API_TOKENS" not in os.environ  # no caller valid for every product
+
+
+def test_each_product_keeps_its_own_audit_chain(products_file, monkeypatch):
+    from lending_pipeline.ml import audit
+
+    monkeypatch.setenv("LENDING_AUDIT_URL", "postgresql://shared@127.0.0.1/one_chain")
+    monkeypatch.setenv("LENDING_AUDIT_CHECKPOINTS", "/tmp/shared_heads.jsonl")
+    first, second = (load_products().get(name) for name in NAMES)
+    assert audit.configured_url(first.data_dir) == ""  # its SQLite store, not the shared one
+    assert audit.checkpoints_path(first.data_dir) == first.data_dir / "audit/head_checkpoints.jsonl"
+    assert audit.configured_url(products_file.parent / "elsewhere").endswith("/one_chain")
+    text = products_file.read_text().replace(
+        f"{NAMES[1]}.yaml", f"{NAMES[1]}.yaml\n    audit_url: postgresql://x@127.0.0.1/second"
+    )
+    products_file.write_text(text)
+    assert audit.configured_url(second.data_dir) == "postgresql://x@127.0.0.1/second"
+    shared = text.replace("\n    audit_url: postgresql://x@127.0.0.1/second", "")
+    shared = shared.replace(
+        f"{NAMES[0]}.yaml", f"{NAMES[0]}.yaml\n    audit_url: postgresql://x@127.0.0.1/same"
+    ).replace(f"{NAMES[1]}.yaml", f"{NAMES[1]}.yaml\n    audit_url: postgresql://x@127.0.0.1/same")
+    products_file.write_text(shared)
+    with pytest.raises(SpecError, match="share an audit_url"):
+        load_products()
