@@ -38,8 +38,8 @@ $(AUDIT_KEY_FILE):
 	@mkdir -p $(dir $@) && umask 077 && $(PYTHON) -c "import secrets; print(secrets.token_hex(32))" > $@
 	@echo "created a local audit log key in $@ (set LENDING_AUDIT_KEY or LENDING_AUDIT_KEY_FILE to use your own)"
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
-	@mkdir -p $(DAGSTER_HOME)/.nux && cp dagster.yaml $@ && echo "seen: 1" > $(DAGSTER_HOME)/.nux/nux.yaml
+$(DAGSTER_HOME)/dagster.yaml: deploy/dagster.local.yaml
+	@mkdir -p $(DAGSTER_HOME)/.nux && cp deploy/dagster.local.yaml $@ && echo "seen: 1" > $(DAGSTER_HOME)/.nux/nux.yaml
 
 WITH_KEY = LENDING_PII_KEY="$${LENDING_PII_KEY:-$$(cat $(PII_KEY_FILE))}" \
   LENDING_AUDIT_KEY_FILE="$${LENDING_AUDIT_KEY_FILE:-$(AUDIT_KEY_FILE)}"
@@ -61,7 +61,7 @@ drift-demo: $(STAMP) $(PII_KEY_FILE) $(AUDIT_KEY_FILE) ## drift -> drift sensor 
 train: $(STAMP) $(PII_KEY_FILE) $(AUDIT_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## build the training set, train, evaluate against the gates, promote
 	$(WITH_KEY) $(BIN)/lending-pipeline train
 
-dev: $(STAMP) $(PII_KEY_FILE) $(AUDIT_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## Dagster UI + daemon on 127.0.0.1:3000, docs and reports on :3002, MLflow UI on :5000
+dev: $(STAMP) $(PII_KEY_FILE) $(AUDIT_KEY_FILE) $(DAGSTER_HOME)/dagster.yaml ## Dagster UI + daemon on 127.0.0.1:3000, docs and reports on :3002, MLflow UI on :5000, drift dashboard on :8000
 	$(WITH_KEY) $(BIN)/python -m lending_pipeline.dev --port 3000
 
 serve: $(STAMP) $(PII_KEY_FILE) $(AUDIT_KEY_FILE) haproxy ## serve the deployed champion on 127.0.0.1:3001 (blue/green slots 3101/3102)
@@ -99,10 +99,11 @@ haproxy: ## install Debian's HAProxy (the scoring API's proxy) when missing (nee
 test: $(STAMP) browser haproxy ## run the test suite
 	$(BIN)/pytest -q
 
-bench: $(STAMP) ## benchmarks: ingestion -> features, training + evaluation, drift (100k/200k, 1M), scoring API
+bench: $(STAMP) ## benchmarks: ingestion -> features, training + evaluation, drift (100k/200k, 1M), drift dashboard, scoring API
 	$(BIN)/python benchmarks/bench_ingestion.py
 	$(BIN)/python benchmarks/bench_training.py
 	$(BIN)/python benchmarks/bench_drift.py
+	$(BIN)/python benchmarks/bench_dashboard.py
 	$(BIN)/python benchmarks/bench_serving.py
 
 lint: $(STAMP) ## ruff lint and format check

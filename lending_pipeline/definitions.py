@@ -15,6 +15,7 @@ from lending_pipeline.defs.common import in_product
 from lending_pipeline.defs.evaluation import build_evaluation_assets
 from lending_pipeline.defs.execution import build_executor
 from lending_pipeline.defs.features import build_features_asset
+from lending_pipeline.defs.freshness import with_freshness
 from lending_pipeline.defs.ingestion import build_ingestion_assets
 from lending_pipeline.defs.monitoring import build_monitoring_assets
 from lending_pipeline.defs.packaging import build_packaging_assets
@@ -56,7 +57,7 @@ def build_definitions(spec: PipelineSpec) -> dg.Definitions:
         *build_served_fairness_assets(spec),
         *build_shadow_assets(spec),
     ]
-    assets = in_product(spec, tagged(spec, assets))
+    assets = in_product(spec, with_freshness(spec, tagged(spec, assets)))
     data_dir = str(product_data_dir(spec.name) or "")  # else LENDING_DATA_DIR at run time
     daily = dg.define_asset_job(
         DAILY_JOB,

@@ -1,9 +1,10 @@
-"""`make dev`: the Dagster UI and daemon, the docs and reports server, and the MLflow UI, all on
-loopback, started together and stopped together (Ctrl-C).
+"""`make dev`: the Dagster UI and daemon, the docs and reports server, the MLflow UI and the
+Evidently drift dashboard, all on loopback, started together and stopped together (Ctrl-C).
 
 `python -m lending_pipeline.dev [--port 3000]`. The docs server (`LENDING_DOCS_PORT`, 3002) is a
 thread of this process; the MLflow UI (`LENDING_MLFLOW_PORT`, 5000) is started only when
-`MLFLOW_TRACKING_URI` is not already an http(s) tracking server.
+`MLFLOW_TRACKING_URI` is not already an http(s) tracking server; the Evidently UI
+(`LENDING_EVIDENTLY_PORT`, 8000) shows the workspace `drift_report` fills (`<data dir>/evidently`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lending_pipeline.links import DEFAULT_MLFLOW_PORT, MLFLOW_PORT_ENV, REPO_ROOT, mlflow_ui_base
+from lending_pipeline.links import (
+    DEFAULT_MLFLOW_PORT,
+    MLFLOW_PORT_ENV,
+    REPO_ROOT,
+    evidently_port,
+    evidently_ui_base,
+    mlflow_ui_base,
+)
 from lending_pipeline.processes import stop_groups
 
 
@@ -48,6 +56,18 @@ def mlflow_command(data_dir: Path) -> list[str] | None:
     ]  # fmt: skip
 
 
+def evidently_command(data_dir: Path) -> list[str]:
+    """`evidently ui` over the drift dashboard's workspace (created when missing)."""
+    from lending_pipeline.ml.dashboard import workspace_dir
+
+    workspace = workspace_dir(data_dir)
+    workspace.mkdir(parents=True, exist_ok=True)
+    return [
+        _bin("evidently"), "ui", "--workspace", str(workspace), "--host", "127.0.0.1",
+        "--port", str(evidently_port()),
+    ]  # fmt: skip
+
+
 def _exit(signum, frame) -> None:
     raise SystemExit(0)
 
@@ -72,10 +92,15 @@ def main(argv: list[str] | None = None) -> int:
     children = []
     mlflow = mlflow_command(data_dir)
     if mlflow:
-        quiet = {**env, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+        # MLflow's server imports APIs its dependencies deprecate: nothing for a user to act on
+        ignored = "ignore::DeprecationWarning,ignore:starlette.middleware.wsgi is deprecated"
+        quiet = {**env, "PYTHONWARNINGS": ignored}
         children.append(subprocess.Popen(mlflow, env=quiet, cwd=REPO_ROOT, start_new_session=True))
+    evidently = evidently_command(data_dir)
+    children.append(subprocess.Popen(evidently, env=env, cwd=REPO_ROOT, start_new_session=True))
     print(f"docs and reports: http://127.0.0.1:{docs.server_address[1]}/docs/runbook.md")
     print(f"MLflow UI:        {mlflow_ui_base()}")
+    print(f"drift dashboard:  {evidently_ui_base()}")
     print(f"Dagster UI:       http://127.0.0.1:{args.port}", flush=True)
     dagster = subprocess.Popen(
         dagster_command(args.port, products_workspace(home)),

@@ -4,7 +4,8 @@ The runbook, the other docs and the reports folder are served on loopback by `ma
 (`lending_pipeline.docs_server`, port `LENDING_DOCS_PORT`, default 3002); `LENDING_RUNBOOK_URL`
 points runbook links at a hosted copy instead. MLflow runs link to the tracking server when
 `MLFLOW_TRACKING_URI` is http(s), else to the MLflow UI `make dev` starts (`LENDING_MLFLOW_PORT`,
-default 5000).
+default 5000). The drift dashboard is the Evidently UI `make dev` starts (`LENDING_EVIDENTLY_PORT`,
+default 8000).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ DOCS_PORT_ENV = "LENDING_DOCS_PORT"
 MLFLOW_PORT_ENV = "LENDING_MLFLOW_PORT"
 DEFAULT_DOCS_PORT = 3002
 DEFAULT_MLFLOW_PORT = 5000
+EVIDENTLY_PORT_ENV = "LENDING_EVIDENTLY_PORT"
+DEFAULT_EVIDENTLY_PORT = 8000
 
 _ANCHOR = re.compile(r'<a id="([^"]+)"></a>')
 _LABEL = re.compile(r"^\*\*([^*]+?)\.?\*\*")
@@ -62,6 +65,25 @@ def mlflow_ui_base(tracking_uri: str | None = None) -> str:
 def mlflow_run_link(experiment_id: str, run_id: str, tracking_uri: str | None = None) -> str:
     """The run's page in the MLflow UI."""
     return f"{mlflow_ui_base(tracking_uri)}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def evidently_port() -> int:
+    return int(os.environ.get(EVIDENTLY_PORT_ENV) or DEFAULT_EVIDENTLY_PORT)
+
+
+def evidently_ui_base() -> str:
+    """Where `make dev` serves the Evidently UI (the drift dashboard)."""
+    return f"http://127.0.0.1:{evidently_port()}"
+
+
+def evidently_snapshot_link(project_id: str, snapshot_id: str) -> str:
+    """A day's snapshot page in the Evidently UI."""
+    return f"{evidently_ui_base()}/projects/{project_id}/reports/{snapshot_id}"
+
+
+def evidently_dashboard_link(project_id: str) -> str:
+    """The project's dashboard in the Evidently UI."""
+    return f"{evidently_ui_base()}/projects/{project_id}"
 
 
 @lru_cache(maxsize=64)

@@ -34,7 +34,7 @@ PUBLIC_SITES = {
     "playwright.dev",
     "en.wikipedia.org",
 }
-LOOPBACK_PORTS = {3000, 3001, 3002, 5000}  # make dev / make serve
+LOOPBACK_PORTS = {3000, 3001, 3002, 5000, 8000}  # make dev / make serve
 
 
 def links(path: Path) -> list[str]:

@@ -74,3 +74,29 @@ def dagster_webserver(home: Path, env: dict[str, str] | None = None, timeout: fl
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@contextmanager
+def evidently_ui(workspace: Path, port: int, timeout: float = 120):
+    """`evidently ui`, as `make dev` starts it, over `workspace` on loopback; yields its URL."""
+    log = workspace.parent / "evidently_ui.log"
+    command = [str(Path(sys.executable).parent / "evidently"), "ui", "--workspace", str(workspace)]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    environment = {**os.environ, "DO_NOT_TRACK": "true"}
+    with log.open("w") as output:
+        server = subprocess.Popen(command, env=environment, stdout=output, stderr=output)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/api/projects", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, f"evidently ui not up after {timeout} s"
+                time.sleep(0.5)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -25,9 +25,14 @@ from lending_pipeline.defs.metadata import (
     rounded,
     runbook_metadata,
 )
-from lending_pipeline.defs.resources import MlflowTracking, read_partitions, spec_data_dir
-from lending_pipeline.links import report_link
-from lending_pipeline.ml import audit, data_keys, tracking
+from lending_pipeline.defs.resources import (
+    MlflowTracking,
+    read_partitions,
+    resolve_data_dir,
+    spec_data_dir,
+)
+from lending_pipeline.links import evidently_snapshot_link, report_link
+from lending_pipeline.ml import audit, dashboard, data_keys, tracking
 from lending_pipeline.ml.drift import (
     NOT_JUDGED,
     DriftResult,
@@ -37,6 +42,7 @@ from lending_pipeline.ml.drift import (
     write_evidently_report,
 )
 from lending_pipeline.ml.monitoring import (
+    DECISION,
     Champion,
     RealisedPerformance,
     load_champion,
@@ -102,6 +108,13 @@ class DriftReportConfig(dg.Config):
         description=(
             "Write the Evidently HTML report (about 0.3-1 s per monitored column on a sample); "
             "the tiers and checks never depend on it."
+        ),
+    )
+    evidently_dashboard: bool = Field(
+        default=True,
+        description=(
+            "Store the day's snapshot in the Evidently workspace the drift dashboard shows "
+            "(`make dev`, about a second a day)."
         ),
     )
 
@@ -179,17 +192,17 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 return None
             return champion.model.predict_proba(inputs(spec, frame))[:, 1]
 
-        reference_scores = score(reference)
+        reference_scores, current_scores = score(reference), score(features)
         result = check_drift(
             features,
             reference,
             settings,
             columns,
             categorical,
-            current_scores=score(features),
+            current_scores=current_scores,
             reference_scores=reference_scores,
         )
-        served, served_prob = served_inputs(day)
+        served, served_prob, decisions = served_inputs(day)
         served_result = None
         if len(served):
             served_result = check_drift(
@@ -227,6 +240,21 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             tracking_config, context.run_id, day, champion, result, chart, report
         )
         summary["mlflow_run_id"] = run_id
+        day_link = None
+        if config.evidently_dashboard and len(features) and len(reference):
+            snapshot = dashboard.day_snapshot(
+                spec,
+                day,
+                features,
+                reference,
+                current_scores,
+                reference_scores,
+                decisions,
+                {"champion_version": champion.version, "worst_tier": result.worst_tier},
+            )
+            shared = dashboard.workspace_dir(resolve_data_dir())  # one for all products
+            project, snapshot_id = dashboard.publish(shared, spec, day, snapshot)
+            day_link = evidently_snapshot_link(project, snapshot_id)
 
         feature, psi = worst_feature(result)
         metadata = {
@@ -249,6 +277,11 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 if report
                 else "not written (too few rows, or switched off in the run config)"
             ),
+            "drift_dashboard": (
+                dg.MetadataValue.url(day_link)
+                if day_link
+                else "not stored (no rows, or switched off in the run config)"
+            ),
             "served_decisions": served_result.rows_current if served_result else 0,
             "served_worst_tier": served_result.worst_tier if served_result else "no decisions",
             "served_drifted_features": dg.MetadataValue.json(
@@ -258,20 +291,22 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             **mlflow_run_metadata(tracking_config.tracking_uri, run_id),
         }
         yield dg.Output(summary, metadata=metadata)
-        yield within_limits_result(result, feature, psi)
+        yield within_limits_result(result, feature, psi, day_link)
         yield missing_fields_result(result)
         yield performance_result(performance)
 
-    def served_inputs(day: str) -> tuple[pd.DataFrame, np.ndarray]:
-        """Monitored columns and probabilities of the day's audited decisions (none without a
-        log: a missing SQLite log is not created here)."""
+    def served_inputs(day: str) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
+        """Monitored columns and probabilities of the day's audited decisions, and the decisions
+        with their reason codes (none without a log: a missing SQLite log is not created here)."""
         data_dir = spec_data_dir(spec.name)
         if not audit.configured_url(data_dir) and not audit.default_path(data_dir).exists():
-            return pd.DataFrame(columns=columns), np.empty(0)
+            return pd.DataFrame(columns=columns), np.empty(0), dashboard.served_decisions([])
         store = audit.open_store(data_dir)
         sealed = data_keys.open_inputs_reader(data_dir)
         try:
-            return served_features(spec, store.entries(), day, sealed.inputs)
+            entries = [e for e in store.entries() if e.kind == DECISION and e.time.startswith(day)]
+            served, prob = served_features(spec, entries, day, sealed.inputs)
+            return served, prob, dashboard.served_decisions(e.data for e in entries)
         finally:
             sealed.close()
             store.close()
@@ -293,7 +328,9 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         prob = champion.model.predict_proba(inputs(spec, matured))[:, 1] if len(matured) else None
         return realised_performance(matured, prob, champion, days, settings)
 
-    def within_limits_result(result: DriftResult, feature: str, psi: float):
+    def within_limits_result(
+        result: DriftResult, feature: str, psi: float, day_link: str | None = None
+    ):
         tier = result.worst_tier
         if tier == NOT_JUDGED:
             description = (
@@ -323,6 +360,7 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 "psi_warn": settings.psi_warn,
                 "psi_retrain": settings.psi_retrain,
                 "features": frame_table(feature_table(result)),
+                **({"drift_dashboard": dg.MetadataValue.url(day_link)} if day_link else {}),
                 **runbook_metadata(WITHIN_LIMITS.name),
             },
         )

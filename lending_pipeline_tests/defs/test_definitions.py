@@ -110,5 +110,5 @@ def test_import_does_no_work_and_switches_telemetry_off(tmp_path):
 
 
 def test_instance_config_switches_dagster_telemetry_off():
-    text = (ROOT / "dagster.yaml").read_text()
+    text = (ROOT / "deploy" / "dagster.local.yaml").read_text()
     assert dg.__version__ and "enabled: false" in text

@@ -32,9 +32,11 @@ from lending_pipeline.defs.monitoring import DRIFT_REPORT, MISSING_FIELDS, PERFO
 from lending_pipeline.defs.resources import MlflowTracking, read_partitions
 from lending_pipeline.defs.served_fairness import SERVED_AIR, SERVED_FAIRNESS
 from lending_pipeline.docs_server import DocsSite
-from lending_pipeline.links import docs_port
+from lending_pipeline.links import EVIDENTLY_PORT_ENV, docs_port, evidently_port
 from lending_pipeline.ml import audit, tracking
 from lending_pipeline.ml.alerts import WEBHOOK_ENV, alerts_path
+from lending_pipeline.ml.dashboard import project_id, workspace_dir
+from lending_pipeline.ml.decision import decide_many
 from lending_pipeline.ml.monitoring import load_champion
 from lending_pipeline.ml.scoring import records_from_tables
 from lending_pipeline.ml.synth import generate_consumer_loans, partition_path
@@ -49,7 +51,7 @@ from lending_pipeline.runs import (
 )
 from lending_pipeline.spec import default_spec_path, load_spec
 from lending_pipeline_tests.conftest import PII_KEY
-from lending_pipeline_tests.ui import BROWSER_ARGS
+from lending_pipeline_tests.ui import BROWSER_ARGS, evidently_ui, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 START = dt.date(2025, 2, 3)
@@ -94,8 +96,11 @@ def report_metadata(result, asset=DRIFT_REPORT) -> dict:
     return event.event_specific_data.materialization.metadata
 
 
-def log_decisions(spec, data_dir, features_day: str, logged_on: str, champion) -> int:
-    """Audit decision entries, as the scoring service writes them, dated `logged_on`."""
+def log_decisions(
+    spec, data_dir, features_day: str, logged_on: str, champion, approve_all: bool = True
+) -> int:
+    """Audit decision entries, as the scoring service writes them, dated `logged_on`: every one
+    an approval, or the decision rule's with reason codes for refer and decline."""
     tables = {
         s.name: read_partitions(data_dir, validated_key(s.name), [features_day])
         for s in spec.feature_sources
@@ -103,6 +108,10 @@ def log_decisions(spec, data_dir, features_day: str, logged_on: str, champion) -
     records = records_from_tables(spec, tables)
     features = read_partitions(data_dir, FEATURES, [features_day])
     prob = champion.model.predict_proba(inputs(spec, features))[:, 1]
+    decisions = ["approve"] * len(prob)
+    if not approve_all:
+        decisions = decide_many(prob, champion.cutoff, spec.scoring.decline_above_pd)
+    codes = [reason.code for reason in spec.scoring.reason_codes.values()]
     store = audit.open_store(data_dir)
     with pytest.MonkeyPatch.context() as clock:
         clock.setattr(audit, "now", lambda: f"{logged_on}T10:00:00.000000+00:00")
@@ -116,10 +125,12 @@ def log_decisions(spec, data_dir, features_day: str, logged_on: str, champion) -
                     "inputs": record,
                     "probability_of_default": float(p),
                     "score": 600,
-                    "decision": "approve",
-                    "reason_codes": [],
+                    "decision": decision,
+                    "reason_codes": [] if decision == "approve" else [codes[i % 3], codes[4]],
                 }
-                for i, (record, p) in enumerate(zip(records, prob, strict=True))
+                for i, (record, p, decision) in enumerate(
+                    zip(records, prob, decisions, strict=True)
+                )
             ],
         )
     store.close()
@@ -155,6 +166,7 @@ def monitored(tmp_path_factory):
     patch.delenv("MLFLOW_TRACKING_URI", raising=False)
     patch.delenv(WEBHOOK_ENV, raising=False)
     patch.delenv(audit.AUDIT_URL_ENV, raising=False)
+    patch.setenv(EVIDENTLY_PORT_ENV, str(free_port()))  # the drift dashboard's links
     (root / "home").mkdir()
     with dg.instance_for_test(temp_dir=str(root / "home")) as instance:
         defs = build_definitions(spec)
@@ -167,6 +179,7 @@ def monitored(tmp_path_factory):
         config = MlflowTracking().config(spec.name)
         champion = load_champion(config)
         decisions = log_decisions(spec, data, day(SPIKE[1]), day(UNDRIFTED), champion)
+        log_decisions(spec, data, day(MISSING_DAY), day(MISSING_DAY), champion, False)
         reports = {
             offset: run_monitoring(defs, instance, day(offset), evidently=offset == SPIKE[0])
             for offset in (UNDRIFTED, *SPIKE, MISSING_DAY)
@@ -183,6 +196,7 @@ def monitored(tmp_path_factory):
             "before_champion": before_champion,
             "decisions": decisions,
             "reports": reports,
+            "evidently_port": evidently_port(),
         }
     patch.undo()
 
@@ -282,6 +296,104 @@ def test_reports_are_saved_and_logged_to_mlflow(monitored):
     assert run.data.metrics["psi.utilization"] >= 0.25
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "drift")}
     assert {f"drift/{first}.html", f"drift/{first}_psi.png", "drift/summary.json"} <= artifacts
+
+
+DASHBOARD_PANELS = (
+    "PSI per feature",
+    "Missing rate of nullable fields",
+    "Income and utilization shift",
+    "Score distribution",
+    "Approval rate of served decisions",
+    "Most frequent decline reasons",
+)
+DASHBOARD_DAYS = (UNDRIFTED, *SPIKE, MISSING_DAY)  # the days judged against a champion
+
+
+def dashboard_runs(monitored) -> tuple[str, dict]:
+    """The spec's project id and its snapshots by day, from the Evidently workspace."""
+    from evidently.ui.workspace import Workspace
+
+    workspace = Workspace(str(workspace_dir(monitored["data"])))
+    project = project_id(monitored["spec"].name)
+    runs = {}
+    for snapshot_id in workspace.list_runs(project):
+        snapshot = workspace.get_run(project, snapshot_id)
+        values = {}
+        for result in snapshot.metric_results.values():
+            params = result.metric_value_location.metric.params
+            kind = params["type"].rsplit(":", 1)[1]
+            key = params.get("column") or params.get("decision") or params.get("tier")
+            values[(kind, key)] = result
+        runs[snapshot.metadata["day"]] = (str(snapshot_id), snapshot, values)
+    return str(project), runs
+
+
+def test_drift_reports_fill_the_dashboard_a_snapshot_per_day(monitored):
+    project, runs = dashboard_runs(monitored)
+    assert sorted(runs) == [day(offset) for offset in DASHBOARD_DAYS]
+    metadata = report_metadata(monitored["reports"][SPIKE[0]])
+    snapshot_id, snapshot, values = runs[day(SPIKE[0])]
+    port = monitored["evidently_port"]
+    assert metadata["drift_dashboard"].value == (
+        f"http://127.0.0.1:{port}/projects/{project}/reports/{snapshot_id}"
+    )
+    assert snapshot.timestamp == dt.datetime.fromisoformat(day(SPIKE[0]))
+    failed = checks(monitored["reports"][SPIKE[0]])["drift_report_within_limits"]
+    assert failed.metadata["drift_dashboard"].value == metadata["drift_dashboard"].value
+    psi = values[("QuantilePSI", "utilization")].value
+    assert psi == pytest.approx(metadata["psi.utilization"].value, abs=1e-4) and psi >= 0.25
+    assert values[("PSITier", "retrain")].value == monitored["spec"].drift.psi_retrain
+    assert ("DecisionShare", "approve") not in values  # no decision was served that day
+    served = runs[day(UNDRIFTED)][2]
+    assert served[("DecisionShare", "approve")].value == 1.0  # the logged approvals
+    declines = runs[day(MISSING_DAY)][2]
+    assert declines[("DecisionShare", "decline")].value > 0
+    assert declines[("DeclineReasons", None)].values  # the declines' reason codes
+    missing = declines[("MissingValueCount", "inquiries_6m")].share.value
+    assert missing > runs[day(UNDRIFTED)][2][("MissingValueCount", "inquiries_6m")].share.value
+
+
+def test_drift_dashboard_shows_the_panels_with_data(monitored, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium on PATH (apt-get install -y chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=UI_TIMEOUT_MS)
+    project, runs = dashboard_runs(monitored)
+    link = report_metadata(monitored["reports"][SPIKE[0]])["drift_dashboard"].value
+    workspace = workspace_dir(monitored["data"])
+    shots = Path(os.environ.get("LENDING_SCREENSHOTS_DIR") or tmp_path / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    with evidently_ui(workspace, monitored["evidently_port"]) as base, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=BROWSER_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(UI_TIMEOUT_MS)
+        page.goto(link)  # the drift_report's link: the day's snapshot
+        expect(page.get_by_text(runs[day(SPIKE[0])][0]).first).to_be_visible()
+        expect(page.get_by_text("PSI of utilization", exact=True)).to_be_visible()
+
+        page.goto(f"{base}/projects/{project}")
+        for title in DASHBOARD_PANELS:
+            card = page.locator(".MuiCard-root").filter(has=page.get_by_text(title, exact=True))
+            expect(card).to_have_count(1)
+            expect(card.locator("svg").first).to_be_visible()
+            points = card.locator(".MuiMarkElement-root, .MuiBarElement-root")  # data, not axes
+            expect(points.first).to_be_visible()
+        psi = page.locator(".MuiCard-root").filter(has=page.get_by_text("PSI per feature"))
+        for offset in DASHBOARD_DAYS:
+            expect(psi.get_by_text(f"{day(offset)} 00:00:00").first).to_be_visible()
+        for legend in ("utilization", "warn tier (0.1)", "retrain tier (0.25)", "score"):
+            expect(psi.get_by_text(legend, exact=True).first).to_be_visible()
+        reasons = page.locator(".MuiCard-root").filter(
+            has=page.get_by_text("Most frequent decline reasons")
+        )
+        codes = runs[day(MISSING_DAY)][2][("DeclineReasons", None)].values
+        for code in codes:
+            expect(reasons.get_by_text(code, exact=True).first).to_be_visible()
+        page.screenshot(path=shots / "drift_dashboard.png", full_page=True)
+        browser.close()
+    assert (shots / "drift_dashboard.png").stat().st_size > 10_000
 
 
 def test_missing_field_spike_fails_its_check(monitored):
