@@ -2,17 +2,20 @@
 failure in one leaves the other untouched."""
 
 import datetime as dt
+import json
 
 import dagster as dg
 import pyarrow.parquet as pq
 
 from lending_pipeline import product_locations
 from lending_pipeline.definitions import DAILY_JOB
+from lending_pipeline.defs.automation import CHECK_FAILURE_SENSOR
 from lending_pipeline.ml import tracking
+from lending_pipeline.ml.alerts import alerts_path
 from lending_pipeline.ml.damage import BY_KIND, apply
 from lending_pipeline.ml.synth import generate_consumer_loans, partition_path
 from lending_pipeline.products import load_products
-from lending_pipeline.runs import run_partition, run_training, summarize
+from lending_pipeline.runs import run_partition, run_training, summarize, tick_sensor
 from lending_pipeline.spec import load_spec
 from lending_pipeline_tests.conftest import PII_KEY
 from lending_pipeline_tests.products.conftest import AS_OF, DAYS, NAMES, START, TRAIN_CONFIG
@@ -63,6 +66,12 @@ def test_two_products_materialize_train_and_fail_apart(products_file, instance, 
     for product in (good, bad):  # each product's warehouse, laid out as a single product's
         stored = product.data_dir / "warehouse" / "applicant_features" / f"{days[0]}.parquet"
         assert pq.ParquetFile(stored).metadata.num_rows > 0
+    for name in NAMES:  # each product's alerts go to its own data dir, naming its own asset
+        tick_sensor(defs[name], instance, CHECK_FAILURE_SENSOR, json.dumps({"last_id": 0}))
+    (alert,) = [json.loads(line) for line in alerts_path(bad.data_dir).read_text().splitlines()]
+    assert alert["asset"] == f"{bad.name}/validated_applications"
+    assert alert["partition"] == DAMAGED_DAY
+    assert not alerts_path(good.data_dir).exists()
     assert not (products_file.parent / "shared").exists()
 
     trained = {
