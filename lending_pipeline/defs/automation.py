@@ -212,9 +212,18 @@ def run_failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
         runbook_url("alerts").value,
         run_id=run.run_id,
         job=run.job_name,
-        partition=run.tags.get("dagster/partition"),
+        partition=run.tags.get("dagster/partition") or _partition_range(run.tags),
     )
     send_alert(resolve_data_dir(), alert, context.log)
+
+
+def _partition_range(tags: dict[str, str]) -> str | None:
+    """The days of a run over a range of partitions: `first...last` (one day: that day)."""
+    first = tags.get("dagster/asset_partition_range_start")
+    last = tags.get("dagster/asset_partition_range_end")
+    if not first:
+        return None
+    return first if first == last else f"{first}...{last}"
 
 
 def build_schedules(

@@ -11,6 +11,8 @@ from lending_pipeline.partitions import partition_start
 from lending_pipeline.spec import PipelineSpec
 
 OWNERS = ["team:credit-risk-data"]
+# A backfill of the daily assets launched in the UI runs at most this many days per run.
+DAYS_PER_RUN = 31
 
 
 def daily_partitions(spec: PipelineSpec) -> dg.DailyPartitionsDefinition:
@@ -70,3 +72,68 @@ def blocking_check(
             partitions_def=partitions_def,
             description=description,
         )
+
+
+def days_at_once(asset: dg.AssetsDefinition) -> dg.AssetsDefinition:
+    """A daily asset whose step processes a range of days in one run (each day stored, checked
+    and reported on its own): a backfill runs `DAYS_PER_RUN` days per run, not one run per day.
+    Backfill policies are a beta API in Dagster 1.13, whose warning is silenced here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        policy = dg.BackfillPolicy.multi_run(max_partitions_per_run=DAYS_PER_RUN)
+        return asset.with_attributes(backfill_policy=policy)
+
+
+def day_check(
+    context: dg.AssetExecutionContext, day: str, result: dg.AssetCheckResult
+) -> dg.AssetCheckResult | dg.AssetCheckEvaluation:
+    """A check's result on one day of the run: as is in a run of one day; in a run over several
+    days, an evaluation recorded for that day's partition (blocking as its spec says, against
+    the day's latest materialization)."""
+    if context.has_partition_key:
+        return result
+    key = dg.AssetCheckKey(
+        dg.AssetKey.from_coercible(result.asset_key or context.asset_key), result.check_name
+    )
+    spec = next(s for s in context.assets_def.check_specs if s.key == key)
+    return dg.AssetCheckEvaluation(
+        asset_key=key.asset_key,
+        check_name=key.name,
+        passed=result.passed,
+        metadata=result.metadata,
+        target_materialization_data=_latest_materialization(context, key.asset_key, day),
+        severity=result.severity,
+        description=result.description,
+        blocking=spec.blocking,
+        partition=day,
+    )
+
+
+def check_outputs(context: dg.AssetExecutionContext) -> list[dg.Output]:
+    """In a run over several days, the outputs that mark the step's checks as executed (one
+    per check; their results are the per-day evaluations). Nothing in a run of one day."""
+    if context.has_partition_key:
+        return []
+    layer = context.op_execution_context.job_def.asset_layer
+    return [
+        dg.Output(None, output_name=layer.get_op_output_name(key))
+        for key in context.selected_asset_check_keys
+    ]
+
+
+def _latest_materialization(context, asset_key: dg.AssetKey, day: str):
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluationTargetMaterializationData,
+    )
+
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[day]), limit=1
+    ).records
+    if not records:
+        return None
+    latest = records[0]
+    return AssetCheckEvaluationTargetMaterializationData(
+        run_id=latest.event_log_entry.run_id,
+        storage_id=latest.storage_id,
+        timestamp=latest.timestamp,
+    )
