@@ -122,18 +122,32 @@ def check_outputs(context: dg.AssetExecutionContext) -> list[dg.Output]:
 
 
 def _latest_materialization(context, asset_key: dg.AssetKey, day: str):
+    """The day's latest materialization of the asset, as a check evaluation's target; looked up
+    once per asset and run for all the run's days."""
     from dagster._core.definitions.asset_checks.asset_check_evaluation import (
         AssetCheckEvaluationTargetMaterializationData,
     )
 
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[day]), limit=1
-    ).records
-    if not records:
+    if context.run_id not in _TARGETS:
+        _TARGETS.clear()  # only the current run's lookups are kept
+    cache = _TARGETS.setdefault(context.run_id, {})
+    if asset_key not in cache:
+        days = context.partition_keys
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=days), limit=len(days)
+        ).records
+        latest = {}
+        for record in records:  # newest first
+            latest.setdefault(record.partition_key, record)
+        cache[asset_key] = latest
+    record = cache[asset_key].get(day)
+    if record is None:
         return None
-    latest = records[0]
     return AssetCheckEvaluationTargetMaterializationData(
-        run_id=latest.event_log_entry.run_id,
-        storage_id=latest.storage_id,
-        timestamp=latest.timestamp,
+        run_id=record.event_log_entry.run_id,
+        storage_id=record.storage_id,
+        timestamp=record.timestamp,
     )
+
+
+_TARGETS: dict[str, dict] = {}

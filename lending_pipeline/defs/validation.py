@@ -32,7 +32,7 @@ from lending_pipeline.defs.metadata import (
 from lending_pipeline.defs.resources import BY_PARTITION, ByPartition
 from lending_pipeline.defs.withdrawal import withdraw
 from lending_pipeline.ml.expectations import partition_passes, run_expectations
-from lending_pipeline.ml.validation import validate_source
+from lending_pipeline.ml.validation import validate_days
 from lending_pipeline.spec import PipelineSpec, SourceSpec
 
 
@@ -87,9 +87,7 @@ def build_validation_asset(spec: PipelineSpec, source: SourceSpec) -> dg.AssetsD
     )
     def validate(context: dg.AssetExecutionContext, raw: ByPartition):
         dated = source.name == spec.entity.source
-        outcomes = {
-            day: validate_source(raw[day], source, day, partition_dated=dated) for day in raw
-        }
+        outcomes = validate_days(raw, source, partition_dated=dated)
         valid, quarantine = ByPartition(), ByPartition()
         for day, outcome in outcomes.items():
             valid[day], quarantine[day] = outcome.valid, outcome.quarantine
