@@ -8,7 +8,8 @@ day (`--days-per-run 1`, how it ran before), so the figures compare in one run. 
 table, the ratio 100 days / 4 days per mode and the targets; writes
 benchmarks/results/backfill.json.
 
-    .venv/bin/python benchmarks/bench_backfill.py [--rows 120000] [--workers 2] [--modes ranged per-day]
+    .venv/bin/python benchmarks/bench_backfill.py [--rows 120000] [--workers 2]
+        [--modes ranged per-day]
 """
 
 from __future__ import annotations
@@ -77,13 +78,14 @@ def main() -> None:
     for days, label in SHAPES:
         print(f"{args.rows:,} applications as {days} days ({label}) ...", flush=True)
         shapes[days] = run_shape(spec, args.rows, days, args.workers, args.modes, args.keep)
-    print(f"{'mode':<8} {'days':>4} {'per day':>7} {'wall s':>7} {'RSS GB':>6} {'CPU s':>6} {'others':>6}")
+    header = ["mode", "days", "per day", "wall s", "RSS GB", "CPU s", "others"]
+    print(f"{header[0]:<8} {header[1]:>4} " + " ".join(f"{h:>7}" for h in header[2:]))
     for mode in args.modes:
         for days, shape in shapes.items():
             run = shape[mode]
             print(
                 f"{mode:<8} {days:>4} {shape['per_day']:>7,} {run['wall_s']:>7.1f} "
-                f"{run['peak_rss_gb']:>6.2f} {run['cpu_s']:>6.1f} {contention(run):>6.0%}"
+                f"{run['peak_rss_gb']:>7.2f} {run['cpu_s']:>7.1f} {contention(run):>7.0%}"
             )
     print("  others: CPU share used by other processes meanwhile (contention inflates wall time)")
     many, few = (days for days, _ in SHAPES)
