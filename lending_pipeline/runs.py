@@ -137,6 +137,21 @@ def landed_days(spec: PipelineSpec, data_dir: Path) -> list[str]:
     return sorted(days)
 
 
+def landed_bytes_per_day(spec: PipelineSpec, data_dir: Path, days: list[str]) -> float:
+    """Mean bytes of landing files per day over `days`, all sources together."""
+    from lending_pipeline.ml.ingest import find_files
+
+    if not days:
+        return 0.0
+    total = sum(
+        path.stat().st_size
+        for day in days
+        for source in spec.sources
+        for path in find_files(source, data_dir, day)
+    )
+    return total / len(days)
+
+
 def landed_partitions(spec: PipelineSpec, data_dir: Path) -> list[str]:
     """Days for which the entity source has landing files and a partition, oldest first."""
     days = landed_days(spec, data_dir)
@@ -263,9 +278,16 @@ def consecutive_chunks(days: list[str], size: int) -> list[list[str]]:
     return chunks
 
 
-def days_per_run(days: int, workers: int, most: int) -> int:
-    """Days per run so that every worker gets an even share of runs of at most `most` days."""
+# Landing bytes one run reads at most (all sources): a run holds its days in memory at once.
+RUN_LANDING_BYTES = 64_000_000
+
+
+def days_per_run(days: int, workers: int, most: int, day_bytes: float = 0.0) -> int:
+    """Days per run so that every worker gets an even share of runs of at most `most` days,
+    and of at most `RUN_LANDING_BYTES` of landing files for days of `day_bytes` each."""
     workers = max(workers, 1)
+    if day_bytes > 0:
+        most = max(1, min(most, int(RUN_LANDING_BYTES // day_bytes)))
     runs = workers * -(-days // (workers * most))
     return max(1, -(-days // max(runs, 1)))
 

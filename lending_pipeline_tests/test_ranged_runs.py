@@ -122,3 +122,5 @@ def test_days_are_cut_into_even_runs_of_consecutive_days():
     assert days_per_run(4, 2, 31) == 2
     assert days_per_run(1, 2, 31) == 1
     assert days_per_run(30, 1, 31) == 30
+    assert days_per_run(4, 2, 31, day_bytes=80e6) == 1  # big days: one per run (memory)
+    assert days_per_run(100, 2, 31, day_bytes=4e6) == 13  # 16 days fit in 64 MB: 8 runs
