@@ -193,9 +193,14 @@ def run_partition_lean(
 def run_range_lean(
     instance: dg.DagsterInstance, days: list[str], tags: dict[str, str] | None = None
 ) -> PartitionRun:
-    """One run of the daily job over consecutive `days` (a partition range, of one day or
-    more), like `run_partition_lean`; its problems name their day where the day is known."""
+    """One run of the daily job over consecutive `days` (a partition range), like
+    `run_partition_lean`; its problems name their day where the day is known. A single day
+    outside a backfill runs as a plain partition; inside one it is a range of one day (a
+    backfill of ranges reads every run's range)."""
     from lending_pipeline.definitions import daily_job
+
+    if len(days) == 1 and BACKFILL_ID_TAG not in (tags or {}):
+        return run_partition_lean(instance, days[0], tags)
 
     range_tags = {ASSET_PARTITION_RANGE_START_TAG: days[0], ASSET_PARTITION_RANGE_END_TAG: days[-1]}
     with dg.execute_job(

@@ -100,7 +100,7 @@ def test_a_damaged_day_fails_alone_and_the_other_days_materialize(spec, data_dir
 def test_a_day_that_cannot_be_ingested_is_named_and_isolated(spec, data_dir, instance):
     partition_path(data_dir, spec.source_by_name["applications"], day(2)).unlink()
 
-    results = run_days(instance, DAYS_ALL)
+    results = run_days(instance, DAYS_ALL, {BACKFILL_ID_TAG: "testfill"})
 
     assert [r.success for r in results] == [True, True, False]
     [problem] = results[2].problems
@@ -112,6 +112,14 @@ def test_a_day_that_cannot_be_ingested_is_named_and_isolated(spec, data_dir, ins
     # the first run covered all three days and named day 2; days 0-1 then ran as one range
     ranges = sorted((r.tags[RANGE_START], r.tags[RANGE_END]) for r in instance.get_runs())
     assert ranges == [(day(0), day(1)), (day(0), day(2)), (day(2), day(2))]
+
+
+def test_a_day_outside_a_backfill_runs_as_a_plain_partition(data_dir, instance):
+    [result] = run_days(instance, [day(0)])
+
+    assert result.success
+    [dagster_run] = instance.get_runs()
+    assert dagster_run.tags["dagster/partition"] == day(0) and RANGE_START not in dagster_run.tags
 
 
 def test_days_are_cut_into_even_runs_of_consecutive_days():
