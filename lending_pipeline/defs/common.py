@@ -87,9 +87,9 @@ def days_at_once(asset: dg.AssetsDefinition) -> dg.AssetsDefinition:
 def day_check(
     context: dg.AssetExecutionContext, day: str, result: dg.AssetCheckResult
 ) -> dg.AssetCheckResult | dg.AssetCheckEvaluation:
-    """A check's result on one day of the run: as is in a run of one day; in a run over several
-    days, an evaluation recorded for that day's partition (blocking as its spec says, against
-    the day's latest materialization)."""
+    """A check's result on one day of the run: as is in a run of one partition; in a run over a
+    range of days (one or more), an evaluation recorded for that day's partition (blocking as
+    its spec says, against the day's latest materialization)."""
     if context.has_partition_key:
         return result
     key = dg.AssetCheckKey(
@@ -110,8 +110,8 @@ def day_check(
 
 
 def check_outputs(context: dg.AssetExecutionContext) -> list[dg.Output]:
-    """In a run over several days, the outputs that mark the step's checks as executed (one
-    per check; their results are the per-day evaluations). Nothing in a run of one day."""
+    """In a run over a range of days, the outputs that mark the step's checks as executed (one
+    per check; their results are the per-day evaluations). Nothing in a run of one partition."""
     if context.has_partition_key:
         return []
     layer = context.op_execution_context.job_def.asset_layer
