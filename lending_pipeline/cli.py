@@ -110,6 +110,8 @@ def _instance():
 
 def cmd_materialize(args) -> int:
     from lending_pipeline.runs import (
+        days_per_run,
+        landed_bytes_per_day,
         landed_days,
         landed_partitions,
         outside_window,
@@ -143,10 +145,15 @@ def cmd_materialize(args) -> int:
     runs = []
     from lending_pipeline.backfill import Backfill
     from lending_pipeline.definitions import DAILY_JOB
+    from lending_pipeline.defs.common import DAYS_PER_RUN
     from lending_pipeline.progress import with_progress
 
     backfill = Backfill(DAILY_JOB, partitions, f"lending-pipeline materialize ({spec.name})")
-    batch = run_partitions(args.spec, partitions, args.workers, backfill.tags)
+    per_day = landed_bytes_per_day(spec, data_dir, partitions)
+    per_run = args.days_per_run or days_per_run(
+        len(partitions), args.workers, DAYS_PER_RUN, per_day
+    )
+    batch = run_partitions(args.spec, partitions, args.workers, backfill.tags, per_run)
     for run in with_progress(batch, len(partitions)):
         runs.append(run)
         for problem in run.problems:
@@ -493,6 +500,12 @@ def parser() -> argparse.ArgumentParser:
     mat.add_argument("--allow-failures", action="store_true", help="exit 0 on failed checks")
     mat.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="parallel runs (default: cores)"
+    )
+    mat.add_argument(
+        "--days-per-run",
+        type=int,
+        help="consecutive days per run (default: an even share per worker, at most 31; "
+        "1: one run per day)",
     )
     mat.set_defaults(func=cmd_materialize)
 

@@ -1,4 +1,5 @@
-"""Headless runs of the daily job, one Dagster run per partition, on a real instance."""
+"""Headless runs of the daily job on a real instance: one Dagster run per range of consecutive
+days (the daily assets process many days per run), or per day."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow.parquet as pq
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    BACKFILL_ID_TAG,
+)
 
 from lending_pipeline.definitions import DAILY_JOB, MONITORING_JOB, TRAINING_JOB
 from lending_pipeline.defs.resources import resolve_data_dir
@@ -131,6 +137,21 @@ def landed_days(spec: PipelineSpec, data_dir: Path) -> list[str]:
     return sorted(days)
 
 
+def landed_bytes_per_day(spec: PipelineSpec, data_dir: Path, days: list[str]) -> float:
+    """Mean bytes of landing files per day over `days`, all sources together."""
+    from lending_pipeline.ml.ingest import find_files
+
+    if not days:
+        return 0.0
+    total = sum(
+        path.stat().st_size
+        for day in days
+        for source in spec.sources
+        for path in find_files(source, data_dir, day)
+    )
+    return total / len(days)
+
+
 def landed_partitions(spec: PipelineSpec, data_dir: Path) -> list[str]:
     """Days for which the entity source has landing files and a partition, oldest first."""
     days = landed_days(spec, data_dir)
@@ -169,6 +190,113 @@ def run_partition_lean(
         return summarize(result, partition)
 
 
+def run_range_lean(
+    instance: dg.DagsterInstance, days: list[str], tags: dict[str, str] | None = None
+) -> PartitionRun:
+    """One run of the daily job over consecutive `days` (a partition range), like
+    `run_partition_lean`; its problems name their day where the day is known. A single day
+    outside a backfill runs as a plain partition; inside one it is a range of one day (a
+    backfill of ranges reads every run's range)."""
+    from lending_pipeline.definitions import daily_job
+
+    if len(days) == 1 and BACKFILL_ID_TAG not in (tags or {}):
+        return run_partition_lean(instance, days[0], tags)
+
+    range_tags = {ASSET_PARTITION_RANGE_START_TAG: days[0], ASSET_PARTITION_RANGE_END_TAG: days[-1]}
+    with dg.execute_job(
+        dg.reconstructable(daily_job),
+        instance=instance,
+        run_config=SILENT,
+        tags={**(tags or {}), **range_tags},
+        raise_on_error=False,
+    ) as result:
+        return summarize(result, days[0] if len(days) == 1 else None)
+
+
+SPLIT_TAG = "lending/split_from_backfill"
+
+
+def run_days(
+    instance: dg.DagsterInstance, days: list[str], tags: dict[str, str] | None = None
+) -> list[PartitionRun]:
+    """The daily job over consecutive `days`, one result per day.
+
+    One run covers them all. When that run fails (a blocking check or a step failed on some
+    day), the days it names run again on their own, one run each, and the days between them as
+    ranges (a failure naming no day splits the range in halves): a damaged day ends as in a
+    run of that day alone, and every other day is materialized. The split run stays in the run
+    list, tagged `lending/split_from_backfill`, and leaves the backfill, whose status per day
+    is then the outcome of the run that decided it."""
+    run = run_range_lean(instance, days, tags)
+    if len(days) == 1:
+        return [run]
+    if run.success:
+        return [_day_of(run, day) for day in days]
+    backfill = (tags or {}).get(BACKFILL_ID_TAG)
+    if backfill:
+        instance.add_run_tags(run.run_id, {BACKFILL_ID_TAG: "", SPLIT_TAG: backfill})
+    named = {p.partition for p in run.problems} & set(days)
+    if named:
+        parts, current = [], []
+        for day in days:
+            if day in named:
+                parts += [current, [day]] if current else [[day]]
+                current = []
+            else:
+                current.append(day)
+        parts += [current] if current else []
+    else:
+        half = len(days) // 2
+        parts = [days[:half], days[half:]]
+    return [result for part in parts for result in run_days(instance, part, tags)]
+
+
+def _day_of(run: PartitionRun, day: str) -> PartitionRun:
+    """What a successful run over several days did on one of them (failed non-blocking checks
+    included)."""
+    problems = [p for p in run.problems if p.partition == day]
+    checks = [p for p in problems if p.kind == "check"]
+    return PartitionRun(
+        partition=day,
+        success=True,
+        run_id=run.run_id,
+        failed_checks=[p.name for p in checks],
+        check_messages=[p.what for p in checks if p.what],
+        problems=problems,
+    )
+
+
+def consecutive_chunks(days: list[str], size: int) -> list[list[str]]:
+    """`days` (sorted) cut into runs of at most `size` consecutive days."""
+    chunks: list[list[str]] = []
+    for text in days:
+        day = dt.date.fromisoformat(text)
+        last = chunks[-1][-1] if chunks else None
+        if (
+            last is None
+            or len(chunks[-1]) >= size
+            or dt.date.fromisoformat(last) + dt.timedelta(days=1) != day
+        ):
+            chunks.append([text])
+        else:
+            chunks[-1].append(text)
+    return chunks
+
+
+# Landing bytes one run reads at most (all sources): a run holds its days in memory at once.
+RUN_LANDING_BYTES = 64_000_000
+
+
+def days_per_run(days: int, workers: int, most: int, day_bytes: float = 0.0) -> int:
+    """Days per run so that every worker gets an even share of runs of at most `most` days,
+    and of at most `RUN_LANDING_BYTES` of landing files for days of `day_bytes` each."""
+    workers = max(workers, 1)
+    if day_bytes > 0:
+        most = max(1, min(most, int(RUN_LANDING_BYTES // day_bytes)))
+    runs = workers * -(-days // (workers * most))
+    return max(1, -(-days // max(runs, 1)))
+
+
 def run_training_lean(
     instance: dg.DagsterInstance, run_config: dict | None = None, package: bool = True
 ) -> PartitionRun:
@@ -202,7 +330,7 @@ def summarize(result, partition: str | None = None) -> PartitionRun:
                 Problem(
                     "check",
                     evaluation.check_name,
-                    partition,
+                    evaluation.partition or partition,
                     evaluation.description or "",
                     _anchor(evaluation.metadata),
                 )
@@ -223,8 +351,9 @@ def summarize(result, partition: str | None = None) -> PartitionRun:
             failure = data.user_failure_data
             if failure is not None:
                 what = failure.description or (error.message if error else "")
+                day = partition or _named_day(failure.metadata)
                 run.problems.append(
-                    Problem("refused", event.step_key, partition, what, _anchor(failure.metadata))
+                    Problem("refused", event.step_key, day, what, _anchor(failure.metadata))
                 )
             elif error is not None:
                 root = error
@@ -237,6 +366,15 @@ def summarize(result, partition: str | None = None) -> PartitionRun:
                     Problem("error", event.step_key, partition, what, traceback=_full(error))
                 )
     return run
+
+
+def _named_day(metadata) -> str | None:
+    """The day a step failure over several days names in its metadata (the first, if several:
+    a run of the others then names the next)."""
+    value = metadata.get("partition") if metadata else None
+    text = str(getattr(value, "value", value) or "")
+    found = DAY.search(text)
+    return found.group(0) if found else None
 
 
 def _full(error) -> str:
@@ -329,8 +467,8 @@ def _init_worker(spec_path: str | None, tags: dict[str, str] | None = None) -> N
     _WORKER["tags"] = tags or {}
 
 
-def _run_in_worker(partition: str) -> PartitionRun:
-    return run_partition_lean(_WORKER["instance"], partition, _WORKER.get("tags"))
+def _run_in_worker(days: list[str]) -> list[PartitionRun]:
+    return run_days(_WORKER["instance"], days, _WORKER.get("tags"))
 
 
 def run_partitions(
@@ -338,13 +476,16 @@ def run_partitions(
     partitions: list[str],
     workers: int = 1,
     tags: dict[str, str] | None = None,
+    days_per_run: int = 1,
 ) -> Iterator[PartitionRun]:
     """Run partitions in `workers` processes (each with its own code location and instance),
-    every run with `tags` (e.g. the backfill it belongs to)."""
-    if workers <= 1 or len(partitions) < 2:
+    up to `days_per_run` consecutive days per run, every run with `tags` (e.g. the backfill it
+    belongs to); one result per partition, in order."""
+    chunks = consecutive_chunks(sorted(partitions), days_per_run)
+    if workers <= 1 or len(chunks) < 2:
         _init_worker(spec_path, tags)
-        for partition in partitions:
-            yield _run_in_worker(partition)
+        for chunk in chunks:
+            yield from _run_in_worker(chunk)
         return
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
@@ -353,4 +494,5 @@ def run_partitions(
         initializer=_init_worker,
         initargs=(spec_path, tags),
     ) as pool:
-        yield from pool.map(_run_in_worker, partitions)
+        for runs in pool.map(_run_in_worker, chunks):
+            yield from runs

@@ -67,7 +67,7 @@ def test_a_real_error_keeps_its_full_traceback(data_dir, tmp_path, monkeypatch, 
     def broken(*args, **kwargs):
         raise RuntimeError("validator exploded")
 
-    monkeypatch.setattr(validation, "validate_source", broken)
+    monkeypatch.setattr(validation, "validate_days", broken)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     code, out, _ = materialize(capsys, day())
     assert code == 1

@@ -216,11 +216,20 @@ def build_alert_sensors(spec: PipelineSpec) -> list[dg.SensorDefinition]:
             runbook_url("alerts").value,
             run_id=run.run_id,
             job=run.job_name,
-            partition=run.tags.get("dagster/partition"),
+            partition=run.tags.get("dagster/partition") or _partition_range(run.tags),
         )
         send_alert(spec_data_dir(spec.name), alert, context.log)
 
     return [check_failure_alert_sensor, run_failure_alert_sensor]
+
+
+def _partition_range(tags: dict[str, str]) -> str | None:
+    """The days of a run over a range of partitions: `first...last` (one day: that day)."""
+    first = tags.get("dagster/asset_partition_range_start")
+    last = tags.get("dagster/asset_partition_range_end")
+    if not first:
+        return None
+    return first if first == last else f"{first}...{last}"
 
 
 def build_schedules(

@@ -12,6 +12,8 @@ from lending_pipeline.products import key_prefix
 from lending_pipeline.spec import PipelineSpec
 
 OWNERS = ["team:credit-risk-data"]
+# A backfill of the daily assets launched in the UI runs at most this many days per run.
+DAYS_PER_RUN = 31
 
 
 def daily_partitions(spec: PipelineSpec) -> dg.DailyPartitionsDefinition:
@@ -95,3 +97,82 @@ def in_product(spec: PipelineSpec, assets: list[dg.AssetsDefinition]) -> list:
             asset.with_attributes(asset_key_replacements={k: product_key(spec, k) for k in keys})
         )
     return prefixed
+
+
+def days_at_once(asset: dg.AssetsDefinition) -> dg.AssetsDefinition:
+    """A daily asset whose step processes a range of days in one run (each day stored, checked
+    and reported on its own): a backfill runs `DAYS_PER_RUN` days per run, not one run per day.
+    Backfill policies are a beta API in Dagster 1.13, whose warning is silenced here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        policy = dg.BackfillPolicy.multi_run(max_partitions_per_run=DAYS_PER_RUN)
+        return asset.with_attributes(backfill_policy=policy)
+
+
+def day_check(
+    context: dg.AssetExecutionContext, day: str, result: dg.AssetCheckResult
+) -> dg.AssetCheckResult | dg.AssetCheckEvaluation:
+    """A check's result on one day of the run: as is in a run of one partition; in a run over a
+    range of days (one or more), an evaluation recorded for that day's partition (blocking as
+    its spec says, against the day's latest materialization)."""
+    if context.has_partition_key:
+        return result
+    key = dg.AssetCheckKey(
+        dg.AssetKey.from_coercible(result.asset_key or context.asset_key), result.check_name
+    )
+    spec = next(s for s in context.assets_def.check_specs if s.key == key)
+    return dg.AssetCheckEvaluation(
+        asset_key=key.asset_key,
+        check_name=key.name,
+        passed=result.passed,
+        metadata=result.metadata,
+        target_materialization_data=_latest_materialization(context, key.asset_key, day),
+        severity=result.severity,
+        description=result.description,
+        blocking=spec.blocking,
+        partition=day,
+    )
+
+
+def check_outputs(context: dg.AssetExecutionContext) -> list[dg.Output]:
+    """In a run over a range of days, the outputs that mark the step's checks as executed (one
+    per check; their results are the per-day evaluations). Nothing in a run of one partition."""
+    if context.has_partition_key:
+        return []
+    layer = context.op_execution_context.job_def.asset_layer
+    return [
+        dg.Output(None, output_name=layer.get_op_output_name(key))
+        for key in context.selected_asset_check_keys
+    ]
+
+
+def _latest_materialization(context, asset_key: dg.AssetKey, day: str):
+    """The day's latest materialization of the asset, as a check evaluation's target; looked up
+    once per asset and run for all the run's days."""
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluationTargetMaterializationData,
+    )
+
+    if context.run_id not in _TARGETS:
+        _TARGETS.clear()  # only the current run's lookups are kept
+    cache = _TARGETS.setdefault(context.run_id, {})
+    if asset_key not in cache:
+        days = context.partition_keys
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=days), limit=len(days)
+        ).records
+        latest = {}
+        for record in records:  # newest first
+            latest.setdefault(record.partition_key, record)
+        cache[asset_key] = latest
+    record = cache[asset_key].get(day)
+    if record is None:
+        return None
+    return AssetCheckEvaluationTargetMaterializationData(
+        run_id=record.event_log_entry.run_id,
+        storage_id=record.storage_id,
+        timestamp=record.timestamp,
+    )
+
+
+_TARGETS: dict[str, dict] = {}

@@ -3,19 +3,23 @@
 import dagster as dg
 import pandas as pd
 
-from lending_pipeline.defs.blocking import require_passed_checks
+from lending_pipeline.defs.blocking import failed_partitions, require_passed_checks
 from lending_pipeline.defs.common import (
     FEATURES,
     FRESHNESS_CHECK,
     OWNERS,
     POINT_IN_TIME_CHECK,
     blocking_check,
+    check_outputs,
     daily_partitions,
+    day_check,
+    days_at_once,
     product_check,
     validated_key,
     validation_checks,
 )
 from lending_pipeline.defs.metadata import runbook_metadata
+from lending_pipeline.defs.resources import BY_PARTITION, ByPartition
 from lending_pipeline.defs.withdrawal import withdraw
 from lending_pipeline.ml.drift import monitored_columns
 from lending_pipeline.ml.features import build_features, freshness, point_in_time_violations
@@ -45,7 +49,10 @@ def build_features_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=FEATURES,
-        ins={f"validated_{s}": dg.AssetIn(validated_key(s)) for s in sources},
+        ins={
+            f"validated_{s}": dg.AssetIn(validated_key(s), metadata={BY_PARTITION: True})
+            for s in sources
+        },
         partitions_def=daily_partitions(spec),
         group_name="features",
         kinds={"pandas"},
@@ -58,27 +65,35 @@ def build_features_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             "source columns drift monitoring watches behind derived inputs. No PII columns."
         ),
     )
-    def applicant_features(context: dg.AssetExecutionContext, **validated: pd.DataFrame):
-        try:
-            require_passed_checks(context, upstream_checks)
-        except dg.Failure:
-            reason = "a blocking check of its inputs failed"
-            withdraw(context, spec, [FEATURES], context.partition_key, reason)
-            raise
-        tables = {name.removeprefix("validated_"): frame for name, frame in validated.items()}
-        result = build_features(spec, tables, extra_columns=monitored_columns(spec)[0])
-        features = result.features
-        yield dg.Output(
-            features,
-            metadata={
-                "rows": len(features),
-                "columns": len(features.columns),
-                "rows_ignored_dated_after_application": dg.MetadataValue.json(
-                    result.excluded_after_application
-                ),
-                "applications_without_match": dg.MetadataValue.json(result.unmatched),
-            },
-        )
+    def applicant_features(context: dg.AssetExecutionContext, **validated: ByPartition):
+        days = context.partition_keys
+        refuse_failed_inputs(context, spec, upstream_checks, days)
+        built = {}
+        for day in days:
+            tables = {
+                name.removeprefix("validated_"): frames[day] for name, frames in validated.items()
+            }
+            built[day] = build_features(spec, tables, extra_columns=monitored_columns(spec)[0])
+            features = built[day].features
+            context.add_asset_metadata(
+                {
+                    "rows": len(features),
+                    "columns": len(features.columns),
+                    "rows_ignored_dated_after_application": dg.MetadataValue.json(
+                        built[day].excluded_after_application
+                    ),
+                    "applications_without_match": dg.MetadataValue.json(built[day].unmatched),
+                },
+                partition_key=day,
+            )
+        yield dg.Output(ByPartition((day, result.features) for day, result in built.items()))
+        yield from check_outputs(context)
+        for day, result in built.items():
+            for check_result in day_checks(context, result.features):
+                yield day_check(context, day, check_result)
+
+    def day_checks(context: dg.AssetExecutionContext, features: pd.DataFrame):
+        """The point-in-time and freshness checks of one day's features."""
         violations = point_in_time_violations(spec, features)
         yield dg.AssetCheckResult(
             check_name=POINT_IN_TIME_CHECK.name,
@@ -120,4 +135,41 @@ def build_features_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 },
             )
 
-    return applicant_features
+    return days_at_once(applicant_features)
+
+
+def refuse_failed_inputs(
+    context: dg.AssetExecutionContext,
+    spec: PipelineSpec,
+    checks: list[dg.AssetCheckKey],
+    days: list[str],
+) -> None:
+    """Refuse the run when a blocking check of an input failed on any of its days, naming the
+    days and checks; those days' earlier features are withdrawn (a run of the other days
+    builds them)."""
+    if context.has_partition_key:
+        try:
+            require_passed_checks(context, checks)
+        except dg.Failure:
+            reason = "a blocking check of its inputs failed"
+            withdraw(context, spec, [FEATURES], context.partition_key, reason)
+            raise
+        return
+    failed = failed_partitions(context.instance, checks, days)
+    if not failed:
+        return
+    for day in sorted(failed):
+        withdraw(context, spec, [FEATURES], day, "a blocking check of its inputs failed")
+    shown = "; ".join(f"partition {d}: {', '.join(sorted(c))}" for d, c in sorted(failed.items()))
+    raise dg.Failure(
+        description=(
+            f"refusing to build {FEATURES.to_user_string()} on {shown}: the latest run of these "
+            "blocking checks failed. Fix the data and re-materialize the upstream asset with its "
+            "checks first."
+        ),
+        metadata={
+            "failed_checks": ", ".join(sorted({c for n in failed.values() for c in n})),
+            "partition": ", ".join(sorted(failed)),
+            **runbook_metadata("blocked_by_failed_check"),
+        },
+    )

@@ -33,6 +33,16 @@ WAREHOUSE_URL_ENV = "LENDING_WAREHOUSE_URL"
 PII_KEY_ENV = "LENDING_PII_KEY"
 # Asset metadata: downstream steps in the same process get the stored frame from memory.
 HAND_OVER_IN_MEMORY = "lending/hand_over_in_memory"
+# Input metadata: the step gets a `ByPartition` (one frame per partition of its run), not one
+# frame concatenated over the partitions.
+BY_PARTITION = "lending/by_partition"
+
+
+class ByPartition(dict):
+    """Partition key -> frame: what a step run over a range of days returns and receives.
+
+    The IO manager stores each partition in its own file and records its own row count, so a
+    run over many days leaves exactly what one run per day would have left."""
 
 
 def resolve_data_dir(value: str | None = None) -> Path:
@@ -148,6 +158,9 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         return partition_path(resolve_data_dir(self.data_dir), asset_key, partition)
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | pa.Table | dict) -> None:
+        if isinstance(obj, ByPartition):
+            self._handle_by_partition(context, obj)
+            return
         partition = context.asset_partition_key if context.has_asset_partitions else None
         path = self._path(context.asset_key, partition)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -166,21 +179,42 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         hand_over = context.definition_metadata.get(HAND_OVER_IN_MEMORY)
         if isinstance(obj, pd.DataFrame) and hand_over and signature:
             self._kept[path] = (signature, obj)
-        context.add_output_metadata(
-            {
-                "dagster/row_count": dg.MetadataValue.int(table.num_rows),
-                "dagster/column_schema": dg.MetadataValue.table_schema(
-                    dg.TableSchema(
-                        columns=[dg.TableColumn(f.name, str(f.type)) for f in table.schema]
-                    )
-                ),
-                "path": dg.MetadataValue.path(str(path)),
-            }
-        )
+        context.add_output_metadata(_table_metadata(table, path))
+
+    def _handle_by_partition(self, context: dg.OutputContext, frames: ByPartition) -> None:
+        """Store each partition of a run over several; each gets its own row count and path."""
+        expected = set(context.asset_partition_keys)
+        if set(frames) != expected:
+            raise dg.Failure(
+                description=(
+                    f"{context.asset_key.to_user_string()}: the step returned partitions "
+                    f"{sorted(frames)} for a run over {sorted(expected)}"
+                )
+            )
+        hand_over = context.definition_metadata.get(HAND_OVER_IN_MEMORY)
+        for partition, frame in frames.items():
+            path = self._path(context.asset_key, partition)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(frame, pa.Table):
+                table = frame
+            else:
+                table = pa.Table.from_pandas(frame, preserve_index=False)
+            _write_table(table, path)
+            signature = _signature(path)
+            if isinstance(frame, pd.DataFrame) and hand_over and signature:
+                self._kept[path] = (signature, frame)
+            context.step_context.add_asset_metadata(
+                _table_metadata(table, path), asset_key=context.asset_key, partition_key=partition
+            )
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame | dict:
         key = context.asset_key
         partitions = context.asset_partition_keys if context.has_asset_partitions else [None]
+        if context.definition_metadata.get(BY_PARTITION):
+            return ByPartition((p, self._load(key, [p])) for p in partitions)
+        return self._load(key, partitions)
+
+    def _load(self, key: dg.AssetKey, partitions: list[str | None]) -> pd.DataFrame | dict:
         document = self._path(key, None).with_suffix(".json")
         if partitions == [None] and document.exists():
             return json.loads(document.read_text("utf-8"))
@@ -198,6 +232,16 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             )
         tables = [read_table(path) for path in paths if path.exists()]
         return arrow_to_pandas(pa.concat_tables(tables, promote_options="default"))
+
+
+def _table_metadata(table: pa.Table, path: UPath) -> dict:
+    return {
+        "dagster/row_count": dg.MetadataValue.int(table.num_rows),
+        "dagster/column_schema": dg.MetadataValue.table_schema(
+            dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in table.schema])
+        ),
+        "path": dg.MetadataValue.path(str(path)),
+    }
 
 
 def _temporary(path: UPath) -> UPath:

@@ -13,7 +13,10 @@ from lending_pipeline.defs.common import (
     FEATURES,
     OWNERS,
     blocking_check,
+    check_outputs,
     daily_partitions,
+    day_check,
+    days_at_once,
     expectations_check,
     product_key,
     quarantine_key,
@@ -27,9 +30,10 @@ from lending_pipeline.defs.metadata import (
     masked_quarantine_sample,
     runbook_metadata,
 )
+from lending_pipeline.defs.resources import BY_PARTITION, ByPartition
 from lending_pipeline.defs.withdrawal import withdraw
 from lending_pipeline.ml.expectations import partition_passes, run_expectations
-from lending_pipeline.ml.validation import validate_source
+from lending_pipeline.ml.validation import validate_days
 from lending_pipeline.spec import PipelineSpec, SourceSpec
 
 
@@ -78,28 +82,34 @@ def build_validation_asset(spec: PipelineSpec, source: SourceSpec) -> dg.AssetsD
                 ),
             ),
         },
-        ins={"raw": dg.AssetIn(raw_key(source.name))},
+        ins={"raw": dg.AssetIn(raw_key(source.name), metadata={BY_PARTITION: True})},
         partitions_def=daily_partitions(spec),
         check_specs=check_specs,
     )
-    def validate(context: dg.AssetExecutionContext, raw: pd.DataFrame):
-        day = context.partition_key
-        outcome = validate_source(
-            raw, source, day, partition_dated=source.name == spec.entity.source
-        )
-        yield dg.Output(
-            outcome.valid,
-            output_name="validated",
-            metadata={"rows": len(outcome.valid), "input_rows": outcome.input_rows},
-        )
-        yield dg.Output(
-            outcome.quarantine,
-            output_name="quarantine",
-            metadata={
-                "rows": outcome.quarantined_rows,
-                "by_rule": counts_table(outcome.rule_counts),
-            },
-        )
+    def validate(context: dg.AssetExecutionContext, raw: ByPartition):
+        dated = source.name == spec.entity.source
+        outcomes = validate_days(raw, source, partition_dated=dated)
+        valid, quarantine = ByPartition(), ByPartition()
+        for day, outcome in outcomes.items():
+            valid[day], quarantine[day] = outcome.valid, outcome.quarantine
+            context.add_asset_metadata(
+                {"rows": len(outcome.valid), "input_rows": outcome.input_rows},
+                asset_key=product_key(spec, validated_key(source.name)),
+                partition_key=day,
+            )
+            context.add_asset_metadata(
+                {"rows": outcome.quarantined_rows, "by_rule": counts_table(outcome.rule_counts)},
+                asset_key=product_key(spec, quarantine_key(source.name)),
+                partition_key=day,
+            )
+        yield dg.Output(valid, output_name="validated")
+        yield dg.Output(quarantine, output_name="quarantine")
+        yield from check_outputs(context)
+        for day, outcome in outcomes.items():
+            yield from day_results(context, day, outcome)
+
+    def day_results(context: dg.AssetExecutionContext, day: str, outcome):
+        """The checks of one day: the schema's verdict, then the expectations'."""
         expectations = None
         if source.expectations:
             expectations = expectations_result(spec, source, day, outcome.valid)
@@ -110,7 +120,7 @@ def build_validation_asset(spec: PipelineSpec, source: SourceSpec) -> dg.AssetsD
             withdrawn = withdraw(context, spec, [FEATURES], day, reason)
         if not outcome.passed:
             context.log.error(outcome.failure_summary())
-        yield dg.AssetCheckResult(
+        schema = dg.AssetCheckResult(
             asset_key=product_key(spec, check.asset_key),
             check_name=check.name,
             passed=outcome.passed,
@@ -130,12 +140,13 @@ def build_validation_asset(spec: PipelineSpec, source: SourceSpec) -> dg.AssetsD
                 "withdrawn_downstream": ", ".join(withdrawn) or "none",
             },
         )
+        yield day_check(context, day, schema)
         if expectations is not None:
             if not expectations.passed:
                 context.log.error(expectations.description)
-            yield expectations
+            yield day_check(context, day, expectations)
 
-    return validate
+    return days_at_once(validate)
 
 
 def expectations_result(

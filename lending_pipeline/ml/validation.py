@@ -140,8 +140,11 @@ def _rule_text(column: str, spec: ColumnSpec) -> dict[str, str]:
     return texts
 
 
-def build_schema(source: SourceSpec, day: str, today: dt.date) -> pa.DataFrameSchema:
-    """The Pandera schema of a typed source partition, from the spec."""
+def build_schema(
+    source: SourceSpec, day: str, today: dt.date, unique: list[str] | None = None
+) -> pa.DataFrameSchema:
+    """The Pandera schema of a typed source partition, from the spec (`unique`: the columns
+    that must be unique together, default the source's key)."""
     import pandera.pandas as pa  # imported where used: jobs that do not validate skip its cost
 
     columns = {}
@@ -181,7 +184,7 @@ def build_schema(source: SourceSpec, day: str, today: dt.date) -> pa.DataFrameSc
         columns[name] = pa.Column(_pandas_dtype(spec), checks=checks, nullable=spec.nullable)
     return pa.DataFrameSchema(
         columns,
-        unique=source.key,
+        unique=unique or source.key,
         report_duplicates="all",
         checks=[],
         name=source.name,
@@ -291,10 +294,14 @@ def _parse(text: pd.Series, dtype: str) -> pd.Series:
     return lowered.map({"true": True, "false": False, "1": True, "0": False}).astype("boolean")
 
 
-def run_schema(typed: pd.DataFrame, schema: pa.DataFrameSchema) -> list[tuple]:
-    """Run the Pandera schema lazily; return (mask, rule, column, detail) per failed rule."""
+def run_schema(
+    typed: pd.DataFrame, schema: pa.DataFrameSchema, key: list[str] | None = None
+) -> list[tuple]:
+    """Run the Pandera schema lazily; return (mask, rule, column, detail) per failed rule.
+    `key`: the unique key as reported (default: the schema's)."""
     import pandera.pandas as pa
 
+    key = list(key or schema.unique or [])
     try:
         schema.validate(typed, lazy=True)
         return []
@@ -304,8 +311,8 @@ def run_schema(typed: pd.DataFrame, schema: pa.DataFrameSchema) -> list[tuple]:
     failures = []
     for (column, check), group in cases.groupby(["column", "check"], sort=True):
         if check == "multiple_fields_uniqueness" or str(check).startswith("field_uniqueness"):
-            rule, detail = "unique_key", f"unique_key: {', '.join(schema.unique)} must be unique"
-            column = ", ".join(schema.unique)
+            rule, detail = "unique_key", f"unique_key: {', '.join(key)} must be unique"
+            column = ", ".join(key)
         elif check == "not_nullable":
             rule, detail = "not_null", f"not_null: {column} must not be empty"
         else:
@@ -331,8 +338,52 @@ def validate_source(
     entity source, whose rows are partitioned by their own date).
     """
     today = today or dt.datetime.now(dt.UTC).date()
+    raw, typed, failures = _read_rules(raw, source)
+    failures += run_schema(typed, build_schema(source, day, today))
+    return _outcome(raw, typed, failures, source, day, partition_dated)
+
+
+PARTITION_DAY = "_partition_day"
+
+
+def validate_days(
+    raws: dict[str, pd.DataFrame],
+    source: SourceSpec,
+    today: dt.date | None = None,
+    partition_dated: bool = False,
+) -> dict[str, ValidationOutcome]:
+    """`validate_source` of several days at once: the same outcome for each day, with the
+    Pandera schema run once over all of them (its fixed cost per call dominates small days).
+    Keys stay unique per day, as in a day's own validation."""
+    today = today or dt.datetime.now(dt.UTC).date()
+    days = list(raws)
+    read = {day: _read_rules(raws[day], source) for day in days}
+    if len(days) < 2:
+        return {
+            day: validate_source(raws[day], source, day, today, partition_dated) for day in days
+        }
+    typed = pd.concat([read[day][1] for day in days], ignore_index=True)
+    sizes = [len(read[day][1]) for day in days]
+    typed[PARTITION_DAY] = np.repeat(np.arange(len(days)), sizes)
+    schema = build_schema(source, days[0], today, unique=[*source.key, PARTITION_DAY])
+    together = run_schema(typed, schema, key=list(source.key))
+    outcomes = {}
+    start = 0
+    for day, size in zip(days, sizes, strict=True):
+        raw, day_typed, failures = read[day]
+        for mask, rule, column, detail in together:
+            part = mask[start : start + size]
+            if part.any():
+                failures.append((part, rule, column, detail))
+        outcomes[day] = _outcome(raw, day_typed, failures, source, day, partition_dated)
+        start += size
+    return outcomes
+
+
+def _read_rules(raw: pd.DataFrame, source: SourceSpec) -> tuple[pd.DataFrame, pd.DataFrame, list]:
+    """The ingested rows (index reset), typed, and the failures found before the schema: rows
+    ingestion could not read, values that do not parse, unsafe text."""
     raw = raw.reset_index(drop=True)
-    n = len(raw)
     failures: list[tuple] = []
     if INGEST_ERROR in raw and raw[INGEST_ERROR].notna().any():
         errors = raw[INGEST_ERROR]
@@ -342,8 +393,19 @@ def validate_source(
             matches = (errors == text).fillna(False).to_numpy(dtype=bool)
             failures.append((matches, rule, column, text))
     typed, dtype_failures = coerce(raw, source)
-    failures += dtype_failures
-    failures += run_schema(typed, build_schema(source, day, today))
+    return raw, typed, failures + dtype_failures
+
+
+def _outcome(
+    raw: pd.DataFrame,
+    typed: pd.DataFrame,
+    failures: list[tuple],
+    source: SourceSpec,
+    day: str,
+    partition_dated: bool,
+) -> ValidationOutcome:
+    """Valid rows, quarantined rows by root cause, counts and structural problems of a day."""
+    n = len(raw)
     if partition_dated:
         failures += _partition_rule(typed, source, day)
     failures = _root_causes(failures)
