@@ -145,7 +145,7 @@ def production_services(root: Path) -> tuple[dict[str, str], callable]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--applications", type=int, default=1_000_000)
+    parser.add_argument("--applications", "--rows", type=int, default=1_000_000)
     parser.add_argument("--days", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="Celery workers and runs at once")
     parser.add_argument("--keep", action="store_true", help="keep the scratch dir")

@@ -160,11 +160,12 @@ def wait_for(condition, what: str, daemon: Daemon, timeout: float = WAIT):
     raise AssertionError(f"no {what} within {timeout} s: {log}")
 
 
-def waiting_writes(locker: psycopg.Connection, table: str) -> list[str]:
-    """The statements of other sessions waiting for a lock on `table` (writes to it)."""
+def waiting_writes(locker: psycopg.Connection, table: str) -> list[int]:
+    """The server processes waiting for a lock on `table` (writes to it). Read from pg_locks
+    alone: pg_stat_activity is a snapshot kept for the rest of the locker's transaction."""
     rows = locker.execute(
-        "SELECT a.query FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
-        " WHERE NOT l.granted AND l.relation = %s::regclass AND a.datname = current_database()",
+        "SELECT pid FROM pg_locks WHERE NOT granted AND relation = %s::regclass"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
         (table,),
     ).fetchall()
     return [row[0] for row in rows]
@@ -179,13 +180,20 @@ def stuck_tick(instance, locker: psycopg.Connection, table: str, daemon: Daemon,
         daemon.alive()
         started = [t for t in drift_ticks(instance) if t.status == TickStatus.STARTED]
         tick = next((t for t in started if t.tick_data.reserved_run_ids), None)
-        if tick is not None and waiting_writes(locker, table):
+        # past the run's creation exactly when the lock is on a later write than the run's own
+        written = tick is not None and instance.get_run_by_id(tick.tick_data.reserved_run_ids[0])
+        if (
+            tick is not None
+            and bool(written) == (table != "runs")
+            and waiting_writes(locker, table)
+        ):
             since = since or time.monotonic()
             if time.monotonic() - since >= hold:
                 return tick
         else:
             since = None
         time.sleep(0.5)
+    locker.execute("SELECT pg_stat_clear_snapshot()")
     sessions = locker.execute(
         "SELECT state, wait_event_type, wait_event, left(query, 120) FROM pg_stat_activity"
         " WHERE datname = current_database() AND pid <> pg_backend_pid()"
