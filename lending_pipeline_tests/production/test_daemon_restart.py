@@ -5,9 +5,9 @@ that drift's run key, and it is the run the killed tick had reserved.
 The daemon is stopped at a chosen point by a table lock this test holds on the instance's own
 database: with `runs` locked against writes the daemon hangs inserting the run (the request is
 reserved in the tick, no run exists yet); with `event_logs` locked it hangs queueing the run
-(the run exists, NOT_STARTED, the tick is not finished). It is killed there, the lock released,
-and a fresh daemon started. The queue is held (at most 0 runs at once): the test is about the run
-records, not about training.
+(the run exists, NOT_STARTED, the tick is not finished). It is killed there; once the server
+has abandoned the dead client's statement the lock is released and a fresh daemon started.
+The queue is held (at most 0 runs at once): the test is about the run records, not training.
 """
 
 import contextlib
