@@ -114,9 +114,17 @@ def redacted(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, *parts[2:]))
 
 
+# How often a server process running a statement checks that its client is still there
+# (PostgreSQL 14+). Without it, the statement of a client that was killed while the statement
+# waited (on a lock, a slow disk) still runs and commits when it can: Dagster inserts a run and
+# its tags in two autocommitted statements, so a daemon killed there left a run whose tags (the
+# run key) were never written, invisible to run-key dedupe (tests/production/test_daemon_restart).
+CLIENT_CHECK_INTERVAL = "1s"
+
+
 def ensure_database(url: str, timeout: float = 10) -> bool:
-    """Create the database the URL names when it does not exist; True when it was created.
-    Connects to the server's `postgres` database to do so."""
+    """Create the database the URL names when it does not exist, and set its client check
+    interval; True when it was created. Connects to the server's `postgres` database."""
     import psycopg
     from psycopg import sql
 
@@ -124,7 +132,36 @@ def ensure_database(url: str, timeout: float = 10) -> bool:
     admin = with_database(url, "postgres").replace("postgresql+psycopg2://", "postgresql://")
     with psycopg.connect(admin, autocommit=True, connect_timeout=int(timeout)) as conn:
         found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-        if found:
-            return False
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        return True
+        if not found:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        configure_database(conn, name)
+        return not found
+
+
+def configure_database(conn, name: str) -> None:
+    """Abandon the statements of clients that are gone (see CLIENT_CHECK_INTERVAL), for new
+    sessions of database `name`; a warning where the server is too old or the role may not."""
+    import warnings
+
+    import psycopg
+    from psycopg import sql
+
+    if conn.info.server_version < 140000:
+        warnings.warn(
+            f"PostgreSQL {conn.info.server_version} has no client_connection_check_interval: a "
+            "statement of a killed client may still commit half of what it was writing",
+            stacklevel=2,
+        )
+        return
+    statement = sql.SQL("ALTER DATABASE {} SET client_connection_check_interval = {}").format(
+        sql.Identifier(name), sql.Literal(CLIENT_CHECK_INTERVAL)
+    )
+    try:
+        conn.execute(statement)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        warnings.warn(
+            f"could not set client_connection_check_interval on database {name} ({exc}); ask "
+            f"its owner to run: ALTER DATABASE {name} SET client_connection_check_interval = "
+            f"'{CLIENT_CHECK_INTERVAL}'",
+            stacklevel=2,
+        )

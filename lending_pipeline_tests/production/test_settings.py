@@ -101,3 +101,19 @@ def test_down_stops_exactly_what_up_started(tmp_path):
         beside.wait()
         if stack.running_pid(profile):
             stack.stop(profile)
+
+
+def test_profile_databases_abandon_statements_of_clients_that_are_gone():
+    """A database the profile creates, or finds, checks each second that a client running a
+    statement is still connected (see test_daemon_restart.py for why)."""
+    import psycopg
+
+    from lending_pipeline_tests.production.services import database
+
+    with database() as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"ALTER DATABASE {settings.database_name(url)} RESET ALL")
+        assert settings.ensure_database(url) is False  # found, and configured again
+        with psycopg.connect(url) as conn:
+            value = conn.execute("SHOW client_connection_check_interval").fetchone()[0]
+        assert value == settings.CLIENT_CHECK_INTERVAL

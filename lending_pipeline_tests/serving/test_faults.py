@@ -3,9 +3,11 @@ load, the audit database restarted under load, the deployment record. The stack 
 audit log to PostgreSQL (a private cluster this module starts), as the insert-only role. Each
 test measures what clients saw and checks that every answered decision is in the audit log."""
 
+import contextlib
 import os
 import signal
 import time
+from collections import Counter
 
 import httpx
 import psutil
@@ -72,6 +74,37 @@ def test_the_deployment_record_names_the_ports_in_use(deployment):
     assert active["proxy_port"] == int(deployment.url.rsplit(":", 1)[1])
     switched = [e for e in read_record(deployment.data_dir)["history"] if e["event"] == "switched"]
     assert switched[-1]["port"] == active["port"]
+
+
+def test_concurrent_clients_every_answered_decision_has_one_entry_and_the_chain_verifies(
+    deployment,
+):
+    """Four clients at once, 50 requests each on a connection of its own, answered by the
+    active slot's two workers appending to one chain in PostgreSQL: every answered decision has
+    exactly one entry, and `lending-pipeline audit verify` (chain and head checkpoints) passes."""
+    loads = [Load(deployment, limit=50, pause=0) for _ in range(4)]
+    with contextlib.ExitStack() as running:
+        for load in loads:
+            running.enter_context(load)
+        wait_for(lambda: all(len(load.answers) == 50 for load in loads), 300, "200 answers")
+    answers = [a for load in loads for a in load.answers]
+    assert {a.status for a in answers} == {200}, {(a.status, a.error) for a in answers}
+    assert max(load.answers[0].sent for load in loads) < min(
+        load.answers[-1].sent for load in loads
+    )
+    answered = [a.request_id for a in answers]
+    assert len(set(answered)) == len(answered) == 200
+    store = audit.open_reader(deployment.data_dir)
+    try:
+        entries = Counter(e.data["request_id"] for e in store.entries() if e.kind == "decision")
+    finally:
+        store.close()
+    assert {request_id: entries[request_id] for request_id in answered} == dict.fromkeys(
+        answered, 1
+    )
+    verified = deployment.cli("audit", "verify", "--data-dir", str(deployment.data_dir))
+    assert verified.returncode == 0, verified.stderr
+    assert "audit log intact" in verified.stdout
 
 
 def test_a_rollback_reaches_a_kept_alive_client_on_its_next_request(deployment):
