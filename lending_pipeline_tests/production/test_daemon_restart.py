@@ -231,6 +231,12 @@ def test_daemon_killed_with_a_pending_drift_request_makes_exactly_one_run(
     with copy_of(drifted["template"]) as pg:
         production_env(monkeypatch, tmp_path, pg, broker=None)
         monkeypatch.setenv(settings.MAX_RUNS_ENV, "0")  # the queue holds every run
+        # no freshness daemon: it writes to event_logs too, and its waiting writes would be taken
+        # for the sensor's (the test is about the sensor's run request alone)
+        config = tmp_path / "dagster_home" / "dagster.yaml"
+        enabled = "freshness:\n  enabled: true"
+        assert enabled in config.read_text()
+        config.write_text(config.read_text().replace(enabled, "freshness:\n  enabled: false"))
         env = {**os.environ, "PYTHONPATH": str(PROJECT)}
         instance = dg.DagsterInstance.get()
         locker = psycopg.connect(settings.with_database(PG_ADMIN, settings.database_name(pg)))
