@@ -1,6 +1,7 @@
 """Two products side by side: consumer-loan shaped specs under other names, one products file."""
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import pytest
@@ -41,9 +42,14 @@ def write_products(root: Path) -> Path:
 
 @pytest.fixture
 def products_file(tmp_path, monkeypatch):
+    """A products file in force; the environment as it was afterwards (choosing a product sets
+    variables in this process, as the CLI's `--product` does)."""
+    saved = dict(os.environ)
     path = write_products(tmp_path)
     monkeypatch.setenv("LENDING_PRODUCTS", str(path))
     monkeypatch.setenv("LENDING_DATA_DIR", str(tmp_path / "shared"))
     monkeypatch.delenv("LENDING_PIPELINE_SPEC", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return path
+    yield path
+    os.environ.clear()
+    os.environ.update(saved)
