@@ -140,6 +140,11 @@ def test_each_product_answers_with_its_own_model_callers_and_audit_log(served):
     assert set(statuses[first]) == {200}  # the other product never noticed
 
     env = {**os.environ}
+    heads = deployed[first]["data_dir"] / "audit" / "head_checkpoints.jsonl"  # every 10 s
+    answered_at = time.time()
+    wait_for(
+        lambda: heads.exists() and heads.stat().st_mtime > answered_at, 90, "a head checkpoint"
+    )
     verified = cli(env, "--product", first, "audit", "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     # the killed stack wrote no head checkpoint after its last entries: its MAC chain verifies
