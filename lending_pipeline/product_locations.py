@@ -15,7 +15,7 @@ from lending_pipeline.products import Products, load_products
 
 
 @lru_cache(maxsize=16)
-def _definitions(name: str, spec_path: str, data_dir: str):
+def _definitions(spec_path: str, data_dir: str):
     from lending_pipeline.definitions import build_definitions
     from lending_pipeline.spec import load_spec
 
@@ -27,7 +27,7 @@ def __getattr__(name: str):
     if name.startswith("__") or products is None or name not in products.by_name:
         raise AttributeError(f"{__name__} has no product '{name}' (LENDING_PRODUCTS)")
     product = products.by_name[name]
-    return _definitions(name, str(product.spec_path), str(product.data_dir))
+    return _definitions(str(product.spec_path), str(product.data_dir))
 
 
 def workspace_yaml(products: Products) -> str:

@@ -57,23 +57,8 @@ def dagster_webserver(home: Path, env: dict[str, str] | None = None, timeout: fl
     )
     command += ["-p", str(port), "-w", str(workspace)]
     log = home / "webserver.log"
-    with log.open("w") as output:
-        server = subprocess.Popen(command, env=environment, cwd=ROOT, stdout=output, stderr=output)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/server_info", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, f"webserver not up after {timeout} s"
-                time.sleep(0.5)
+    with _server(command, environment, log, port, "/server_info", timeout) as base:
         yield base
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 @contextmanager
@@ -83,18 +68,25 @@ def evidently_ui(workspace: Path, port: int, timeout: float = 120):
     command = [str(Path(sys.executable).parent / "evidently"), "ui", "--workspace", str(workspace)]
     command += ["--host", "127.0.0.1", "--port", str(port)]
     environment = {**os.environ, "DO_NOT_TRACK": "true"}
+    with _server(command, environment, log, port, "/api/projects", timeout) as base:
+        yield base
+
+
+@contextmanager
+def _server(command: list[str], env: dict, log: Path, port: int, probe: str, timeout: float):
+    """A server process on loopback `port`, yielded once `probe` answers; stopped afterwards."""
     with log.open("w") as output:
-        server = subprocess.Popen(command, env=environment, stdout=output, stderr=output)
+        server = subprocess.Popen(command, env=env, cwd=ROOT, stdout=output, stderr=output)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                urllib.request.urlopen(f"{base}/api/projects", timeout=2)
+                urllib.request.urlopen(f"{base}{probe}", timeout=2)
                 break
             except OSError:
                 assert server.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, f"evidently ui not up after {timeout} s"
+                assert time.monotonic() < deadline, f"{command[0]} not up after {timeout} s"
                 time.sleep(0.5)
         yield base
     finally:

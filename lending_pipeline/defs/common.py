@@ -109,29 +109,61 @@ def days_at_once(asset: dg.AssetsDefinition) -> dg.AssetsDefinition:
         return asset.with_attributes(backfill_policy=policy)
 
 
-def day_check(
-    context: dg.AssetExecutionContext, day: str, result: dg.AssetCheckResult
-) -> dg.AssetCheckResult | dg.AssetCheckEvaluation:
-    """A check's result on one day of the run: as is in a run of one partition; in a run over a
-    range of days (one or more), an evaluation recorded for that day's partition (blocking as
-    its spec says, against the day's latest materialization)."""
-    if context.has_partition_key:
-        return result
-    key = dg.AssetCheckKey(
-        dg.AssetKey.from_coercible(result.asset_key or context.asset_key), result.check_name
-    )
-    spec = next(s for s in context.assets_def.check_specs if s.key == key)
-    return dg.AssetCheckEvaluation(
-        asset_key=key.asset_key,
-        check_name=key.name,
-        passed=result.passed,
-        metadata=result.metadata,
-        target_materialization_data=_latest_materialization(context, key.asset_key, day),
-        severity=result.severity,
-        description=result.description,
-        blocking=spec.blocking,
-        partition=day,
-    )
+class DayChecks:
+    """A step's check results, day by day: as they are in a run of one partition; in a run over
+    a range of days (one or more), evaluations recorded for each day's partition (blocking as
+    its spec says, against the day's latest materialization). One per step: it looks up each
+    asset's materializations of the run's days once."""
+
+    def __init__(self, context: dg.AssetExecutionContext):
+        self.context = context
+        self._latest: dict[dg.AssetKey, dict] = {}
+
+    def result(
+        self, day: str, result: dg.AssetCheckResult
+    ) -> dg.AssetCheckResult | dg.AssetCheckEvaluation:
+        context = self.context
+        if context.has_partition_key:
+            return result
+        key = dg.AssetCheckKey(
+            dg.AssetKey.from_coercible(result.asset_key or context.asset_key), result.check_name
+        )
+        spec = next(s for s in context.assets_def.check_specs if s.key == key)
+        return dg.AssetCheckEvaluation(
+            asset_key=key.asset_key,
+            check_name=key.name,
+            passed=result.passed,
+            metadata=result.metadata,
+            target_materialization_data=self._target(key.asset_key, day),
+            severity=result.severity,
+            description=result.description,
+            blocking=spec.blocking,
+            partition=day,
+        )
+
+    def _target(self, asset_key: dg.AssetKey, day: str):
+        """The day's latest materialization of the asset, as a check evaluation's target."""
+        from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+            AssetCheckEvaluationTargetMaterializationData,
+        )
+
+        if asset_key not in self._latest:
+            days = self.context.partition_keys
+            records = self.context.instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=days), limit=len(days)
+            ).records
+            latest = {}
+            for record in records:  # newest first
+                latest.setdefault(record.partition_key, record)
+            self._latest[asset_key] = latest
+        record = self._latest[asset_key].get(day)
+        if record is None:
+            return None
+        return AssetCheckEvaluationTargetMaterializationData(
+            run_id=record.event_log_entry.run_id,
+            storage_id=record.storage_id,
+            timestamp=record.timestamp,
+        )
 
 
 def check_outputs(context: dg.AssetExecutionContext) -> list[dg.Output]:
@@ -144,35 +176,3 @@ def check_outputs(context: dg.AssetExecutionContext) -> list[dg.Output]:
         dg.Output(None, output_name=layer.get_op_output_name(key))
         for key in context.selected_asset_check_keys
     ]
-
-
-def _latest_materialization(context, asset_key: dg.AssetKey, day: str):
-    """The day's latest materialization of the asset, as a check evaluation's target; looked up
-    once per asset and run for all the run's days."""
-    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
-        AssetCheckEvaluationTargetMaterializationData,
-    )
-
-    if context.run_id not in _TARGETS:
-        _TARGETS.clear()  # only the current run's lookups are kept
-    cache = _TARGETS.setdefault(context.run_id, {})
-    if asset_key not in cache:
-        days = context.partition_keys
-        records = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=days), limit=len(days)
-        ).records
-        latest = {}
-        for record in records:  # newest first
-            latest.setdefault(record.partition_key, record)
-        cache[asset_key] = latest
-    record = cache[asset_key].get(day)
-    if record is None:
-        return None
-    return AssetCheckEvaluationTargetMaterializationData(
-        run_id=record.event_log_entry.run_id,
-        storage_id=record.storage_id,
-        timestamp=record.timestamp,
-    )
-
-
-_TARGETS: dict[str, dict] = {}

@@ -174,6 +174,7 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         training_set: pd.DataFrame,
     ):
         settings = mlflow.config(spec.name)
+        data_dir = spec_data_dir(spec.name)
         parts = split_parts(training_set)
         train, test = parts["train"], parts["test"].reset_index(drop=True)
         cutoff = candidate["cutoff"]
@@ -198,7 +199,7 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             spec.gates, reports["candidate"], reports["baseline"], reports["champion"], intervals
         )
 
-        path = predictions_path(spec_data_dir(spec.name), candidate["version"])
+        path = predictions_path(data_dir, candidate["version"])
         write_frame(stored_rows(spec, test, prob), path)
 
         figures = validator_figures(spec, test, probs, reports["candidate"])
@@ -206,7 +207,7 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             test["target"],
             prob,
             reports["candidate"],
-            plots_dir(spec_data_dir(spec.name), candidate["version"]),
+            plots_dir(data_dir, candidate["version"]),
         )
         card = model_card(
             spec,
@@ -233,9 +234,7 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             "model_card": card,
         }
         texts, doc_manifest = version_documents(spec, evaluation, candidate, card)
-        folder = write_documents(
-            spec_data_dir(spec.name), candidate["version"], texts, doc_manifest
-        )
+        folder = write_documents(data_dir, candidate["version"], texts, doc_manifest)
         with tracking.resume_run(settings, candidate["run_id"]) as mlflow_api:
             for role, values in reports.items():
                 if values:

@@ -9,10 +9,10 @@ from lending_pipeline.defs.common import (
     FRESHNESS_CHECK,
     OWNERS,
     POINT_IN_TIME_CHECK,
+    DayChecks,
     blocking_check,
     check_outputs,
     daily_partitions,
-    day_check,
     days_at_once,
     product_check,
     validated_key,
@@ -88,9 +88,10 @@ def build_features_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             )
         yield dg.Output(ByPartition((day, result.features) for day, result in built.items()))
         yield from check_outputs(context)
+        checks = DayChecks(context)
         for day, result in built.items():
             for check_result in day_checks(context, result.features):
-                yield day_check(context, day, check_result)
+                yield checks.result(day, check_result)
 
     def day_checks(context: dg.AssetExecutionContext, features: pd.DataFrame):
         """The point-in-time and freshness checks of one day's features."""

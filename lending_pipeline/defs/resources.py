@@ -171,15 +171,22 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             path.fs.mv(tmp.path, path.path)
             context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
             return
+        table = self._store(context, obj, path)
+        context.add_output_metadata(_table_metadata(table, path))
+
+    def _store(self, context: dg.OutputContext, frame: pd.DataFrame | pa.Table, path: UPath):
+        """Write one partition's file (kept in memory too when the asset hands over)."""
         table = (
-            obj if isinstance(obj, pa.Table) else pa.Table.from_pandas(obj, preserve_index=False)
+            frame
+            if isinstance(frame, pa.Table)
+            else pa.Table.from_pandas(frame, preserve_index=False)
         )
         _write_table(table, path)
         signature = _signature(path)
         hand_over = context.definition_metadata.get(HAND_OVER_IN_MEMORY)
-        if isinstance(obj, pd.DataFrame) and hand_over and signature:
-            self._kept[path] = (signature, obj)
-        context.add_output_metadata(_table_metadata(table, path))
+        if isinstance(frame, pd.DataFrame) and hand_over and signature:
+            self._kept[path] = (signature, frame)
+        return table
 
     def _handle_by_partition(self, context: dg.OutputContext, frames: ByPartition) -> None:
         """Store each partition of a run over several; each gets its own row count and path."""
@@ -191,18 +198,10 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                     f"{sorted(frames)} for a run over {sorted(expected)}"
                 )
             )
-        hand_over = context.definition_metadata.get(HAND_OVER_IN_MEMORY)
         for partition, frame in frames.items():
             path = self._path(context.asset_key, partition)
             path.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(frame, pa.Table):
-                table = frame
-            else:
-                table = pa.Table.from_pandas(frame, preserve_index=False)
-            _write_table(table, path)
-            signature = _signature(path)
-            if isinstance(frame, pd.DataFrame) and hand_over and signature:
-                self._kept[path] = (signature, frame)
+            table = self._store(context, frame, path)
             context.step_context.add_asset_metadata(
                 _table_metadata(table, path), asset_key=context.asset_key, partition_key=partition
             )

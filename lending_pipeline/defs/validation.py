@@ -12,10 +12,10 @@ import pandas as pd
 from lending_pipeline.defs.common import (
     FEATURES,
     OWNERS,
+    DayChecks,
     blocking_check,
     check_outputs,
     daily_partitions,
-    day_check,
     days_at_once,
     expectations_check,
     product_key,
@@ -105,10 +105,11 @@ def build_validation_asset(spec: PipelineSpec, source: SourceSpec) -> dg.AssetsD
         yield dg.Output(valid, output_name="validated")
         yield dg.Output(quarantine, output_name="quarantine")
         yield from check_outputs(context)
+        checks = DayChecks(context)
         for day, outcome in outcomes.items():
-            yield from day_results(context, day, outcome)
+            yield from day_results(context, checks, day, outcome)
 
-    def day_results(context: dg.AssetExecutionContext, day: str, outcome):
+    def day_results(context: dg.AssetExecutionContext, checks: DayChecks, day: str, outcome):
         """The checks of one day: the schema's verdict, then the expectations'."""
         expectations = None
         if source.expectations:
@@ -140,11 +141,11 @@ def build_validation_asset(spec: PipelineSpec, source: SourceSpec) -> dg.AssetsD
                 "withdrawn_downstream": ", ".join(withdrawn) or "none",
             },
         )
-        yield day_check(context, day, schema)
+        yield checks.result(day, schema)
         if expectations is not None:
             if not expectations.passed:
                 context.log.error(expectations.description)
-            yield day_check(context, day, expectations)
+            yield checks.result(day, expectations)
 
     return days_at_once(validate)
 

@@ -289,9 +289,9 @@ def configured_url(data_dir: Path | None, url: str | None = None) -> str:
     """The store's URL: `url`, else a product's own (`audit_url` in the products file, else
     its SQLite store: products never share a chain), else `LENDING_AUDIT_URL`; "" for SQLite
     under the data dir."""
-    product = product_of_data_dir(data_dir)
     if url:
         return url
+    product = product_of_data_dir(data_dir)
     return product.audit_url if product else os.environ.get(AUDIT_URL_ENV, "")
 
 

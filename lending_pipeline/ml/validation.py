@@ -357,11 +357,11 @@ def validate_days(
     Keys stay unique per day, as in a day's own validation."""
     today = today or dt.datetime.now(dt.UTC).date()
     days = list(raws)
-    read = {day: _read_rules(raws[day], source) for day in days}
     if len(days) < 2:
         return {
             day: validate_source(raws[day], source, day, today, partition_dated) for day in days
         }
+    read = {day: _read_rules(raws[day], source) for day in days}
     typed = pd.concat([read[day][1] for day in days], ignore_index=True)
     sizes = [len(read[day][1]) for day in days]
     typed[PARTITION_DAY] = np.repeat(np.arange(len(days)), sizes)

@@ -214,13 +214,13 @@ class Deployer:
         desired = read_record(self.data_dir).get("desired")
         if not desired or _request_key(desired) in self.failed:
             return
+        tag = desired.get("bento_tag")
+        if self.active is not None and read_tag(self.data_dir, self.active) == tag:
+            return  # served already (checked every tick: the MAC only when there is work)
         if not signed(desired):
             self.failed.add(_request_key(desired))
             _append_history(self.data_dir, {"event": "refused", **desired, "problem": UNSIGNED})
-            print(f"deploy of {desired.get('bento_tag')} refused: {UNSIGNED}", flush=True)
-            return
-        tag = desired["bento_tag"]
-        if self.active is not None and read_tag(self.data_dir, self.active) == tag:
+            print(f"deploy of {tag} refused: {UNSIGNED}", flush=True)
             return
         slot = next((s for s in self.slots if read_tag(self.data_dir, s) == tag), None)
         slot = slot or self._idle_slot()

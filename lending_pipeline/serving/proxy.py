@@ -16,6 +16,8 @@ import shutil
 import socket
 from pathlib import Path
 
+from lending_pipeline.serving.supervision import socket_file
+
 BACKEND = "slots"
 UNKNOWN_ROUTE = {"error": "no such route (see /docs.json)", "detail": []}
 ERRORS = {
@@ -54,6 +56,34 @@ def _error_file(status: int) -> bytes:
     return head.encode() + body
 
 
+# Servers are in service while their /readyz answers 200.
+HEALTH_CHECK = [
+    "    option httpchk GET /readyz",
+    "    http-check expect status 200",
+    "    default-server inter 1s fastinter 250ms downinter 500ms fall 2 rise 1",
+]
+
+
+def defaults_section(run_dir: Path, timeout: float) -> list[str]:
+    """Logging and the `defaults` section (HTTP mode, timeouts for answers of up to `timeout`
+    seconds, JSON error answers) of the proxy's and the products router's configurations."""
+    seconds = int(timeout) + 5
+    return [
+        "    log stdout format short local0 notice",
+        "defaults",
+        "    mode http",
+        "    log global",
+        "    option dontlog-normal",
+        "    timeout connect 2s",
+        f"    timeout client {seconds}s",
+        f"    timeout server {seconds}s",
+        "    timeout http-keep-alive 60s",
+        "    timeout http-request 10s",
+        "    timeout check 5s",  # a loaded machine's slow answer is not a dead server
+        *error_files(run_dir),
+    ]
+
+
 def error_files(run_dir: Path) -> list[str]:
     """HAProxy `errorfile` lines for the proxy's own answers, each a JSON error body."""
     lines = []
@@ -75,30 +105,17 @@ def render_config(
     not_found = run_dir / "404.json"
     not_found.write_text(json.dumps(UNKNOWN_ROUTE), "utf-8")
     paths = " ".join(sorted({*ROUTES, *OPEN_PATHS}))
-    error_lines = error_files(run_dir)
     servers = [
         f"    server {name} 127.0.0.1:{slot_port} check" + ("" if name == active else " disabled")
         for name, slot_port in slots.items()
     ]
-    seconds = int(timeout) + 5
     return "\n".join(
         [
             "global",
             f"    stats socket {socket_path(run_dir)} mode 600 level admin",
-            "    log stdout format short local0 notice",
-            "defaults",
-            "    mode http",
-            "    log global",
-            "    option dontlog-normal",
-            "    timeout connect 2s",
-            f"    timeout client {seconds}s",
-            f"    timeout server {seconds}s",
-            "    timeout http-keep-alive 60s",
-            "    timeout http-request 10s",
-            "    timeout check 5s",  # a loaded machine's slow answer is not a dead server
+            *defaults_section(run_dir, timeout),
             "    retries 3",
             "    retry-on conn-failure empty-response",
-            *error_lines,
             "frontend public",
             f"    bind 127.0.0.1:{port}",
             "    http-request set-log-level silent",
@@ -108,9 +125,7 @@ def render_config(
             f"file {not_found} if !known_path !static_path",
             f"    default_backend {BACKEND}",
             f"backend {BACKEND}",
-            "    option httpchk GET /readyz",
-            "    http-check expect status 200",
-            "    default-server inter 1s fastinter 250ms downinter 500ms fall 2 rise 1",
+            *HEALTH_CHECK,
             *servers,
             "",
         ]
@@ -118,8 +133,6 @@ def render_config(
 
 
 def socket_path(run_dir: Path) -> Path:
-    from lending_pipeline.serving.supervision import socket_file
-
     return socket_file(run_dir, "haproxy.sock")
 
 

@@ -39,7 +39,6 @@ def render_config(run_dir: Path, port: int, backends: dict[str, int], timeout: f
     unknown.write_text(json.dumps(UNKNOWN_PRODUCT), "utf-8")
     index = run_dir / "products.json"
     index.write_text(json.dumps({"products": sorted(backends)}), "utf-8")
-    seconds = int(timeout) + 5
     routing, sections = [], []
     for name, backend_port in backends.items():
         routing += [
@@ -48,27 +47,14 @@ def render_config(run_dir: Path, port: int, backends: dict[str, int], timeout: f
         ]
         sections += [
             f"backend product_{name}",
-            "    option httpchk GET /readyz",
-            "    http-check expect status 200",
-            "    default-server inter 1s fastinter 250ms downinter 500ms fall 2 rise 1",
+            *proxy.HEALTH_CHECK,
             f"    http-request set-path %[path,regsub(^/products/{name}/,/)]",
             f"    server {name} 127.0.0.1:{backend_port} check",
         ]
     return "\n".join(
         [
             "global",
-            "    log stdout format short local0 notice",
-            "defaults",
-            "    mode http",
-            "    log global",
-            "    option dontlog-normal",
-            "    timeout connect 2s",
-            f"    timeout client {seconds}s",
-            f"    timeout server {seconds}s",
-            "    timeout http-keep-alive 60s",
-            "    timeout http-request 10s",
-            "    timeout check 5s",
-            *proxy.error_files(run_dir),
+            *proxy.defaults_section(run_dir, timeout),
             "frontend products",
             f"    bind 127.0.0.1:{port}",
             "    http-request set-log-level silent",
@@ -98,6 +84,7 @@ def serve_products(
     """Run the router and every product's stack in the foreground until SIGTERM / Ctrl-C."""
     from lending_pipeline.serving.deploy import SCORING_TIMEOUT
 
+    haproxy = proxy.haproxy_binary()  # refuse before any product's stack is started
     run_dir.mkdir(parents=True, exist_ok=True)
     logs = run_dir / "logs"
     logs.mkdir(exist_ok=True)
@@ -116,7 +103,7 @@ def serve_products(
         print(f"product {name}: {url} (its own stack on port {numbers[0]})")
     with (logs / "router.log").open("ab") as log:
         router = subprocess.Popen(
-            [proxy.haproxy_binary(), "-db", "-f", str(config)],
+            [haproxy, "-db", "-f", str(config)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     print(f"router on http://127.0.0.1:{port} (logs: {logs})", flush=True)
