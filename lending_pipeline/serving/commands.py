@@ -115,27 +115,38 @@ def cmd_approve(args) -> int:
 
 
 def cmd_rollback(args) -> int:
-    from lending_pipeline.serving.deploy import read_record
+    from lending_pipeline.serving.deploy import deploy_outcome, read_record
     from lending_pipeline.serving.operations import RollbackError, active_version, rollback
 
     spec, data_dir, config, history = _registry(args)
+    seen = len(read_record(data_dir)["history"])
     try:
         done = rollback(spec, config, history, data_dir, to_version=args.to)
     except RollbackError as exc:
         print(f"rollback refused: {exc}", file=sys.stderr)
         return 1
     if done.get("noop"):
-        print(f"version {done['to_version']} is already the champion: nothing to do")
+        print(f"version {done['to_version']} is already the champion and served: nothing to do")
         return 0
-    print(
-        f"champion is now version {done['to_version']} (was {done['from_version']}); "
-        f"bento {done['bento_tag']} requested"
-    )
+    if done["event"] == "redeploy":
+        print(
+            f"version {done['to_version']} is the champion but version "
+            f"{done['from_version'] or 'none'} is served; bento {done['bento_tag']} requested again"
+        )
+    else:
+        print(
+            f"champion is now version {done['to_version']} (was {done['from_version']}); "
+            f"bento {done['bento_tag']} requested"
+        )
     deadline = time.monotonic() + args.wait
     while time.monotonic() < deadline:
         if active_version(data_dir) == done["to_version"]:
             print(f"serving version {done['to_version']}")
             return 0
+        outcome = deploy_outcome(data_dir, done["bento_tag"], seen)
+        if outcome is not None:
+            print(f"the deploy {outcome['event']}: {outcome['problem']}", file=sys.stderr)
+            return 1
         time.sleep(0.5)
     if args.wait:
         last = read_record(data_dir)["history"][-1]

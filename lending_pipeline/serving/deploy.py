@@ -86,6 +86,23 @@ def read_record(data_dir: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def deploy_outcome(data_dir: Path, bento_tag: str, after: int) -> dict | None:
+    """The deployer's refusal or failure of a request for `bento_tag` among the history entries
+    from index `after` on (None while it has neither switched nor given up)."""
+    history = read_record(data_dir)["history"][after:]
+    ended = [h for h in history if h["event"] in ("failed", "refused")]
+    return next((h for h in ended if h.get("bento_tag") == bento_tag), None)
+
+
+def given_up(record: dict) -> bool:
+    """Whether the deployer refused or failed the record's desired request."""
+    signature = (record.get("desired") or {}).get("signature")
+    return any(
+        h["event"] in ("failed", "refused") and h.get("signature") == signature
+        for h in record["history"]
+    )
+
+
 def request_signature(request: dict, key: bytes | None = None) -> str:
     """The MAC of a deploy request under the audit key (`LENDING_AUDIT_KEY`)."""
     key = audit.audit_key() if key is None else key

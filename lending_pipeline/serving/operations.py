@@ -18,7 +18,7 @@ import yaml
 
 from lending_pipeline.ml import audit, promotion, tracking
 from lending_pipeline.serving.bundle import Bundle
-from lending_pipeline.serving.deploy import read_record, request_deploy
+from lending_pipeline.serving.deploy import given_up, read_record, request_deploy
 from lending_pipeline.serving.package import package_version
 from lending_pipeline.spec import PipelineSpec
 
@@ -111,9 +111,11 @@ def rollback(
     """Swap the `champion` and `previous` aliases, record it everywhere, deploy the new champion.
 
     Running it again undoes it (the aliases swap back). With `to_version` it is idempotent:
-    nothing moves when that version is already the champion, and it refuses when that version
-    is not the previous one. Rollbacks are serialised by a lock file; the audit entry is written
-    before the aliases move, so no rollback goes unaudited.
+    nothing moves when that version is already the champion and served or its deploy is under
+    way; when it is the champion but another version is served and its deploy failed or was
+    never requested, its deploy is requested again (`redeploy`). It refuses when that
+    version is not the previous one. Rollbacks are serialised by a lock file; the audit entry is
+    written before the aliases move, so no rollback goes unaudited.
     """
     actor = _actor(actor)
     history.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +124,24 @@ def rollback(
         champion = tracking.alias_version(config, tracking.CHAMPION)
         previous = tracking.alias_version(config, tracking.PREVIOUS)
         if to_version is not None and champion == to_version:
-            return {"event": "rollback", "to_version": champion, "by": actor, "noop": True}
+            record = read_record(data_dir)
+            served = (record.get("active") or {}).get("model_version")
+            wanted = (record.get("desired") or {}).get("model_version")
+            if served == champion or (wanted == champion and not given_up(record)):
+                return {"event": "rollback", "to_version": champion, "by": actor, "noop": True}
+            try:
+                bundle = deploy_version(
+                    spec, config, champion, data_dir, f"redeploy of the champion by {actor}"
+                )
+            except promotion.PromotionRefused as refusal:
+                raise RollbackError(str(refusal)) from None
+            return {
+                "event": "redeploy",
+                "from_version": served,
+                "to_version": champion,
+                "by": actor,
+                "bento_tag": bundle.bento_tag,
+            }
         if champion is None or previous is None or to_version not in (None, previous):
             raise RollbackError(
                 f"cannot roll back to {to_version or 'the previous version'}: champion is "

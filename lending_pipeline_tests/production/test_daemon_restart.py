@@ -275,7 +275,14 @@ def test_daemon_killed_with_a_pending_drift_request_makes_exactly_one_run(
                 "queued retraining run",
                 daemons[1],
             )  # fmt: skip
-            cursor = json.loads(drift_state(instance).instigator_data.cursor)
+            # the tick is recorded finished before the sensor's state (its cursor) is written
+            cursor = json.loads(
+                wait_for(
+                    lambda: drift_state(instance).instigator_data.cursor,
+                    "drift sensor cursor after the resumed tick",
+                    daemons[1],
+                )
+            )
         finally:
             for daemon in daemons:
                 daemon.kill()

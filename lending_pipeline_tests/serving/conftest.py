@@ -57,7 +57,7 @@ class Load:
     """A bounded loop of /score requests on one kept-alive connection, in a thread: every
     answer with its time, status, model version, request id and the client's port."""
 
-    def __init__(self, deployment, limit: int = 20_000, seconds: float = 300, pause=0.005):
+    def __init__(self, deployment, limit: int = 20_000, seconds: float = 900, pause=0.005):
         self.deployment, self.limit, self.seconds, self.pause = deployment, limit, seconds, pause
         self.answers: list[Answer] = []
         self._stop = threading.Event()
@@ -174,6 +174,16 @@ class Deployment:
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         command = [sys.executable, "-m", "lending_pipeline.cli", *args]
         return subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=600)
+
+    def logs(self, lines: int = 30) -> str:
+        """The last lines of the deployer's and the process manager's logs (for a failure)."""
+        folder = self.data_dir / "serving" / "logs"
+        parts = []
+        for name in ("deployer.log", "supervisord.log"):
+            path = folder / name
+            tail = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
+            parts.append(f"--- {name}\n" + "\n".join(tail))
+        return "\n".join(parts)
 
 
 def register(spec, config, split, **params):

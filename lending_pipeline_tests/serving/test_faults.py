@@ -6,6 +6,7 @@ test measures what clients saw and checks that every answered decision is in the
 import contextlib
 import os
 import signal
+import socket
 import time
 from collections import Counter
 
@@ -13,7 +14,7 @@ import httpx
 import psutil
 import pytest
 
-from lending_pipeline.ml import audit
+from lending_pipeline.ml import audit, tracking
 from lending_pipeline.ml.audit_pg import setup_postgres
 from lending_pipeline.serving.deploy import read_record, record_path
 from lending_pipeline.serving.supervision import Supervision
@@ -117,14 +118,42 @@ def test_a_rollback_reaches_a_kept_alive_client_on_its_next_request(deployment):
         load.wait_answers(20)
         done = deployment.cli("rollback", "--wait", "240")
         switched = time.monotonic()
+        assert done.returncode == 0, done.stderr + deployment.logs()
         load.wait_answers(30)
-    assert done.returncode == 0, done.stderr
     assert len({a.client_port for a in load.answers}) == 1  # one kept-alive connection
     assert {a.status for a in load.answers} == {200}, {(a.status, a.error) for a in load.answers}
     assert load.answers[0].version == "2"
     after = {a.version for a in load.answers if a.sent > switched}
     assert after == {"1"}
     assert_answers_audited(deployment, load)
+
+
+def test_a_rollback_whose_slot_cannot_start_fails_loudly_and_a_retry_deploys_it(deployment):
+    """The idle slot stopped and its port taken by another process: the rollback's deploy
+    fails, `rollback --wait` says why at once, the served version stays; once the port is free,
+    `rollback --to` the (new) champion requests its deploy again and it is served."""
+    record = read_record(deployment.data_dir)
+    served = record["active"]["model_version"]
+    idle = next(name for name in deployment.slots if name != record["active"]["slot"])
+    Supervision(deployment.data_dir).stop(idle)
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT
+        squatter.bind(("127.0.0.1", deployment.slots[idle]))
+        squatter.listen()
+        started = time.monotonic()
+        failed = deployment.cli("rollback", "--wait", "240")
+        assert failed.returncode == 1, failed.stdout + failed.stderr
+        assert time.monotonic() - started < 200  # said when it failed, not at the deadline
+    assert f"port {deployment.slots[idle]} is already in use" in failed.stderr, failed.stderr
+    assert deployment.served_version() == served
+    champion = tracking.alias_version(deployment.config, tracking.CHAMPION)
+    assert champion != served
+    retried = deployment.cli("rollback", "--to", champion, "--wait", "240")
+    assert retried.returncode == 0, retried.stderr + deployment.logs()
+    assert "requested again" in retried.stdout
+    assert deployment.served_version() == champion
+    again = deployment.cli("rollback", "--to", champion)
+    assert again.returncode == 0 and "nothing to do" in again.stdout, again.stdout
 
 
 def test_a_killed_worker_is_replaced_while_the_other_answers(deployment):
@@ -203,7 +232,7 @@ def test_a_killed_deployer_is_restarted_and_deploys_again(deployment):
     current = read_record(deployment.data_dir)["active"]["model_version"]
     target = "2" if current == "1" else "1"
     done = deployment.cli("rollback", "--to", target, "--wait", "240")
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stderr + deployment.logs()
     assert deployment.served_version() == target
 
 
