@@ -12,7 +12,8 @@ from pathlib import Path
 
 from lending_pipeline.dev import dagster_command, evidently_command, mlflow_command
 from lending_pipeline_tests.conftest import PII_KEY
-from lending_pipeline_tests.ui import ROOT, free_port
+from lending_pipeline_tests.ports import free_port
+from lending_pipeline_tests.ui import ROOT
 
 
 def test_dagster_ui_runs_through_dg_on_loopback():

@@ -15,7 +15,8 @@ from lending_pipeline.links import (
     runbook_entry,
     runbook_link,
 )
-from lending_pipeline_tests.ui import ROOT, free_port
+from lending_pipeline_tests.ports import free_port
+from lending_pipeline_tests.ui import ROOT
 
 ANCHORS_IN_CODE = re.compile(r'runbook_(?:metadata|url)\("([a-z_]+)"\)')
 

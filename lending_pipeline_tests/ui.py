@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from lending_pipeline_tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 UI_TIMEOUT_MS = 180_000  # a busy 2-core machine renders the asset graph slowly
@@ -25,12 +26,6 @@ BROWSER_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def chromium_path() -> str:

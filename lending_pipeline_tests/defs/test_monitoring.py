@@ -51,7 +51,8 @@ from lending_pipeline.runs import (
 )
 from lending_pipeline.spec import default_spec_path, load_spec
 from lending_pipeline_tests.conftest import PII_KEY
-from lending_pipeline_tests.ui import BROWSER_ARGS, evidently_ui, free_port
+from lending_pipeline_tests.ports import free_port
+from lending_pipeline_tests.ui import BROWSER_ARGS, evidently_ui
 
 ROOT = Path(__file__).resolve().parents[2]
 START = dt.date(2025, 2, 3)

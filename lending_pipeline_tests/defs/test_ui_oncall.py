@@ -13,12 +13,12 @@ from lending_pipeline.ml.synth import generate_consumer_loans, partition_path
 from lending_pipeline.partitions import last_complete_day
 from lending_pipeline_tests.conftest import DAYS, PER_DAY, PII_KEY
 from lending_pipeline_tests.defs.helpers import run_day
+from lending_pipeline_tests.ports import free_port
 from lending_pipeline_tests.ui import (
     BROWSER_ARGS,
     UI_TIMEOUT_MS,
     chromium_path,
     dagster_webserver,
-    free_port,
 )
 
 CHECK = "validated_applications_schema"

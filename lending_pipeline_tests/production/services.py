@@ -215,7 +215,7 @@ class MlflowServer:
     """`mlflow server` on a free loopback port with its backend store at `backend`."""
 
     def __init__(self, backend: str, artifacts: Path, log: Path, port: int | None = None):
-        from lending_pipeline_tests.postgres import free_port
+        from lending_pipeline_tests.ports import free_port
 
         self.port = port or free_port()
         self.backend, self.artifacts, self.log = backend, artifacts, log

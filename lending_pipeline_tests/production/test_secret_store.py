@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lending_pipeline.production.secrets import SecretStoreError, read_secrets, write_secrets
-from lending_pipeline_tests.postgres import free_port
+from lending_pipeline_tests.ports import free_port
 
 VALUES = {
     "pii_key": "pii-" + random.token_hex(16),

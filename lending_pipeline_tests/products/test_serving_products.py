@@ -22,8 +22,9 @@ from lending_pipeline.serving.operations import deploy_version
 from lending_pipeline.spec import load_spec
 from lending_pipeline_tests.conftest import AUDIT_ENV, AUDIT_KEY, PII_KEY
 from lending_pipeline_tests.ml.test_scoring import typed_tables
+from lending_pipeline_tests.ports import free_port
 from lending_pipeline_tests.products.conftest import NAMES
-from lending_pipeline_tests.serving.conftest import free_port, register, wait_for
+from lending_pipeline_tests.serving.conftest import register, wait_for
 
 
 def free_block(size: int = 30) -> int:

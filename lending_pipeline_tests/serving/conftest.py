@@ -4,7 +4,6 @@ and `lending-pipeline serve` (router + blue/green `bentoml serve` processes) on 
 import datetime as dt
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,12 +24,7 @@ from lending_pipeline.serving.operations import deploy_version
 from lending_pipeline.spec import load_spec
 from lending_pipeline_tests.conftest import AUDIT_ENV, AUDIT_KEY, PII_KEY
 from lending_pipeline_tests.ml.test_scoring import typed_tables
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from lending_pipeline_tests.ports import free_port
 
 
 def wait_for(condition, timeout: float, what: str):
