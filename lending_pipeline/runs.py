@@ -190,6 +190,11 @@ def run_partition_lean(
         return summarize(result, partition)
 
 
+def range_tags(days: list[str]) -> dict[str, str]:
+    """The tags of a run over the range of consecutive `days`."""
+    return {ASSET_PARTITION_RANGE_START_TAG: days[0], ASSET_PARTITION_RANGE_END_TAG: days[-1]}
+
+
 def run_range_lean(
     instance: dg.DagsterInstance, days: list[str], tags: dict[str, str] | None = None
 ) -> PartitionRun:
@@ -202,12 +207,11 @@ def run_range_lean(
     if len(days) == 1 and BACKFILL_ID_TAG not in (tags or {}):
         return run_partition_lean(instance, days[0], tags)
 
-    range_tags = {ASSET_PARTITION_RANGE_START_TAG: days[0], ASSET_PARTITION_RANGE_END_TAG: days[-1]}
     with dg.execute_job(
         dg.reconstructable(daily_job),
         instance=instance,
         run_config=SILENT,
-        tags={**(tags or {}), **range_tags},
+        tags={**(tags or {}), **range_tags(days)},
         raise_on_error=False,
     ) as result:
         return summarize(result, days[0] if len(days) == 1 else None)

@@ -68,8 +68,11 @@ class GateResult:
         return "n/a" if self.low is None else f"[{self.low:.4f}, {self.high:.4f}]"
 
     def describe(self) -> str:
-        actual = "n/a" if self.actual is None else f"{self.actual:.4f}"
         verdict = "passed" if self.passed else "FAILED"
+        if self.actual is None:  # nothing to measure (e.g. no champion yet): the detail says why
+            limit = f"{self.direction} {self.threshold:g}"
+            return f"{self.gate}: {verdict}, not measured ({limit}); {self.detail}"
+        actual = f"{self.actual:.4f}"
         judged = ""
         if self.judged_on == CONSERVATIVE:
             judged = f", judged on the interval's bound {self.judged:.4f}"

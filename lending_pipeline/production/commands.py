@@ -134,8 +134,16 @@ def cmd_demo_prod(args) -> int:
     from dagster_graphql import DagsterGraphQLClient
 
     from lending_pipeline.definitions import DAILY_JOB, TRAINING_JOB
+    from lending_pipeline.defs.common import DAYS_PER_RUN
     from lending_pipeline.production import stack
-    from lending_pipeline.runs import landed_partitions, warehouse_rows
+    from lending_pipeline.runs import (
+        consecutive_chunks,
+        days_per_run,
+        landed_bytes_per_day,
+        landed_partitions,
+        range_tags,
+        warehouse_rows,
+    )
     from lending_pipeline.spec import load_spec
 
     profile = _profile(args)
@@ -155,13 +163,23 @@ def cmd_demo_prod(args) -> int:
     client = DagsterGraphQLClient("127.0.0.1", port_number=stack.WEBSERVER_PORT)
     instance = dg.DagsterInstance.get()
     began = time.perf_counter()
-    runs = {submit(client, DAILY_JOB, {"dagster/partition": p}): p for p in partitions}
-    print(f"submitted {len(runs)} runs of {DAILY_JOB} to the run queue")
-    statuses = wait_runs(instance, list(runs), args.timeout)
-    failed = sorted(runs[r] for r, s in statuses.items() if s != "SUCCESS")
+    per_run = days_per_run(
+        len(partitions),
+        settings.celery_workers(),
+        DAYS_PER_RUN,
+        landed_bytes_per_day(spec, profile.data_dir, partitions),
+    )
+    chunks = consecutive_chunks(partitions, per_run)
+    runs = {submit(client, DAILY_JOB, range_tags(days)): days for days in chunks}
     print(
-        f"materialized {len(runs)} partitions of '{spec.name}' in "
-        f"{time.perf_counter() - began:.1f}s ({len(runs) - len(failed)} succeeded, "
+        f"submitted {len(runs)} runs of {DAILY_JOB} over {len(partitions)} days "
+        f"(ranges of up to {per_run} days) to the run queue"
+    )
+    statuses = wait_runs(instance, list(runs), args.timeout)
+    failed = sorted(day for r, s in statuses.items() if s != "SUCCESS" for day in runs[r])
+    print(
+        f"materialized {len(partitions)} partitions of '{spec.name}' in "
+        f"{time.perf_counter() - began:.1f}s ({len(partitions) - len(failed)} succeeded, "
         f"{len(failed)} failed{': ' + ', '.join(failed[:5]) if failed else ''})"
     )
     rows = warehouse_rows(profile.data_dir, partitions)
