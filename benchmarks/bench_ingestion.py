@@ -48,10 +48,13 @@ DTYPES = {
 
 
 def child_env(root: Path) -> dict[str, str]:
-    """Environment of a pipeline child: data dir, PII key and a telemetry-free Dagster home."""
+    """Environment of a pipeline child: data dir, PII key and a Dagster home configured as
+    `make` configures the embedded profile's (deploy/dagster.local.yaml: no telemetry, the
+    event log with open connections)."""
     home = root / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    local = Path(__file__).resolve().parents[1] / "deploy" / "dagster.local.yaml"
+    (home / "dagster.yaml").write_text(local.read_text())
     return {
         **os.environ,
         "LENDING_DATA_DIR": str(root / "data"),

@@ -6,9 +6,12 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
 from lending_pipeline.ml.synth import generate_consumer_loans
 from lending_pipeline.spec import PipelineSpec, load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
 
 START = dt.date(2025, 3, 3)
 DAYS = 3
@@ -62,5 +65,11 @@ def instance(tmp_path):
     """A real Dagster instance (SQLite storage) in a temp dir."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    with dg.instance_for_test(temp_dir=str(home)) as instance:
+    with dg.instance_for_test(temp_dir=str(home), overrides=local_profile()) as instance:
         yield instance
+
+
+def local_profile() -> dict:
+    """The event log storage of the embedded profile (deploy/dagster.local.yaml)."""
+    config = yaml.safe_load((ROOT / "deploy" / "dagster.local.yaml").read_text())
+    return {"event_log_storage": config["event_log_storage"]}

@@ -1,0 +1,120 @@
+"""The embedded profile's Dagster event log: Dagster's SQLite event log, with open connections.
+
+Dagster's `SqliteEventLogStorage` opens and closes a SQLite connection for every read and
+write; in WAL mode each close of a database's last connection checkpoints it (fsync), and each
+commit syncs the log. A run over many days stores some 35 events per day (materializations,
+planned materializations, check evaluations), so that cost grew with the number of days.
+
+This keeps one open connection per database file (the index and the last few runs' shards) per
+process, with `synchronous=NORMAL`: a commit reaches the WAL without an fsync, and checkpoints
+happen as SQLite schedules them. Consistency is SQLite's; a power loss (not a crash of the
+process) can lose the last commits before a checkpoint. The production profile stores events in
+PostgreSQL. Everything else is Dagster's: the schema, the files under `base_dir`; a watched run
+(the UI's live run log) is read again when its shard's write-ahead log changes, where commits
+now land.
+
+    event_log_storage:
+      module: lending_pipeline.event_log
+      class: LocalEventLogStorage
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as db
+from dagster import Field, StringSource
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+    SqliteEventLogStorage,
+    SqliteEventLogStorageWatchdog,
+)
+from sqlalchemy.pool import StaticPool
+from watchdog.events import PatternMatchingEventHandler
+from watchdog.observers import Observer
+
+OPEN_DATABASES = 8  # the index and the shards of the runs most recently written or read
+BUSY_TIMEOUT_S = 30
+
+
+def _pragmas(connection, _record) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+class _Watchdog(SqliteEventLogStorageWatchdog):
+    """Dagster's watch of a run's shard, woken by its write-ahead log as well."""
+
+    def __init__(self, storage: SqliteEventLogStorage, run_id: str, callback, cursor):
+        super().__init__(storage, run_id, callback, cursor)
+        path = storage.path_for_shard(run_id)
+        PatternMatchingEventHandler.__init__(self, patterns=[path, f"{path}-wal"])
+
+    def on_modified(self, event) -> None:
+        self._process_log()
+
+
+class LocalEventLogStorage(SqliteEventLogStorage):
+    """`SqliteEventLogStorage` keeping each database's connection open (see the module)."""
+
+    def __init__(self, base_dir: str | None = None, inst_data=None):
+        home = os.environ.get("DAGSTER_HOME", ".")
+        self._engines: OrderedDict[str, db.engine.Engine] = OrderedDict()
+        super().__init__(base_dir or os.path.join(home, "history", "runs"), inst_data)
+
+    @classmethod
+    def config_type(cls):
+        return {"base_dir": Field(StringSource, is_required=False)}
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value: Mapping[str, Any]):
+        return cls(inst_data=inst_data, **config_value)
+
+    def _engine(self, shard: str) -> db.engine.Engine:
+        engine = self._engines.pop(shard, None)
+        if engine is None:
+            engine = db.create_engine(
+                self.conn_string_for_shard(shard),
+                poolclass=StaticPool,
+                connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False},
+            )
+            db.event.listen(engine, "connect", _pragmas)
+            if shard not in self._initialized_dbs:
+                self._initdb(engine)
+                self._initialized_dbs.add(shard)
+        self._engines[shard] = engine
+        while len(self._engines) > OPEN_DATABASES:
+            self._engines.popitem(last=False)[1].dispose()
+        return engine
+
+    @contextmanager
+    def _connect(self, shard: str) -> Iterator[db.engine.Connection]:
+        with self._db_lock, self._engine(shard).connect() as conn, conn.begin():
+            yield conn
+
+    def _close_all(self) -> None:
+        with self._db_lock:
+            while self._engines:
+                self._engines.popitem()[1].dispose()
+
+    def watch(self, run_id: str, cursor: str | None, callback) -> None:
+        if not self._obs:
+            self._obs = Observer()
+            self._obs.start()
+        watchdog = _Watchdog(self, run_id, callback, cursor)
+        self._watchers[run_id][callback] = (
+            watchdog,
+            self._obs.schedule(watchdog, self._base_dir, recursive=True),
+        )
+
+    def wipe(self) -> None:
+        self._close_all()
+        super().wipe()
+
+    def dispose(self) -> None:
+        self._close_all()
+        super().dispose()
