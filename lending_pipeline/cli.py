@@ -110,8 +110,7 @@ def _instance():
 
 def cmd_materialize(args) -> int:
     from lending_pipeline.runs import (
-        days_per_run,
-        landed_bytes_per_day,
+        default_days_per_run,
         landed_days,
         landed_partitions,
         outside_window,
@@ -145,14 +144,10 @@ def cmd_materialize(args) -> int:
     runs = []
     from lending_pipeline.backfill import Backfill
     from lending_pipeline.definitions import DAILY_JOB
-    from lending_pipeline.defs.common import DAYS_PER_RUN
     from lending_pipeline.progress import with_progress
 
     backfill = Backfill(DAILY_JOB, partitions, f"lending-pipeline materialize ({spec.name})")
-    per_day = landed_bytes_per_day(spec, data_dir, partitions)
-    per_run = args.days_per_run or days_per_run(
-        len(partitions), args.workers, DAYS_PER_RUN, per_day
-    )
+    per_run = args.days_per_run or default_days_per_run(spec, data_dir, partitions, args.workers)
     batch = run_partitions(args.spec, partitions, args.workers, backfill.tags, per_run)
     for run in with_progress(batch, len(partitions)):
         runs.append(run)

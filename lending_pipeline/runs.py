@@ -21,6 +21,7 @@ from dagster._core.storage.tags import (
 )
 
 from lending_pipeline.definitions import DAILY_JOB, MONITORING_JOB, TRAINING_JOB
+from lending_pipeline.defs.common import DAYS_PER_RUN
 from lending_pipeline.defs.resources import resolve_data_dir
 from lending_pipeline.partitions import partition_start
 from lending_pipeline.spec import SPEC_ENV, PipelineSpec
@@ -299,6 +300,15 @@ def days_per_run(days: int, workers: int, most: int, day_bytes: float = 0.0) -> 
         most = max(1, min(most, int(RUN_LANDING_BYTES // day_bytes)))
     runs = workers * -(-days // (workers * most))
     return max(1, -(-days // max(runs, 1)))
+
+
+def default_days_per_run(
+    spec: PipelineSpec, data_dir: Path, partitions: list[str], workers: int
+) -> int:
+    """Days per run for `partitions` landed in `data_dir`: an even share per worker, at most
+    `DAYS_PER_RUN` and `RUN_LANDING_BYTES` of landing files a run."""
+    per_day = landed_bytes_per_day(spec, data_dir, partitions)
+    return days_per_run(len(partitions), workers, DAYS_PER_RUN, per_day)
 
 
 def run_training_lean(

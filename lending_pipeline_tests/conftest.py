@@ -10,8 +10,7 @@ import yaml
 
 from lending_pipeline.ml.synth import generate_consumer_loans
 from lending_pipeline.spec import PipelineSpec, load_spec
-
-ROOT = Path(__file__).resolve().parents[1]
+from lending_pipeline_tests.ui import ROOT
 
 START = dt.date(2025, 3, 3)
 DAYS = 3

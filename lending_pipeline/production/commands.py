@@ -134,12 +134,10 @@ def cmd_demo_prod(args) -> int:
     from dagster_graphql import DagsterGraphQLClient
 
     from lending_pipeline.definitions import DAILY_JOB, TRAINING_JOB
-    from lending_pipeline.defs.common import DAYS_PER_RUN
     from lending_pipeline.production import stack
     from lending_pipeline.runs import (
         consecutive_chunks,
-        days_per_run,
-        landed_bytes_per_day,
+        default_days_per_run,
         landed_partitions,
         range_tags,
         warehouse_rows,
@@ -163,12 +161,7 @@ def cmd_demo_prod(args) -> int:
     client = DagsterGraphQLClient("127.0.0.1", port_number=stack.WEBSERVER_PORT)
     instance = dg.DagsterInstance.get()
     began = time.perf_counter()
-    per_run = days_per_run(
-        len(partitions),
-        settings.celery_workers(),
-        DAYS_PER_RUN,
-        landed_bytes_per_day(spec, profile.data_dir, partitions),
-    )
+    per_run = default_days_per_run(spec, profile.data_dir, partitions, settings.celery_workers())
     chunks = consecutive_chunks(partitions, per_run)
     runs = {submit(client, DAILY_JOB, range_tags(days)): days for days in chunks}
     print(

@@ -115,7 +115,7 @@ def cmd_approve(args) -> int:
 
 
 def cmd_rollback(args) -> int:
-    from lending_pipeline.serving.deploy import deploy_outcome, read_record
+    from lending_pipeline.serving.deploy import gave_up, read_record
     from lending_pipeline.serving.operations import RollbackError, active_version, rollback
 
     spec, data_dir, config, history = _registry(args)
@@ -143,7 +143,7 @@ def cmd_rollback(args) -> int:
         if active_version(data_dir) == done["to_version"]:
             print(f"serving version {done['to_version']}")
             return 0
-        outcome = deploy_outcome(data_dir, done["bento_tag"], seen)
+        outcome = gave_up(read_record(data_dir)["history"][seen:], bento_tag=done["bento_tag"])
         if outcome is not None:
             print(f"the deploy {outcome['event']}: {outcome['problem']}", file=sys.stderr)
             return 1

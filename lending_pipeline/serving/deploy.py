@@ -86,20 +86,17 @@ def read_record(data_dir: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def deploy_outcome(data_dir: Path, bento_tag: str, after: int) -> dict | None:
-    """The deployer's refusal or failure of a request for `bento_tag` among the history entries
-    from index `after` on (None while it has neither switched nor given up)."""
-    history = read_record(data_dir)["history"][after:]
-    ended = [h for h in history if h["event"] in ("failed", "refused")]
-    return next((h for h in ended if h.get("bento_tag") == bento_tag), None)
-
-
-def given_up(record: dict) -> bool:
-    """Whether the deployer refused or failed the record's desired request."""
-    signature = (record.get("desired") or {}).get("signature")
-    return any(
-        h["event"] in ("failed", "refused") and h.get("signature") == signature
-        for h in record["history"]
+def gave_up(history: list[dict], **request) -> dict | None:
+    """The history entry of the deployer refusing or failing a request whose fields are
+    `request` (e.g. `bento_tag=...`, `signature=...`); None while it has not given up on it."""
+    return next(
+        (
+            h
+            for h in history
+            if h["event"] in ("failed", "refused")
+            and all(h.get(field) == value for field, value in request.items())
+        ),
+        None,
     )
 
 

@@ -18,7 +18,7 @@ import yaml
 
 from lending_pipeline.ml import audit, promotion, tracking
 from lending_pipeline.serving.bundle import Bundle
-from lending_pipeline.serving.deploy import given_up, read_record, request_deploy
+from lending_pipeline.serving.deploy import gave_up, read_record, request_deploy
 from lending_pipeline.serving.package import package_version
 from lending_pipeline.spec import PipelineSpec
 
@@ -126,8 +126,9 @@ def rollback(
         if to_version is not None and champion == to_version:
             record = read_record(data_dir)
             served = (record.get("active") or {}).get("model_version")
-            wanted = (record.get("desired") or {}).get("model_version")
-            if served == champion or (wanted == champion and not given_up(record)):
+            desired = record.get("desired") or {}
+            pending = not gave_up(record["history"], signature=desired.get("signature"))
+            if served == champion or (desired.get("model_version") == champion and pending):
                 return {"event": "rollback", "to_version": champion, "by": actor, "noop": True}
             try:
                 bundle = deploy_version(
