@@ -33,6 +33,9 @@ def test_gates_compare_actual_with_threshold(spec):
     assert set(results) == set(GATES)
     assert results["min_roc_auc"].passed and results["min_roc_auc"].actual == candidate["roc_auc"]
     assert results["max_auc_drop_vs_champion"].actual is None
+    unmeasured = results["max_auc_drop_vs_champion"].describe()
+    assert "not measured" in unmeasured and "n/a" not in unmeasured
+    assert "no champion yet" in unmeasured
     assert np.isclose(results["min_auc_margin_over_baseline"].actual, 0.05)
 
     champion = dict(candidate, roc_auc=candidate["roc_auc"] + 0.02)
