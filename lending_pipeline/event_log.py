@@ -9,9 +9,11 @@ This keeps one open connection per database file (the index and the last few run
 process, with `synchronous=NORMAL`: a commit reaches the WAL without an fsync, and checkpoints
 happen as SQLite schedules them. Consistency is SQLite's; a power loss (not a crash of the
 process) can lose the last commits before a checkpoint. The production profile stores events in
-PostgreSQL. Everything else is Dagster's: the schema, the files under `base_dir`; a watched run
-(the UI's live run log) is read again when its shard's write-ahead log changes, where commits
-now land.
+PostgreSQL. A batch of events (Dagster sends one when `DAGSTER_EVENT_BATCH_SIZE` is set, which
+the package sets: a step's materializations over a range of days, a run's planned events) is
+written in one transaction per database. Everything else is Dagster's: the schema, the files
+under `base_dir`; a watched run (the UI's live run log) is read again when its shard's
+write-ahead log changes, where commits now land.
 
     event_log_storage:
       module: lending_pipeline.event_log
@@ -28,6 +30,8 @@ from typing import Any
 
 import sqlalchemy as db
 from dagster import Field, StringSource
+from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS, EVENT_TYPE_TO_PIPELINE_RUN_STATUS
+from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     SqliteEventLogStorage,
     SqliteEventLogStorageWatchdog,
@@ -64,6 +68,8 @@ class LocalEventLogStorage(SqliteEventLogStorage):
     def __init__(self, base_dir: str | None = None, inst_data=None):
         home = os.environ.get("DAGSTER_HOME", ".")
         self._engines: OrderedDict[str, db.engine.Engine] = OrderedDict()
+        self._tables: set[str] = set()
+        self._index_cols: bool | None = None
         super().__init__(base_dir or os.path.join(home, "history", "runs"), inst_data)
 
     @classmethod
@@ -96,6 +102,47 @@ class LocalEventLogStorage(SqliteEventLogStorage):
         with self._db_lock, self._engine(shard).connect() as conn, conn.begin():
             yield conn
 
+    def has_table(self, table_name: str) -> bool:
+        if table_name not in self._tables and super().has_table(table_name):
+            self._tables.add(table_name)
+        return table_name in self._tables
+
+    def _has_asset_key_index_cols_on_connection(self, conn) -> bool:
+        if self._index_cols is None:
+            self._index_cols = super()._has_asset_key_index_cols_on_connection(conn)
+        return self._index_cols
+
+    def store_event_batch(self, events) -> None:
+        """The events of one run (a step's materializations over a range of days, a run's
+        planned events) in one transaction per database, stored as `store_event` stores them.
+        The asset table keeps per asset key the last event of each kind, as it would after
+        storing them one by one."""
+        if len({event.run_id for event in events}) != 1:
+            super().store_event_batch(events)
+            return
+        rows = [self._event_to_row(event) for event in events]
+        with self.run_connection(events[0].run_id) as conn:
+            conn.execute(SqlEventLogStorageTable.insert(), rows)
+        indexed = ASSET_EVENTS | ASSET_CHECK_EVENTS | set(EVENT_TYPE_TO_PIPELINE_RUN_STATUS)
+        checks, latest = [], {}
+        with self.index_transaction() as conn:
+            for event, row in zip(events, rows, strict=True):
+                kind = event.dagster_event_type if event.is_dagster_event else None
+                if kind not in indexed:
+                    continue
+                inserted = conn.execute(SqlEventLogStorageTable.insert().values(**row))
+                event_id = inserted.inserted_primary_key[0]
+                if kind in ASSET_EVENTS:
+                    self._store_asset_event_tags(conn, [event], [event_id])
+                    latest.pop((event.dagster_event.asset_key, kind), None)
+                    latest[(event.dagster_event.asset_key, kind)] = (event, event_id)
+                elif kind in ASSET_CHECK_EVENTS:
+                    checks.append((event, event_id))
+            for event, event_id in latest.values():
+                self._store_asset_event(conn, event, event_id)
+        for event, event_id in checks:
+            self.store_asset_check_event(event, event_id)
+
     def _close_all(self) -> None:
         with self._db_lock:
             while self._engines:
@@ -113,6 +160,7 @@ class LocalEventLogStorage(SqliteEventLogStorage):
 
     def wipe(self) -> None:
         self._close_all()
+        self._tables.clear()
         super().wipe()
 
     def dispose(self) -> None:

@@ -1,7 +1,8 @@
 """The embedded profile's event log (`lending_pipeline.event_log`): Dagster's SQLite event log
 with open connections. What Dagster reads back is what was written, across processes; a watched
 run (the UI's live log) hears of events committed to its write-ahead log; open files stay
-bounded; commits do not wait for an fsync."""
+bounded; commits do not wait for an fsync; a batch of events leaves what storing them one by
+one leaves."""
 
 import os
 import subprocess
@@ -12,8 +13,13 @@ from pathlib import Path
 
 import dagster as dg
 from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
 
 from lending_pipeline.event_log import OPEN_DATABASES, LocalEventLogStorage
+from lending_pipeline_tests.conftest import local_profile
 
 
 def entry(run_id: str, message: str) -> EventLogEntry:
@@ -110,3 +116,82 @@ def test_open_databases_stay_bounded(instance):
         if target.parent == base and target.suffix == ".db":
             open_files.add(target.name)
     assert 1 <= len(open_files) <= OPEN_DATABASES, open_files
+
+
+RANGE_DAYS = dg.DailyPartitionsDefinition(start_date="2025-03-01", end_date="2025-03-06")
+
+
+@dg.asset(
+    partitions_def=RANGE_DAYS,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    check_specs=[dg.AssetCheckSpec("positive", asset="ranged")],
+)
+def ranged(context: dg.AssetExecutionContext):
+    for day in context.partition_keys:
+        context.add_asset_metadata({"day": day, "rows": len(day)}, partition_key=day)
+    return dg.MaterializeResult(check_results=[dg.AssetCheckResult(passed=True)])
+
+
+@dg.asset(partitions_def=RANGE_DAYS, backfill_policy=dg.BackfillPolicy.single_run(), deps=[ranged])
+def downstream() -> None:
+    return None
+
+
+def stored(instance: dg.DagsterInstance) -> dict:
+    """What Dagster reads back after a run of `ranged` and `downstream` over every day."""
+    run = instance.get_runs()[0]
+    out = {"run": run.status}
+    for asset in (ranged, downstream):
+        records = instance.fetch_materializations(asset.key, limit=100).records
+        out[asset.key.to_user_string()] = sorted(
+            (r.partition_key, dict(r.asset_materialization.metadata)) for r in records
+        )
+        latest = instance.get_latest_materialization_event(asset.key)
+        out[f"latest {asset.key.to_user_string()}"] = latest.dagster_event.partition
+        record = instance.get_asset_records([asset.key])[0].asset_entry
+        out[f"entry {asset.key.to_user_string()}"] = (
+            record.last_run_id == run.run_id,
+            record.last_materialization.dagster_event.partition,
+        )
+        planned = instance.get_records_for_run(
+            run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+        ).records
+        out["planned"] = sorted(str(r.event_log_entry.dagster_event.asset_key) for r in planned)
+    check = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(ranged.key, "positive"), limit=10
+    )
+    out["check"] = [(c.status, c.run_id == run.run_id) for c in check]
+    out["statuses"] = {
+        str(key): instance.get_status_by_partition(key, RANGE_DAYS.get_partition_keys(), RANGE_DAYS)
+        for key in (ranged.key, downstream.key)
+    }
+    return out
+
+
+def test_a_batch_of_events_leaves_what_storing_them_one_by_one_leaves(tmp_path, monkeypatch):
+    """One run over every day of two assets with a check, stored event by event and as Dagster's
+    batches: the materializations per day, the latest one, the asset entry, the planned events
+    and the check's history read back the same; with batches, the storage received them."""
+    days = RANGE_DAYS.get_partition_keys()
+    tags = {ASSET_PARTITION_RANGE_START_TAG: days[0], ASSET_PARTITION_RANGE_END_TAG: days[-1]}
+    batches = []
+    original = LocalEventLogStorage.store_event_batch
+
+    def counting(self, events):
+        batches.append(len(events))
+        original(self, events)
+
+    monkeypatch.setattr(LocalEventLogStorage, "store_event_batch", counting)
+    results = {}
+    for size in ("0", "1000"):
+        monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", size)
+        home = tmp_path / f"home_{size}"
+        home.mkdir()
+        with dg.instance_for_test(temp_dir=str(home), overrides=local_profile()) as instance:
+            result = dg.materialize([ranged, downstream], instance=instance, tags=tags)
+            assert result.success
+            results[size] = stored(instance)
+        if size == "0":
+            assert batches == []
+    assert batches and max(batches) >= len(days), batches
+    assert results["0"] == results["1000"]

@@ -125,23 +125,37 @@ def masked_quarantine_sample(quarantine: pd.DataFrame, source: SourceSpec, n: in
         else:
             value = MASK
         rows.append(
-            {
-                **{k: record.get(k) for k in visible_key},
-                "file": record.get(SOURCE_FILE),
-                "row": record.get(SOURCE_ROW),
-                "rule": record.get(RULE),
-                "column": column,
-                "value": "(empty)" if _is_empty(value) else value,
-                "detail": record.get(DETAIL),
-            }
+            [
+                *(record.get(k) for k in visible_key),
+                record.get(SOURCE_FILE),
+                record.get(SOURCE_ROW),
+                record.get(RULE),
+                column,
+                "(empty)" if _is_empty(value) else value,
+                record.get(DETAIL),
+            ]
         )
     columns = [*visible_key, "file", "row", "rule", "column", "value", "detail"]
-    return frame_table(pd.DataFrame(rows, columns=columns).astype("string"))
+    return text_table(columns, rows)
+
+
+def text_table(columns: list[str], rows: list[list]) -> dg.MetadataValue:
+    """A typed table whose cells are all text (missing values stay empty)."""
+    schema = dg.TableSchema(columns=[dg.TableColumn(name, "string") for name in columns])
+    records = [
+        dg.TableRecord({name: _cell(v, "string") for name, v in zip(columns, row, strict=True)})
+        for row in rows
+    ]
+    return dg.MetadataValue.table(records, schema=schema)
 
 
 def counts_table(counts: dict[str, int], label: str = "rule") -> dg.MetadataValue:
-    frame = pd.DataFrame(sorted(counts.items()), columns=[label, "rows"]).astype({"rows": int})
-    return frame_table(frame)
+    """Row counts by `label`, sorted by it."""
+    schema = dg.TableSchema(
+        columns=[dg.TableColumn(label, "string"), dg.TableColumn("rows", "int")]
+    )
+    records = [dg.TableRecord({label: str(k), "rows": int(v)}) for k, v in sorted(counts.items())]
+    return dg.MetadataValue.table(records, schema=schema)
 
 
 def _is_empty(value) -> bool:

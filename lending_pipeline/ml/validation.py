@@ -352,8 +352,9 @@ def validate_days(
     today: dt.date | None = None,
     partition_dated: bool = False,
 ) -> dict[str, ValidationOutcome]:
-    """`validate_source` of several days at once: the same outcome for each day, with the
-    Pandera schema run once over all of them (its fixed cost per call dominates small days).
+    """`validate_source` of several days at once: the same outcome for each day, with parsing
+    and the Pandera schema run once over all of them (their fixed cost per call dominates small
+    days).
     Keys stay unique per day, as in a day's own validation."""
     today = today or dt.datetime.now(dt.UTC).date()
     days = list(raws)
@@ -361,22 +362,30 @@ def validate_days(
         return {
             day: validate_source(raws[day], source, day, today, partition_dated) for day in days
         }
-    read = {day: _read_rules(raws[day], source) for day in days}
-    typed = pd.concat([read[day][1] for day in days], ignore_index=True)
-    sizes = [len(read[day][1]) for day in days]
+    sizes = [len(raws[day]) for day in days]
+    raw, typed, together = _read_rules(pd.concat([raws[day] for day in days]), source)
     typed[PARTITION_DAY] = np.repeat(np.arange(len(days)), sizes)
     schema = build_schema(source, days[0], today, unique=[*source.key, PARTITION_DAY])
-    together = run_schema(typed, schema, key=list(source.key))
+    together += run_schema(typed, schema, key=list(source.key))
+    typed = typed.drop(columns=PARTITION_DAY)
     outcomes = {}
     start = 0
     for day, size in zip(days, sizes, strict=True):
-        raw, day_typed, failures = read[day]
+        end = start + size
+        failures = []
         for mask, rule, column, detail in together:
-            part = mask[start : start + size]
+            part = mask[start:end]
             if part.any():
                 failures.append((part, rule, column, detail))
-        outcomes[day] = _outcome(raw, day_typed, failures, source, day, partition_dated)
-        start += size
+        outcomes[day] = _outcome(
+            raw.iloc[start:end].reset_index(drop=True),
+            typed.iloc[start:end].reset_index(drop=True),
+            failures,
+            source,
+            day,
+            partition_dated,
+        )
+        start = end
     return outcomes
 
 
