@@ -354,8 +354,7 @@ def validate_days(
 ) -> dict[str, ValidationOutcome]:
     """`validate_source` of several days at once: the same outcome for each day, with parsing
     and the Pandera schema run once over all of them (their fixed cost per call dominates small
-    days).
-    Keys stay unique per day, as in a day's own validation."""
+    days). Keys stay unique per day, as in a day's own validation."""
     today = today or dt.datetime.now(dt.UTC).date()
     days = list(raws)
     if len(days) < 2:
