@@ -124,24 +124,35 @@ class LocalEventLogStorage(SqliteEventLogStorage):
         with self.run_connection(events[0].run_id) as conn:
             conn.execute(SqlEventLogStorageTable.insert(), rows)
         indexed = ASSET_EVENTS | ASSET_CHECK_EVENTS | set(EVENT_TYPE_TO_PIPELINE_RUN_STATUS)
-        checks, latest = [], {}
+        mirrored = [
+            (event, row)
+            for event, row in zip(events, rows, strict=True)
+            if event.is_dagster_event and event.dagster_event_type in indexed
+        ]
+        if not mirrored:
+            return
+        insert = SqlEventLogStorageTable.insert().returning(
+            SqlEventLogStorageTable.c.id, sort_by_parameter_order=True
+        )
         with self.index_transaction() as conn:
-            for event, row in zip(events, rows, strict=True):
-                kind = event.dagster_event_type if event.is_dagster_event else None
-                if kind not in indexed:
-                    continue
-                inserted = conn.execute(SqlEventLogStorageTable.insert().values(**row))
-                event_id = inserted.inserted_primary_key[0]
-                if kind in ASSET_EVENTS:
-                    self._store_asset_event_tags(conn, [event], [event_id])
-                    latest.pop((event.dagster_event.asset_key, kind), None)
-                    latest[(event.dagster_event.asset_key, kind)] = (event, event_id)
-                elif kind in ASSET_CHECK_EVENTS:
-                    checks.append((event, event_id))
+            ids = conn.execute(insert, [row for _, row in mirrored]).scalars().all()
+            assets = [
+                (event, event_id)
+                for (event, _), event_id in zip(mirrored, ids, strict=True)
+                if event.dagster_event_type in ASSET_EVENTS
+            ]
+            if assets:
+                self._store_asset_event_tags(conn, *zip(*assets, strict=True))
+            latest = {}  # the last event of each (asset key, kind), in the order of the last
+            for event, event_id in assets:
+                kind = (event.dagster_event.asset_key, event.dagster_event_type)
+                latest.pop(kind, None)
+                latest[kind] = (event, event_id)
             for event, event_id in latest.values():
                 self._store_asset_event(conn, event, event_id)
-        for event, event_id in checks:
-            self.store_asset_check_event(event, event_id)
+        for (event, _), event_id in zip(mirrored, ids, strict=True):
+            if event.dagster_event_type in ASSET_CHECK_EVENTS:
+                self.store_asset_check_event(event, event_id)
 
     def _close_all(self) -> None:
         with self._db_lock:

@@ -18,7 +18,7 @@ from lending_pipeline.links import (
 from lending_pipeline_tests.ports import free_port
 from lending_pipeline_tests.ui import ROOT
 
-ANCHORS_IN_CODE = re.compile(r'runbook_(?:metadata|url)\("([a-z_]+)"\)')
+ANCHORS_IN_CODE = re.compile(r'runbook_(?:metadata|url)\(\s*"([a-z_]+)"')
 
 
 def anchors_used() -> set[str]:

@@ -319,7 +319,7 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                     "interval_high": rounded(gate.high) if gate.high is not None else "n/a",
                     "confidence_level": spec.gates.confidence_level,
                     "judged_on": gate.judged_on,
-                    **runbook_metadata("model_evaluation_gates"),
+                    **runbook_metadata("model_evaluation_gates", gate.passed),
                 },
             )
         yield dg.AssetCheckResult(
@@ -336,7 +336,7 @@ def build_evaluation_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             metadata={
                 **bound,
                 "predictions": dg.MetadataValue.path(str(path)),
-                **runbook_metadata("model_evaluation_integrity"),
+                **runbook_metadata("model_evaluation_integrity", not differences),
             },
         )
 

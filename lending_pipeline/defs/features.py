@@ -107,7 +107,9 @@ def build_features_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             ),
             metadata={
                 "violations_by_date_column": dg.MetadataValue.json(violations),
-                **runbook_metadata("applicant_features_point_in_time"),
+                **runbook_metadata(
+                    "applicant_features_point_in_time", not any(violations.values())
+                ),
             },
         )
         fresh = freshness(spec, features)
@@ -132,7 +134,7 @@ def build_features_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                     "max_days": fresh.max_days,
                     "rows_without_value": fresh.missing,
                     "sample_stale_keys": ", ".join(fresh.stale_keys) or "none",
-                    **runbook_metadata("applicant_features_freshness"),
+                    **runbook_metadata("applicant_features_freshness", fresh.passed),
                 },
             )
 

@@ -25,10 +25,11 @@ def runbook_url(anchor: str) -> dg.MetadataValue:
     return dg.MetadataValue.url(runbook_link(anchor))
 
 
-def runbook_metadata(anchor: str) -> dict[str, dg.MetadataValue]:
-    """The runbook link and the entry's own "what happened / what to do" text."""
+def runbook_metadata(anchor: str, passed: bool = False) -> dict[str, dg.MetadataValue]:
+    """The runbook link and, unless the check `passed`, the entry's own "what happened / what
+    to do" text."""
     metadata = {"runbook": runbook_url(anchor)}
-    text = runbook_entry(anchor)
+    text = None if passed else runbook_entry(anchor)
     if text:
         metadata["runbook_entry"] = dg.MetadataValue.md(text)
     return metadata

@@ -96,7 +96,7 @@ def not_judged_checks(reason: str):
             passed=True,
             severity=dg.AssetCheckSeverity.WARN,
             description=f"not judged: {reason}",
-            metadata={"judged": False, **runbook_metadata(check.name)},
+            metadata={"judged": False, **runbook_metadata(check.name, passed=True)},
         )
 
 
@@ -361,7 +361,7 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 "psi_retrain": settings.psi_retrain,
                 "features": frame_table(feature_table(result)),
                 **({"drift_dashboard": dg.MetadataValue.url(day_link)} if day_link else {}),
-                **runbook_metadata(WITHIN_LIMITS.name),
+                **runbook_metadata(WITHIN_LIMITS.name, tier in ("ok", NOT_JUDGED)),
             },
         )
 
@@ -393,7 +393,7 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 "fields": ", ".join(spikes.index) or "none",
                 "spikes": frame_table(table),
                 "missing_spike": settings.missing_spike,
-                **runbook_metadata(MISSING_FIELDS.name),
+                **runbook_metadata(MISSING_FIELDS.name, not len(spikes)),
             },
         )
 
@@ -404,7 +404,7 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             "cohort_days": (
                 f"{performance.days[0]}..{performance.days[-1]}" if performance.days else "none"
             ),
-            **runbook_metadata(PERFORMANCE.name),
+            **runbook_metadata(PERFORMANCE.name, performance.passed),
         }
         if performance.judged:
             metadata |= {

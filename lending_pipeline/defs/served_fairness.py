@@ -122,7 +122,7 @@ def build_served_fairness_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition
                 "threshold": settings.min_adverse_impact_ratio,
                 "min_ratio": metadata["min_ratio"],
                 "groups": metadata["groups"],
-                **runbook_metadata(SERVED_AIR.name),
+                **runbook_metadata(SERVED_AIR.name, result.passed),
             },
         )
 

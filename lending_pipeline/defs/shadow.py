@@ -153,7 +153,7 @@ def build_shadow_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 if not judged
                 else "the challenger is not worse on any matured month"
             ),
-            metadata={"judged": judged, **runbook_metadata(NOT_WORSE.name)},
+            metadata={"judged": judged, **runbook_metadata(NOT_WORSE.name, not worse)},
         )
 
     return [shadow_comparison, challenger_vintages]

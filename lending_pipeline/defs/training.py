@@ -159,7 +159,7 @@ def build_training_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 **{f"{n}_defaults": c[1] for n, c in counts.items()},
                 "min_split_rows": spec.gates.min_split_rows,
                 "min_split_defaults": spec.gates.min_split_defaults,
-                **runbook_metadata(EVIDENCE.name),
+                **runbook_metadata(EVIDENCE.name, not shortfalls),
             },
         )
 

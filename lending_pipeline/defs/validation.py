@@ -137,7 +137,7 @@ def build_validation_asset(spec: PipelineSpec, source: SourceSpec) -> dg.AssetsD
                 "structural_problems": "\n".join(outcome.structural) or "none",
                 "by_rule": counts_table(outcome.rule_counts),
                 "sample_failing_rows": masked_quarantine_sample(outcome.quarantine, source),
-                **runbook_metadata("validated_source_schema"),
+                **runbook_metadata("validated_source_schema", outcome.passed),
                 "withdrawn_downstream": ", ".join(withdrawn) or "none",
             },
         )
@@ -191,7 +191,7 @@ def expectations_result(
             "rows": len(valid),
             "failed_expectations": len(failed),
             "expectations": frame_table(table),
-            **runbook_metadata("validated_source_expectations"),
+            **runbook_metadata("validated_source_expectations", passed),
         },
     )
 

@@ -56,6 +56,16 @@ def test_stored_assets_carry_row_count_and_column_schema(spec, data_dir, instanc
         assert metadata["path"].value == str(path)
 
 
+def test_a_passed_check_links_its_runbook_entry_without_quoting_it(spec, data_dir, instance):
+    assert run_day(spec, instance, day()).success
+    key = dg.AssetCheckKey(validated_key("applications"), "validated_applications_schema")
+    record = instance.event_log_storage.get_asset_check_execution_history(key, limit=1)[0]
+    evaluation = record.event.dagster_event.event_specific_data
+    assert evaluation.passed
+    assert evaluation.metadata["runbook"].value.endswith("#validated_source_schema")
+    assert "runbook_entry" not in evaluation.metadata
+
+
 def test_failed_check_metadata_is_typed_and_masked(spec, data_dir, instance):
     path = partition_path(data_dir, spec.source_by_name["applications"], day())
     corrupt.corrupt(path, "out_of_range", "loan_amount")
