@@ -99,8 +99,9 @@ haproxy: ## install Debian's HAProxy (the scoring API's proxy) when missing (nee
 test: $(STAMP) browser haproxy ## run the test suite
 	$(BIN)/pytest -q
 
-bench: $(STAMP) ## benchmarks: ingestion -> features, training + evaluation, drift (100k/200k, 1M), drift dashboard, scoring API
+bench: $(STAMP) ## benchmarks: ingestion -> features, many small days vs a few big ones, training + evaluation, drift (100k/200k, 1M), drift dashboard, scoring API
 	$(BIN)/python benchmarks/bench_ingestion.py
+	$(BIN)/python benchmarks/bench_backfill.py --modes ranged
 	$(BIN)/python benchmarks/bench_training.py
 	$(BIN)/python benchmarks/bench_drift.py
 	$(BIN)/python benchmarks/bench_dashboard.py
