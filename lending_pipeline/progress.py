@@ -1,12 +1,15 @@
 """A progress line for long headless runs: days done / failed, elapsed, ETA.
 
-On a terminal the line is redrawn in place; otherwise (CI logs, pipes) a line is written every
-`every` seconds and at the end, so a log shows the run is alive without flooding it.
+On a terminal the line is redrawn in place as items arrive; otherwise (CI logs, pipes) a line is
+written every `every` seconds by a clock of its own, also while no item arrives (a run over a long
+range of days reports its days only when it ends), and once at the end: a log shows the run is
+alive without flooding it.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import TextIO
@@ -38,21 +41,39 @@ def with_progress(
 ) -> Iterator:
     """Yield each item of `runs` unchanged while keeping a progress line on `stream` (stderr)."""
     stream = stream or sys.stderr
-    live = stream.isatty()
-    began = last = time.monotonic()
-    bad = 0
-    for done, run in enumerate(runs, start=1):
-        bad += bool(failed(run))
-        if live:  # what the caller prints about this item starts on a clean line
-            stream.write("\r\033[K")
-            stream.flush()
-        yield run
-        now = time.monotonic()
-        line = progress_line(done, bad, total, now - began, unit)
-        if live:
-            stream.write(line + ("\n" if done == total else ""))
-            stream.flush()
-        elif now - last >= every or done == total:
-            stream.write(line + "\n")
-            stream.flush()
-            last = now
+    began = time.monotonic()
+    counts = [0, 0]  # items done, of which failed
+
+    def line() -> str:
+        return progress_line(counts[0], counts[1], total, time.monotonic() - began, unit)
+
+    def write(text: str) -> None:
+        stream.write(text)
+        stream.flush()
+
+    if stream.isatty():
+        for run in runs:
+            counts[0] += 1
+            counts[1] += bool(failed(run))
+            write("\r\033[K")  # what the caller prints about this item starts on a clean line
+            yield run
+            write(line() + ("\n" if counts[0] == total else ""))
+        return
+
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every):
+            write(line() + "\n")
+
+    clock = threading.Thread(target=beat, name="progress", daemon=True)
+    clock.start()
+    try:
+        for run in runs:
+            counts[0] += 1
+            counts[1] += bool(failed(run))
+            yield run
+    finally:
+        stop.set()
+        clock.join()
+        write(line() + "\n")

@@ -1,6 +1,7 @@
 """The headless progress line: counts, failures, ETA; redrawn on a terminal, sparse in logs."""
 
 import io
+import time
 from dataclasses import dataclass, field
 
 from lending_pipeline.progress import progress_line, with_progress
@@ -28,6 +29,20 @@ def test_items_pass_through_and_a_log_gets_a_final_line():
     assert list(with_progress(runs, len(runs), stream=log, every=3600)) == runs
     assert log.getvalue().splitlines() == [log.getvalue().splitlines()[-1]]
     assert log.getvalue().startswith("days 4/4 (2 failed), ")
+
+
+def test_a_log_hears_from_the_clock_while_no_item_arrives():
+    def slow():
+        for run in (Run(True), Run(True)):
+            time.sleep(0.5)
+            yield run
+
+    log = io.StringIO()
+    assert len(list(with_progress(slow(), 2, stream=log, every=0.1))) == 2
+    lines = log.getvalue().splitlines()
+    assert any(line.startswith("days 0/2, ") for line in lines), lines
+    assert any(line.startswith("days 1/2, ") for line in lines), lines
+    assert lines[-1].startswith("days 2/2, ") and "ETA" not in lines[-1]
 
 
 def test_a_terminal_sees_the_line_redrawn_in_place():
