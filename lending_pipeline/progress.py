@@ -41,8 +41,10 @@ def with_progress(
 ) -> Iterator:
     """Yield each item of `runs` unchanged while keeping a progress line on `stream` (stderr)."""
     stream = stream or sys.stderr
+    live = stream.isatty()
     began = time.monotonic()
     counts = [0, 0]  # items done, of which failed
+    stop = threading.Event()
 
     def line() -> str:
         return progress_line(counts[0], counts[1], total, time.monotonic() - began, unit)
@@ -51,29 +53,24 @@ def with_progress(
         stream.write(text)
         stream.flush()
 
-    if stream.isatty():
-        for run in runs:
-            counts[0] += 1
-            counts[1] += bool(failed(run))
-            write("\r\033[K")  # what the caller prints about this item starts on a clean line
-            yield run
-            write(line() + ("\n" if counts[0] == total else ""))
-        return
-
-    stop = threading.Event()
-
     def beat() -> None:
         while not stop.wait(every):
             write(line() + "\n")
 
-    clock = threading.Thread(target=beat, name="progress", daemon=True)
-    clock.start()
+    clock = None if live else threading.Thread(target=beat, name="progress", daemon=True)
+    if clock:
+        clock.start()
     try:
         for run in runs:
             counts[0] += 1
             counts[1] += bool(failed(run))
+            if live:  # what the caller prints about this item starts on a clean line
+                write("\r\033[K")
             yield run
+            if live:
+                write(line() + ("\n" if counts[0] == total else ""))
     finally:
-        stop.set()
-        clock.join()
-        write(line() + "\n")
+        if clock:
+            stop.set()
+            clock.join()
+            write(line() + "\n")

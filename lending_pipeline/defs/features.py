@@ -96,20 +96,19 @@ def build_features_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
     def day_checks(context: dg.AssetExecutionContext, features: pd.DataFrame):
         """The point-in-time and freshness checks of one day's features."""
         violations = point_in_time_violations(spec, features)
+        clean = not any(violations.values())
         yield dg.AssetCheckResult(
             check_name=POINT_IN_TIME_CHECK.name,
-            passed=not any(violations.values()),
+            passed=clean,
             severity=dg.AssetCheckSeverity.ERROR,
             description=(
                 "no feature uses data dated after the application"
-                if not any(violations.values())
+                if clean
                 else f"rows with source dates after the application date: {violations}"
             ),
             metadata={
                 "violations_by_date_column": dg.MetadataValue.json(violations),
-                **runbook_metadata(
-                    "applicant_features_point_in_time", not any(violations.values())
-                ),
+                **runbook_metadata("applicant_features_point_in_time", clean),
             },
         )
         fresh = freshness(spec, features)

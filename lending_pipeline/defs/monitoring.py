@@ -343,9 +343,10 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             drifted = ", ".join(f"{k} {v:.3f}" for k, v in result.drifted.items()) or "none"
             score = f"; score PSI {result.score.psi:.3f}" if result.score else ""
             description = f"{tier} tier: features at or above psi_warn: {drifted}{score}"
+        passed = tier in ("ok", NOT_JUDGED)
         return dg.AssetCheckResult(
             check_name=WITHIN_LIMITS.name,
-            passed=tier in ("ok", NOT_JUDGED),
+            passed=passed,
             severity=dg.AssetCheckSeverity.ERROR
             if tier == "retrain"
             else dg.AssetCheckSeverity.WARN,
@@ -361,7 +362,7 @@ def build_monitoring_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 "psi_retrain": settings.psi_retrain,
                 "features": frame_table(feature_table(result)),
                 **({"drift_dashboard": dg.MetadataValue.url(day_link)} if day_link else {}),
-                **runbook_metadata(WITHIN_LIMITS.name, tier in ("ok", NOT_JUDGED)),
+                **runbook_metadata(WITHIN_LIMITS.name, passed),
             },
         )
 
