@@ -141,6 +141,10 @@ def stored(instance: dg.DagsterInstance) -> dict:
     """What Dagster reads back after a run of `ranged` and `downstream` over every day."""
     run = instance.get_runs()[0]
     out = {"run": run.status}
+    planned = instance.get_records_for_run(
+        run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+    ).records
+    out["planned"] = sorted(str(r.event_log_entry.dagster_event.asset_key) for r in planned)
     for asset in (ranged, downstream):
         records = instance.fetch_materializations(asset.key, limit=100).records
         out[asset.key.to_user_string()] = sorted(
@@ -149,14 +153,13 @@ def stored(instance: dg.DagsterInstance) -> dict:
         latest = instance.get_latest_materialization_event(asset.key)
         out[f"latest {asset.key.to_user_string()}"] = latest.dagster_event.partition
         record = instance.get_asset_records([asset.key])[0].asset_entry
+        by_id = {r.storage_id: r.partition_key for r in records}
         out[f"entry {asset.key.to_user_string()}"] = (
             record.last_run_id == run.run_id,
             record.last_materialization.dagster_event.partition,
+            # the id the entry keeps names the row of the event it keeps
+            by_id.get(record.last_materialization_storage_id),
         )
-        planned = instance.get_records_for_run(
-            run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
-        ).records
-        out["planned"] = sorted(str(r.event_log_entry.dagster_event.asset_key) for r in planned)
     check = instance.event_log_storage.get_asset_check_execution_history(
         dg.AssetCheckKey(ranged.key, "positive"), limit=10
     )
